@@ -1,0 +1,1 @@
+"""The herd: asyncio TCP servers that flood client locations to each other."""

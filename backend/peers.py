@@ -1,0 +1,288 @@
+"""Links to neighbouring servers: handshake, flooding with a bounded queue per link,
+heartbeats, and reconnection with backoff.
+
+Each link is one TCP connection, dialled by the server whose name sorts first and accepted
+by the other; both then send AT lines over it. A link starts with a challenge-response
+handshake (HMAC-SHA256 over both names and two fresh nonces) so each side proves it knows
+the herd secret without sending it. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .config import HerdConfig, ServerAddress
+from .protocol import (
+    At,
+    Challenge,
+    Peer,
+    Ping,
+    Proof,
+    ProtocolError,
+    Record,
+    Welcome,
+    parse_line,
+    peer_proof,
+)
+
+__all__ = ["HandshakeError", "PeerLink", "PeerManager"]
+
+log = logging.getLogger("herd.peers")
+traffic = logging.getLogger("herd.traffic")
+
+# Above this many unsent bytes in a link's socket buffer, records wait in the link's own
+# queue instead, so one slow neighbour costs memory up to its queue bound and nothing else.
+WRITE_HIGH_WATER = 1024 * 1024
+# Records written to the socket per flush once a backlog exists: large enough to amortise
+# the write, small enough that a flush never holds the loop for long.
+FLUSH_BATCH = 512
+
+PING_LINE = b"PING\n"
+
+
+class HandshakeError(Exception):
+    """The other side of a peer connection failed to prove itself."""
+
+
+RecordHandler = Callable[[Record, str], object]
+
+
+class PeerLink:
+    """The link to one neighbour and its queue of records waiting to be sent."""
+
+    def __init__(self, config: HerdConfig, local: str, name: str, on_record: RecordHandler) -> None:
+        self.config = config
+        self.local = local
+        self.name = name
+        self.address: ServerAddress = config.server(name)
+        self.dialer = local < name
+        self._on_record = on_record
+        self._queue: deque[bytes] = deque(maxlen=config.limits.peer_queue)
+        self._wake = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self.overflowed = False
+        self.up_since: float | None = None
+
+    @property
+    def up(self) -> bool:
+        return self._writer is not None
+
+    def send(self, line: bytes) -> None:
+        """Send one line now if the link can take it, else queue it; never blocks.
+
+        Writing straight to the transport (not through a task) is what lets a neighbour hold
+        a record before the IAMAT's reply is even written.
+        """
+        writer = self._writer
+        if (
+            writer is not None
+            and not self._queue
+            and writer.transport.get_write_buffer_size() < WRITE_HIGH_WATER
+        ):
+            writer.write(line)
+            return
+        if len(self._queue) == self._queue.maxlen and not self.overflowed:
+            log.warning("link to %s: queue full, dropping its oldest records", self.name)
+            self.overflowed = True
+        self._queue.append(line)
+        self._wake.set()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    async def dial_forever(self) -> None:
+        """Keep a link to the neighbour open, reconnecting with capped exponential backoff."""
+        timings = self.config.peers
+        delay = timings.reconnect_min
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    self.address.host, self.address.port, limit=self.config.limits.max_line_bytes
+                )
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, timings.reconnect_max)
+                continue
+            try:
+                async with asyncio.timeout(timings.handshake_timeout):
+                    await self._handshake_dial(reader, writer)
+            except (
+                HandshakeError,
+                ProtocolError,
+                OSError,
+                TimeoutError,
+                asyncio.IncompleteReadError,
+            ) as exc:
+                log.warning(
+                    "link to %s: handshake failed: %s", self.name, exc or type(exc).__name__
+                )
+                writer.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, timings.reconnect_max)
+                continue
+            delay = timings.reconnect_min
+            await self.serve(reader, writer)
+
+    async def _handshake_dial(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonce_d = secrets.token_hex(16)
+        writer.write(f"PEER {self.local} {nonce_d}\n".encode())
+        reply = parse_line(await reader.readuntil(b"\n"))
+        if not isinstance(reply, Challenge) or reply.server_id != self.name:
+            raise HandshakeError(f"expected CHALLENGE from {self.name}, got {reply!r}")
+        secret = self.config.secret
+        expected = peer_proof(secret, "acceptor", self.local, self.name, nonce_d, reply.nonce)
+        if not secrets.compare_digest(expected, reply.proof):
+            raise HandshakeError(f"{self.name} does not know the herd secret")
+        proof = peer_proof(secret, "dialer", self.local, self.name, nonce_d, reply.nonce)
+        writer.write(f"PROOF {proof}\n".encode())
+        welcome = parse_line(await reader.readuntil(b"\n"))
+        if not isinstance(welcome, Welcome) or welcome.server_id != self.name:
+            raise HandshakeError(f"{self.name} refused our proof: {welcome!r}")
+
+    async def accept(
+        self, hello: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Finish the handshake that ``hello`` began, then serve the link until it drops."""
+        nonce_a = secrets.token_hex(16)
+        secret = self.config.secret
+        proof = peer_proof(secret, "acceptor", self.name, self.local, hello.nonce, nonce_a)
+        writer.write(f"CHALLENGE {self.local} {nonce_a} {proof}\n".encode())
+        async with asyncio.timeout(self.config.peers.handshake_timeout):
+            line = await reader.readuntil(b"\n")
+        answer = parse_line(line)
+        expected = peer_proof(secret, "dialer", self.name, self.local, hello.nonce, nonce_a)
+        if not isinstance(answer, Proof) or not secrets.compare_digest(expected, answer.proof):
+            raise HandshakeError(f"{self.name} failed to prove the herd secret")
+        writer.write(f"WELCOME {self.local}\n".encode())
+        await self.serve(reader, writer)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Run an authenticated connection: read the peer's lines, flush our queue, send
+        heartbeats; return when it drops. A newer connection from the same peer replaces it."""
+        old = self._writer
+        if old is not None:
+            log.info("link to %s: replaced by a new connection", self.name)
+            old.close()
+        self._writer = writer
+        self.up_since = time.time()
+        self.overflowed = False
+        peername = writer.get_extra_info("peername")
+        log.info("link to %s up (%s)", self.name, _addr(peername))
+        helpers = [
+            asyncio.create_task(self._flush(writer)),
+            asyncio.create_task(self._heartbeat(writer)),
+        ]
+        self._wake.set()
+        try:
+            await self._read(reader)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            log.warning("link to %s dropped: %s", self.name, exc or type(exc).__name__)
+        except TimeoutError:
+            log.warning("link to %s dropped: silent for too long", self.name)
+        else:
+            log.warning("link to %s dropped: closed by peer", self.name)
+        finally:
+            for task in helpers:
+                task.cancel()
+            if self._writer is writer:
+                self._writer = None
+                self.up_since = None
+            writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        # Any line proves the peer alive; heartbeats arrive every `heartbeat` seconds.
+        silence = 3 * self.config.peers.heartbeat
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(loop.time() + silence) as deadline:
+            while True:
+                line = await reader.readuntil(b"\n")
+                deadline.reschedule(loop.time() + silence)
+                self._on_line(line)
+
+    def _on_line(self, line: bytes) -> None:
+        if traffic.isEnabledFor(logging.DEBUG):
+            traffic.debug("%s >> %s", self.name, line.decode(errors="backslashreplace").rstrip())
+        try:
+            command = parse_line(line)
+        except ProtocolError as exc:
+            # Never answer a peer with "? ...": it would answer that too, forever.
+            log.warning("link to %s: invalid line (%s): %r", self.name, exc, line[:200])
+            return
+        if isinstance(command, At):
+            self._on_record(command.record, self.name)
+        elif command is not None and not isinstance(command, Ping):
+            log.warning("link to %s: unexpected %s", self.name, type(command).__name__)
+
+    async def _flush(self, writer: asyncio.StreamWriter) -> None:
+        queue = self._queue
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while queue:
+                n = min(len(queue), FLUSH_BATCH)
+                writer.write(b"".join([queue.popleft() for _ in range(n)]))
+                await writer.drain()
+
+    async def _heartbeat(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await asyncio.sleep(self.config.peers.heartbeat)
+            writer.write(PING_LINE)
+
+
+class PeerManager:
+    """All of one server's links; floods records to them."""
+
+    def __init__(self, config: HerdConfig, local: str, on_record: RecordHandler) -> None:
+        self.local = local
+        self.links = {
+            name: PeerLink(config, local, name, on_record) for name in config.neighbours(local)
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for link in self.links.values():
+            if link.dialer:
+                self._tasks.append(
+                    asyncio.create_task(link.dial_forever(), name=f"dial-{link.name}")
+                )
+
+    def flood(self, record: Record, source: str | None) -> None:
+        """Send ``record`` to every neighbour but the one it came from and its origin."""
+        line = record.line + b"\n"
+        for link in self.links.values():
+            if link.name != source and link.name != record.server_id:
+                link.send(line)
+
+    async def accept(
+        self, hello: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Take over a connection that opened with ``PEER``; raises ProtocolError if the
+        sender is not a neighbour, HandshakeError if it fails the challenge."""
+        link = self.links.get(hello.server_id)
+        if link is None:
+            raise ProtocolError(f"{hello.server_id} is not a neighbour of {self.local}")
+        await link.accept(hello, reader, writer)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for link in self.links.values():
+            link.close()
+
+
+def _addr(peername: object) -> str:
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return str(peername)

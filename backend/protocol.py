@@ -1,0 +1,361 @@
+"""The herd's wire protocol, with no I/O: parse a line into a command, format replies,
+and order records.
+
+Every rule of ``shared/spec/herd-protocol.md`` that can be checked without a socket lives
+here. The server hands this module raw line bytes and gets back frozen command objects or a
+``ProtocolError``; it writes the bytes this module formats. Extensions (SUBSCRIBE, WHEREIS,
+STATUS and the peer handshake) are described in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+__all__ = [
+    "MAX_BOUND",
+    "MAX_RADIUS_KM",
+    "At",
+    "Challenge",
+    "Command",
+    "IAmAt",
+    "Peer",
+    "Ping",
+    "Proof",
+    "ProtocolError",
+    "Record",
+    "Status",
+    "Subscribe",
+    "Welcome",
+    "WhatsAt",
+    "WhereIs",
+    "format_time_diff",
+    "invalid_reply",
+    "make_record",
+    "parse_line",
+    "parse_location",
+    "peer_proof",
+    "time_to_ns",
+]
+
+MAX_RADIUS_KM = Decimal(50)
+MAX_BOUND = 20
+
+# ISO 6709 "+34.068930-118.445127": each number carries its own sign; decimals optional.
+_LOCATION = re.compile(rb"([+-])([0-9]+(?:\.[0-9]+)?)([+-])([0-9]+(?:\.[0-9]+)?)")
+# POSIX seconds with an optional fraction: no sign, no exponent, no nan/inf.
+_TIME = re.compile(rb"([0-9]+)(?:\.([0-9]+))?")
+# Time difference as servers write it: explicit sign, then decimals.
+_DIFF = re.compile(rb"[+-][0-9]+\.[0-9]+")
+_RADIUS = re.compile(rb"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_BOUND = re.compile(rb"[0-9]+")
+_NONCE = re.compile(rb"[0-9a-f]{32}")
+_PROOF = re.compile(rb"[0-9a-f]{64}")
+
+_NS_PER_S = 1_000_000_000
+
+
+class ProtocolError(Exception):
+    """The peer sent a line the protocol does not allow; it is answered with ``? <line>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A client's location as the herd stores and floods it: one AT line.
+
+    ``line`` is the exact AT line (no newline); every server answers WHATSAT with it, so it
+    is never rebuilt once made. ``key`` orders records: see ``newer_than``.
+    """
+
+    server_id: str
+    time_diff: str
+    client_id: str
+    location: str
+    client_time: str
+    line: bytes
+    key: tuple[int, str, str, bytes] = field(repr=False, compare=False)
+
+    def newer_than(self, other: Record | None) -> bool:
+        """The herd's total order: client time (exact), then origin server, then the line.
+
+        Every server applies the same order, so floods converge and every cycle ends: a
+        record equal to the one held is not newer, so it is dropped, not forwarded.
+        """
+        return other is None or self.key > other.key
+
+    @property
+    def lat_lng(self) -> tuple[float, float]:
+        return parse_location(self.location.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class IAmAt:
+    client_id: str
+    location: str
+    client_time: str
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAt:
+    client_id: str
+    radius_km: Decimal
+    bound: int
+
+    @property
+    def radius_m(self) -> float:
+        return float(self.radius_km * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class At:
+    """An AT line received from a peer: a record being flooded."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Extension: stream every record the server accepts, after a snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhereIs:
+    """Extension: a client's current record, with no places lookup."""
+
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Extension: the server's name, record count and links, as one JSON line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Extension (peer links): a heartbeat; any line proves the link alive."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Peer handshake, first line from the dialling server: its name and a nonce."""
+
+    server_id: str
+    nonce: str
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Peer handshake, the accepting server's answer: its name, nonce and proof."""
+
+    server_id: str
+    nonce: str
+    proof: str
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Peer handshake, the accepting server's last line: the link is up."""
+
+    server_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """Peer handshake, the dialling server's proof that it knows the secret."""
+
+    proof: str
+
+
+Command = (
+    IAmAt | WhatsAt | At | Subscribe | WhereIs | Status | Ping | Peer | Challenge | Proof | Welcome
+)
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("not UTF-8") from None
+
+
+def parse_location(raw: bytes) -> tuple[float, float]:
+    """Latitude and longitude of an ISO 6709 pair; raises ProtocolError if malformed or out
+    of range. Ranges are checked exactly (Decimal), so ``+90.0000000001`` is refused."""
+    m = _LOCATION.fullmatch(raw)
+    if m is None:
+        raise ProtocolError("malformed location")
+    lat = Decimal((m[1] + m[2]).decode())
+    lng = Decimal((m[3] + m[4]).decode())
+    if not (-90 <= lat <= 90 and -180 <= lng <= 180):
+        raise ProtocolError("location out of range")
+    return float(lat), float(lng)
+
+
+def _time_key(raw: bytes) -> tuple[int, str]:
+    """An exact sort key for a POSIX time: whole seconds, then the fraction's digits with
+    trailing zeros stripped (for such strings, string order is numeric order)."""
+    m = _TIME.fullmatch(raw)
+    if m is None:
+        raise ProtocolError("malformed time")
+    return int(m[1]), (m[2] or b"").rstrip(b"0").decode()
+
+
+def time_to_ns(client_time: str) -> int:
+    """Integer nanoseconds of a POSIX time string, rounded to the nearest nanosecond."""
+    seconds, _, fraction = client_time.partition(".")
+    ns = int(seconds) * _NS_PER_S + int(fraction[:9].ljust(9, "0"))
+    return ns + 1 if fraction[9:10] >= "5" else ns
+
+
+def format_time_diff(ns: int) -> str:
+    """``+0.263873386``: explicit sign (zero is ``+``) and exactly nine decimals."""
+    sign = "-" if ns < 0 else "+"
+    seconds, frac = divmod(abs(ns), _NS_PER_S)
+    return f"{sign}{seconds}.{frac:09d}"
+
+
+def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
+    """The AT record a server makes for an IAMAT it received at ``received_ns`` (POSIX ns)."""
+    diff = format_time_diff(received_ns - time_to_ns(cmd.client_time))
+    line = f"AT {server_id} {diff} {cmd.client_id} {cmd.location} {cmd.client_time}".encode()
+    sec, frac = _time_key(cmd.client_time.encode())
+    return Record(
+        server_id,
+        diff,
+        cmd.client_id,
+        cmd.location,
+        cmd.client_time,
+        line,
+        (sec, frac, server_id, line),
+    )
+
+
+def invalid_reply(line: bytes) -> bytes:
+    """``? `` and the line as received, minus its terminator (LF or CRLF)."""
+    if line.endswith(b"\n"):
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+    return b"? " + line + b"\n"
+
+
+def peer_proof(
+    secret: str, role: str, dialer: str, acceptor: str, nonce_d: str, nonce_a: str
+) -> str:
+    """HMAC-SHA256 proof that a side knows the herd secret, bound to both names, both nonces
+    and the side's role, so a proof can be neither replayed nor reflected back."""
+    message = "|".join(("herd-peer-v1", role, dialer, acceptor, nonce_d, nonce_a)).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _parse_iamat(f: list[bytes]) -> IAmAt:
+    if len(f) != 4:
+        raise ProtocolError("IAMAT takes 3 fields")
+    parse_location(f[2])
+    _time_key(f[3])
+    return IAmAt(_text(f[1]), f[2].decode(), f[3].decode())
+
+
+def _parse_whatsat(f: list[bytes]) -> WhatsAt:
+    if len(f) != 4:
+        raise ProtocolError("WHATSAT takes 3 fields")
+    if _RADIUS.fullmatch(f[2]) is None or _BOUND.fullmatch(f[3]) is None:
+        raise ProtocolError("malformed radius or bound")
+    radius, bound = Decimal(f[2].decode()), int(f[3])
+    if not (0 < radius <= MAX_RADIUS_KM and 1 <= bound <= MAX_BOUND):
+        raise ProtocolError("radius or bound out of range")
+    return WhatsAt(_text(f[1]), radius, bound)
+
+
+def _parse_at(f: list[bytes]) -> At:
+    if len(f) != 6:
+        raise ProtocolError("AT takes 5 fields")
+    if _DIFF.fullmatch(f[2]) is None:
+        raise ProtocolError("malformed time difference")
+    parse_location(f[4])
+    sec, frac = _time_key(f[5])
+    server_id = _text(f[1])
+    line = b" ".join(f)
+    record = Record(
+        server_id,
+        f[2].decode(),
+        _text(f[3]),
+        f[4].decode(),
+        f[5].decode(),
+        line,
+        (sec, frac, server_id, line),
+    )
+    return At(record)
+
+
+def _no_args(cmd: Subscribe | Status | Ping) -> Callable[[list[bytes]], Command]:
+    def parse(f: list[bytes]) -> Command:
+        if len(f) != 1:
+            raise ProtocolError(f"{f[0].decode()} takes no fields")
+        return cmd
+
+    return parse
+
+
+def _parse_whereis(f: list[bytes]) -> WhereIs:
+    if len(f) != 2:
+        raise ProtocolError("WHEREIS takes 1 field")
+    return WhereIs(_text(f[1]))
+
+
+def _parse_peer(f: list[bytes]) -> Peer:
+    if len(f) != 3 or _NONCE.fullmatch(f[2]) is None:
+        raise ProtocolError("PEER takes a name and a 32-hex-digit nonce")
+    return Peer(_text(f[1]), f[2].decode())
+
+
+def _parse_challenge(f: list[bytes]) -> Challenge:
+    if len(f) != 4 or _NONCE.fullmatch(f[2]) is None or _PROOF.fullmatch(f[3]) is None:
+        raise ProtocolError("CHALLENGE takes a name, a nonce and a proof")
+    return Challenge(_text(f[1]), f[2].decode(), f[3].decode())
+
+
+def _parse_proof(f: list[bytes]) -> Proof:
+    if len(f) != 2 or _PROOF.fullmatch(f[1]) is None:
+        raise ProtocolError("PROOF takes a 64-hex-digit proof")
+    return Proof(f[1].decode())
+
+
+def _parse_welcome(f: list[bytes]) -> Welcome:
+    if len(f) != 2:
+        raise ProtocolError("WELCOME takes a name")
+    return Welcome(_text(f[1]))
+
+
+# Commands are case-sensitive: only these exact words are known.
+_PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
+    b"IAMAT": _parse_iamat,
+    b"WHATSAT": _parse_whatsat,
+    b"AT": _parse_at,
+    b"SUBSCRIBE": _no_args(Subscribe()),
+    b"WHEREIS": _parse_whereis,
+    b"STATUS": _no_args(Status()),
+    b"PING": _no_args(Ping()),
+    b"PEER": _parse_peer,
+    b"CHALLENGE": _parse_challenge,
+    b"PROOF": _parse_proof,
+    b"WELCOME": _parse_welcome,
+}
+
+
+def parse_line(line: bytes) -> Command | None:
+    """Parse one line (its terminator may be included); ``None`` for a blank line.
+
+    Fields are split on the protocol's six white-space bytes only (space, tab, CR, LF, FF,
+    VT), which is what ``bytes.split()`` does; a Unicode space inside a client ID is part of
+    the ID. Raises ProtocolError for anything invalid.
+    """
+    fields = line.split()
+    if not fields:
+        return None
+    parser = _PARSERS.get(fields[0])
+    if parser is None:
+        raise ProtocolError("unknown command")
+    return parser(fields)

@@ -1,0 +1,327 @@
+"""One herd server: the TCP I/O adapter around the protocol core, the store and the links.
+
+The path of one IAMAT: ``_serve_client`` reads a line, ``parse_line`` makes an ``IAmAt``,
+``_on_iamat`` makes the record, ``accept`` stores it and floods it to the neighbours
+(written to their sockets at once), and only then is the reply written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from . import places as places_mod
+from .config import HerdConfig
+from .peers import HandshakeError, PeerManager
+from .protocol import (
+    Command,
+    IAmAt,
+    Peer,
+    ProtocolError,
+    Record,
+    Status,
+    Subscribe,
+    WhatsAt,
+    WhereIs,
+    invalid_reply,
+    make_record,
+    parse_line,
+)
+from .store import Store
+
+__all__ = ["HerdServer"]
+
+log = logging.getLogger("herd.server")
+traffic = logging.getLogger("herd.traffic")
+
+# Records per write while sending a subscriber its snapshot: big writes, bounded size.
+SNAPSHOT_CHUNK = 1024
+
+
+class _Client:
+    """Per-connection state of a client connection."""
+
+    __slots__ = ("invalid", "peer", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.peer = _addr(writer.get_extra_info("peername"))
+        self.invalid = 0
+
+
+class _Takeover(Exception):
+    """Raised by a handler that takes the connection over (peer link, subscription) or
+    ends it (too many invalid lines). ``then`` runs the connection from here on, outside
+    the idle timeout of client connections."""
+
+    def __init__(self, then: Coroutine[Any, Any, None] | None = None) -> None:
+        super().__init__()
+        self.then = then
+
+
+Handler = Callable[[Command, _Client], Awaitable[bytes]]
+
+
+class HerdServer:
+    """A herd server named ``name`` in ``config``. ``start`` opens the port; ``close`` stops."""
+
+    def __init__(
+        self, config: HerdConfig, name: str, places: places_mod.PlacesProvider | None = None
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.address = config.server(name)
+        self.limits = config.limits
+        self.store = Store()
+        self.peers = PeerManager(config, name, self.accept)
+        self.places = places or places_mod.make_provider(config.places)
+        self._subscribers: set[asyncio.StreamWriter] = set()
+        self._clients: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._handlers: dict[type, Handler] = {
+            IAmAt: self._on_iamat,
+            WhatsAt: self._on_whatsat,
+            WhereIs: self._on_whereis,
+            Status: self._on_status,
+            Subscribe: self._on_subscribe,
+            Peer: self._on_peer,
+        }
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve_client,
+            self.address.host,
+            self.address.port,
+            limit=self.limits.max_line_bytes,
+            reuse_address=True,
+            backlog=1024,
+        )
+        log.info("%s listening on %s:%d", self.name, self.address.host, self.address.port)
+        self.peers.start()
+        if self.config.places.preload:
+            self.places.start()
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection and link, release the places provider."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._subscribers:
+            writer.close()
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self.peers.close()
+        await self.places.close()
+        log.info("%s stopped", self.name)
+
+    # -- the store ---------------------------------------------------------------------------
+
+    def accept(self, record: Record, source: str | None) -> bool:
+        """Store ``record`` if newer, then flood it and push it to subscribers.
+
+        ``source`` is the neighbour it came from (None for a client's IAMAT): it is never
+        sent back there. Returns whether the record was newer.
+        """
+        if not self.store.offer(record):
+            return False
+        self.peers.flood(record, source)
+        if self._subscribers:
+            line = record.line + b"\n"
+            for writer in list(self._subscribers):
+                if writer.transport.get_write_buffer_size() > self.limits.subscriber_buffer:
+                    log.warning(
+                        "subscriber %s too slow, disconnected",
+                        _addr(writer.get_extra_info("peername")),
+                    )
+                    self._subscribers.discard(writer)
+                    writer.close()
+                else:
+                    writer.write(line)
+        return True
+
+    # -- client connections --------------------------------------------------------------
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        client = _Client(reader, writer)
+        if len(self._clients) >= self.limits.max_connections:
+            log.warning("refused %s: %d connections already open", client.peer, len(self._clients))
+            writer.close()
+            return
+        self._clients.add(task)
+        log.debug("connection from %s", client.peer)
+        try:
+            try:
+                await self._client_loop(client)
+            except _Takeover as takeover:
+                if takeover.then is not None:
+                    await takeover.then
+        except TimeoutError:
+            log.info("closing %s: idle for %.0f s", client.peer, self.limits.idle_timeout)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("bug while serving %s", client.peer)
+        finally:
+            self._clients.discard(task)
+            self._subscribers.discard(writer)
+            writer.close()
+            log.debug("connection from %s closed", client.peer)
+
+    async def _client_loop(self, client: _Client) -> None:
+        reader, writer = client.reader, client.writer
+        loop = asyncio.get_running_loop()
+        idle = self.limits.idle_timeout
+        async with asyncio.timeout(loop.time() + idle) as deadline:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as exc:
+                    # A last line ended by end-of-stream is still a command.
+                    if exc.partial:
+                        await self._answer(client, exc.partial)
+                    await writer.drain()
+                    return
+                except asyncio.LimitOverrunError as exc:
+                    await self._too_long(client, exc.consumed)
+                    continue
+                deadline.reschedule(loop.time() + idle)
+                await self._answer(client, line)
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()
+
+    async def _answer(self, client: _Client, line: bytes) -> None:
+        if traffic.isEnabledFor(logging.DEBUG):
+            traffic.debug("%s >> %s", client.peer, _show(line))
+        try:
+            command = parse_line(line)
+            if command is None:
+                return
+            reply = await self._handlers.get(type(command), self._refuse)(command, client)
+        except ProtocolError as exc:
+            log.warning("invalid line from %s (%s)", client.peer, exc)
+            reply = invalid_reply(line)
+            client.invalid += 1
+        client.writer.write(reply)
+        if traffic.isEnabledFor(logging.DEBUG):
+            traffic.debug("%s << %s", client.peer, _show(reply))
+        if client.invalid > self.limits.max_invalid_lines:
+            log.warning(
+                "hanging up on %s: more than %d invalid lines",
+                client.peer,
+                self.limits.max_invalid_lines,
+            )
+            raise _Takeover
+
+    async def _too_long(self, client: _Client, consumed: int) -> None:
+        """Answer a line longer than the limit with ``?`` and its first bytes, skip the rest."""
+        reader = client.reader
+        head = await reader.readexactly(consumed)
+        while True:
+            try:
+                await reader.readuntil(b"\n")
+                break
+            except asyncio.LimitOverrunError as exc:
+                await reader.readexactly(exc.consumed)
+            except asyncio.IncompleteReadError:
+                break
+        log.warning("line from %s over %d bytes", client.peer, self.limits.max_line_bytes)
+        client.invalid += 1
+        client.writer.write(invalid_reply(head[: self.limits.max_line_bytes]))
+
+    # -- handlers: each returns the whole reply, written in one write --------------------
+
+    async def _refuse(self, command: Command, client: _Client) -> bytes:
+        # AT from a client that is not an authenticated peer, or a handshake line out of turn.
+        raise ProtocolError(f"{type(command).__name__} not allowed from a client")
+
+    async def _on_iamat(self, command: Command, client: _Client) -> bytes:
+        assert isinstance(command, IAmAt)
+        record = make_record(self.name, time.time_ns(), command)
+        self.accept(record, None)
+        return record.line + b"\n"
+
+    async def _on_whatsat(self, command: Command, client: _Client) -> bytes:
+        assert isinstance(command, WhatsAt)
+        record = self.store.get(command.client_id)
+        if record is None:
+            raise ProtocolError("WHATSAT for an unknown client")
+        lat, lng = record.lat_lng
+        payload = await self.places.nearby(lat, lng, command.radius_m, command.bound)
+        return record.line + b"\n" + places_mod.render(payload) + b"\n\n"
+
+    async def _on_whereis(self, command: Command, client: _Client) -> bytes:
+        assert isinstance(command, WhereIs)
+        record = self.store.get(command.client_id)
+        if record is None:
+            raise ProtocolError("WHEREIS for an unknown client")
+        return record.line + b"\n"
+
+    async def _on_status(self, command: Command, client: _Client) -> bytes:
+        status = {
+            "server": self.name,
+            "pid": os.getpid(),
+            "records": len(self.store),
+            "links": {
+                name: ("up" if link.up else "down") for name, link in self.peers.links.items()
+            },
+        }
+        return b"STATUS " + json.dumps(status, separators=(",", ":")).encode() + b"\n"
+
+    async def _on_subscribe(self, command: Command, client: _Client) -> bytes:
+        writer = client.writer
+        # Snapshot and registration happen with no await in between, so no record accepted
+        # meanwhile can fall between the two.
+        records = list(self.store)
+        for i in range(0, len(records), SNAPSHOT_CHUNK):
+            writer.write(b"".join(r.line + b"\n" for r in records[i : i + SNAPSHOT_CHUNK]))
+        writer.write(b"SYNCED %d\n" % len(records))
+        self._subscribers.add(writer)
+        log.info("%s subscribed (%d records in snapshot)", client.peer, len(records))
+        raise _Takeover(self._subscription(client))
+
+    async def _subscription(self, client: _Client) -> None:
+        # The subscription lasts until the client closes; its further lines are not commands.
+        while True:
+            try:
+                line = await client.reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as exc:
+                await client.reader.readexactly(exc.consumed)
+                continue
+            except asyncio.IncompleteReadError:
+                return
+            if line.strip():
+                client.writer.write(invalid_reply(line))
+
+    async def _on_peer(self, command: Command, client: _Client) -> bytes:
+        assert isinstance(command, Peer)
+        if command.server_id not in self.peers.links:
+            raise ProtocolError(f"{command.server_id} is not a neighbour of {self.name}")
+        raise _Takeover(self._peer_link(command, client))
+
+    async def _peer_link(self, hello: Peer, client: _Client) -> None:
+        try:
+            await self.peers.accept(hello, client.reader, client.writer)
+        except (HandshakeError, ProtocolError, TimeoutError) as exc:
+            log.warning("refused peer connection from %s: %s", client.peer, exc)
+
+
+def _addr(peername: object) -> str:
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return str(peername)
+
+
+def _show(data: bytes) -> str:
+    return data.decode(errors="backslashreplace").rstrip("\r\n")

@@ -1,0 +1,125 @@
+"""``herd up``: run every server of the herd on this machine, one process each; restart a
+server that dies; stop them all on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import sys
+import time
+
+from .config import HerdConfig
+
+__all__ = ["supervise"]
+
+log = logging.getLogger("herd.up")
+
+# A child that ran this long before dying is restarted at once; one that dies sooner is
+# restarted with a doubling delay up to RESTART_MAX, so a crash loop (say, a port taken)
+# does not spin.
+STABLE_AFTER = 10.0
+RESTART_MAX = 5.0
+# Seconds the children get to exit on SIGTERM before they are killed.
+STOP_GRACE = 5.0
+# Seconds to wait for a new child to accept connections before reporting it.
+START_WAIT = 10.0
+
+
+def _die_with_parent() -> None:
+    # Linux: SIGTERM the child if `herd up` itself dies, so no server is orphaned.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _Child:
+    def __init__(self, config: HerdConfig, config_path: str | None, name: str) -> None:
+        self.name = name
+        self.address = config.server(name)
+        self.argv = [sys.executable, "-m", "backend", "server", name, "--quiet"]
+        if config_path is not None:
+            self.argv += ["--config", config_path]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started = 0.0
+
+    async def spawn(self) -> None:
+        # Own session: a terminal's Ctrl-C reaches only `herd up`, which stops children in order.
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        self.started = time.monotonic()
+
+
+async def _listening(host: str, port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return True
+    return False
+
+
+async def _keep_running(child: _Child, stopping: asyncio.Event) -> None:
+    delay = 0.5
+    while True:
+        assert child.proc is not None
+        code = await child.proc.wait()
+        if stopping.is_set():
+            return
+        ran = time.monotonic() - child.started
+        delay = 0.0 if ran > STABLE_AFTER else min(max(delay * 2, 0.5), RESTART_MAX)
+        log.warning(
+            "%s exited (code %s) after %.1f s; restarting in %.1f s", child.name, code, ran, delay
+        )
+        await asyncio.sleep(delay)
+        if stopping.is_set():
+            return
+        await child.spawn()
+
+
+async def supervise(config: HerdConfig, config_path: str | None) -> int:
+    """Run the herd until SIGINT or SIGTERM; returns the exit status."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+
+    children = [_Child(config, config_path, name) for name in config.servers]
+    for child in children:
+        await child.spawn()
+    deadline = time.monotonic() + START_WAIT
+    ready = await asyncio.gather(
+        *(_listening(c.address.host, c.address.port, deadline) for c in children)
+    )
+    print(f"herd up: {len(children)} servers ({config.source or 'built-in herd'})", flush=True)
+    for child, ok in zip(children, ready, strict=True):
+        state = "" if ok else "   (not answering yet: see its log)"
+        print(f"  {child.name:<10} tcp://{child.address.host}:{child.address.port}{state}")
+    print(f"  logs       {config.logs_dir}")
+    print("Press Ctrl-C to stop.", flush=True)
+
+    watchers = [asyncio.create_task(_keep_running(c, stopping)) for c in children]
+    await stopping.wait()
+    log.info("stopping the herd")
+    for child in children:
+        if child.proc is not None and child.proc.returncode is None:
+            child.proc.terminate()
+    procs = [c.proc for c in children if c.proc is not None]
+    try:
+        async with asyncio.timeout(STOP_GRACE):
+            await asyncio.gather(*(p.wait() for p in procs))
+    except TimeoutError:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+        await asyncio.gather(*(p.wait() for p in procs))
+    for task in watchers:
+        task.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    log.info("herd stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""The HTTP, phone-app and WebSocket gateway to the herd."""

@@ -1,0 +1,248 @@
+"""Five real server processes on ephemeral ports: flooding, framing, invalid input, peers."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import NAMES, Herd, ask, iamat, poll
+
+AT_LINE = re.compile(rb"AT (\S+) [+-][0-9]+\.[0-9]{9} (\S+) (\S+) (\S+)\n")
+
+
+@pytest.fixture(scope="module")
+def herd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
+    with Herd(tmp_path_factory.mktemp("herd")) as h:
+        h.wait_links()
+        yield h
+
+
+def test_iamat_at_each_server_is_visible_at_all_others(herd: Herd) -> None:
+    for origin in NAMES:
+        client = f"phone-of-{origin}.example"
+        request = iamat(client, "-33.8688+151.2093")
+        reply = herd.ask(origin, request)
+        m = AT_LINE.fullmatch(reply)
+        assert m, reply
+        assert m[1] == origin.encode()
+        assert m.groups()[1:] == tuple(request.split()[1:])
+        for other in NAMES:
+            herd.wait_record(other, client, reply)
+        # WHATSAT elsewhere answers with the origin's own AT line, byte for byte.
+        far = next(n for n in NAMES if n != origin and n not in herd.neighbours(origin))
+        assert herd.ask(far, f"WHATSAT {client} 10 1\n".encode()).startswith(reply)
+
+
+def test_a_neighbour_holds_the_record_with_no_wait(herd: Herd) -> None:
+    # Real clients send IAMAT to one server and at once WHATSAT to its neighbour.
+    for a, b in herd.links:
+        for origin, neighbour in ((a, b), (b, a)):
+            for i in range(3):
+                client = f"hurry-{origin}-{neighbour}-{i}"
+                reply = herd.ask(origin, iamat(client))
+                answer = herd.ask(neighbour, f"WHATSAT {client} 10 2\n".encode())
+                assert answer.startswith(reply), (origin, neighbour, answer[:200])
+
+
+def test_newer_record_wins_and_older_is_answered_but_not_stored(herd: Herd) -> None:
+    new = herd.ask("Riley", iamat("racer", "+10+10", 2000.5))
+    old = herd.ask("Campbell", iamat("racer", "+20+20", 1000))
+    assert AT_LINE.fullmatch(old) and old.startswith(b"AT Campbell ")
+    for name in NAMES:
+        herd.wait_record(name, "racer", new)
+    # Campbell's older report was answered but neither stored nor flooded.
+    assert herd.whereis("Campbell", "racer") == new
+
+
+def test_one_line_half_close_and_a_single_read_gets_the_whole_reply(herd: Herd) -> None:
+    line = iamat("halfclose").rstrip(b"\n")  # no newline: ended by end-of-stream
+    with socket.create_connection(("127.0.0.1", herd.ports["Juzang"]), timeout=10) as sock:
+        sock.sendall(line)
+        sock.shutdown(socket.SHUT_WR)
+        reply = sock.recv(1 << 20)
+    assert reply.endswith(b"\n") and AT_LINE.fullmatch(reply), reply
+
+    with socket.create_connection(("127.0.0.1", herd.ports["Juzang"]), timeout=10) as sock:
+        sock.sendall(b"WHATSAT halfclose 50 20")
+        sock.shutdown(socket.SHUT_WR)
+        reply = sock.recv(1 << 20)
+    at, _, rest = reply.partition(b"\n")
+    assert at.startswith(b"AT Juzang ")
+    assert rest.endswith(b"}\n\n") and b"\n\n" not in rest[:-2]
+    places = json.loads(rest)
+    assert places["status"] == "OK" and 1 <= len(places["results"]) <= 20
+
+
+# Every kind of invalid line the protocol file names, sent on one connection.
+INVALID = [
+    b"IAMAT Clark +12-118",
+    b"IAMAT Clark +12-118 160000 123",
+    b"AS Clark +0.25 testuser +12-118 1234",
+    b"iamat lower +1+1 1",
+    b"IAMAT a 34.06-118.44 1",
+    b"IAMAT a +91+0 1",
+    b"IAMAT a +0-180.5 1",
+    b"IAMAT a +1+1 -5",
+    b"IAMAT a +1+1 1e9",
+    b"IAMAT a +1+1 nan",
+    b"WHATSAT nobody-knows-me 10 5",
+    b"WHATSAT halfclose 0 5",
+    b"WHATSAT halfclose 51 5",
+    b"WHATSAT halfclose ten 5",
+    b"WHATSAT halfclose 10 21",
+    b"WHATSAT halfclose 10 0",
+    b"WHATSAT halfclose 10 2.5",
+    b"AT Riley +0.263873386 intruder +34.068930-118.445127 1614209128.918963997",
+    b"IAMAT \xff\xfe +1+1 1",
+    b"\xc3\x28",
+]
+
+
+def test_every_invalid_line_gets_a_question_mark_and_serving_goes_on(herd: Herd) -> None:
+    herd.ask("Bernard", iamat("halfclose"))
+    ok = iamat("still-served")
+    reply = herd.ask("Bernard", b"".join(line + b"\n" for line in INVALID) + b"\n  \n" + ok)
+    expected = b"".join(b"? " + line + b"\n" for line in INVALID)
+    assert reply.startswith(expected)
+    assert AT_LINE.fullmatch(reply[len(expected) :])
+    # A CRLF line is answered without its terminator.
+    assert herd.ask("Bernard", b"HELLO there\r\n") == b"? HELLO there\n"
+    # The AT line from a plain client was refused, not stored, not flooded.
+    for name in NAMES:
+        assert herd.whereis(name, "intruder") == b"? WHEREIS intruder\n"
+
+
+def test_an_over_long_line_gets_a_truncated_copy_and_the_connection_goes_on(herd: Herd) -> None:
+    long_line = b"IAMAT " + b"x" * 100_000 + b" +1+1 1\n"
+    reply = herd.ask("Riley", long_line + iamat("after-long"))
+    first, _, second = reply.partition(b"\n")
+    assert first == b"? " + long_line[:8192]
+    assert AT_LINE.fullmatch(second)
+
+
+def test_a_connection_without_the_secret_cannot_inject(herd: Herd) -> None:
+    with socket.create_connection(("127.0.0.1", herd.ports["Riley"]), timeout=10) as sock:
+        sock.sendall(f"PEER Jaquez {secrets.token_hex(16)}\n".encode())
+        challenge = sock.makefile("rb").readline()
+        assert challenge.startswith(b"CHALLENGE Riley ")
+        sock.sendall(b"PROOF " + b"0" * 64 + b"\n")
+        sock.sendall(b"AT Jaquez +0.1 injected +1+1 99999999999\n")
+        assert sock.recv(1024) == b""  # hung up, nothing accepted
+    # Not a neighbour at all: refused at the first line.
+    stranger = f"PEER Campbell {secrets.token_hex(16)}\n".encode()
+    assert herd.ask("Riley", stranger) == b"? " + stranger
+    for name in NAMES:
+        assert herd.whereis(name, "injected") == b"? WHEREIS injected\n"
+    assert "refused peer connection" in herd.log("Riley")
+
+
+def test_subscribe_streams_a_snapshot_then_every_record(herd: Herd) -> None:
+    with socket.create_connection(("127.0.0.1", herd.ports["Campbell"]), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(b"SUBSCRIBE\n")
+        snapshot = []
+        while not (line := stream.readline()).startswith(b"SYNCED "):
+            snapshot.append(line)
+        assert int(line.split()[1]) == len(snapshot) == herd.status("Campbell")["records"]
+        sent = [herd.ask(origin, iamat(f"live-{origin}")) for origin in ("Riley", "Bernard")]
+        assert sorted(stream.readline() for _ in sent) == sorted(sent)
+
+
+def test_logs_hold_every_line_and_every_link(herd: Herd) -> None:
+    reply = herd.ask("Juzang", iamat("logged"))
+    expected = "<< " + reply.decode().strip()
+    log = poll(
+        lambda: (t := herd.log("Juzang")) and expected in t and t, what="the reply in the log"
+    )
+    assert ">> " in log and "IAMAT logged" in log
+    for neighbour in herd.neighbours("Juzang"):
+        assert f"link to {neighbour} up" in log
+
+
+# -- killing servers ---------------------------------------------------------------------
+
+# The protocol file's graph with two servers down: these three leave the rest split.
+PARTITIONED = {
+    frozenset(("Riley", "Bernard")),
+    frozenset(("Jaquez", "Juzang")),
+    frozenset(("Juzang", "Bernard")),
+}
+PAIRS = [(a, b) for i, a in enumerate(NAMES) for b in NAMES[i + 1 :]]
+
+
+def components(herd: Herd, alive: list[str]) -> list[set[str]]:
+    left, parts = set(alive), []
+    while left:
+        todo, part = [left.pop()], set()
+        while todo:
+            name = todo.pop()
+            part.add(name)
+            todo += [n for n in herd.neighbours(name) if n in left]
+            left -= set(todo)
+        parts.append(part)
+    return parts
+
+
+@pytest.fixture(scope="module")
+def herd2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
+    with Herd(tmp_path_factory.mktemp("herd2")) as h:
+        h.wait_links()
+        yield h
+
+
+@pytest.mark.parametrize("killed", PAIRS, ids=["-".join(p) for p in PAIRS])
+def test_killing_two_servers(herd2: Herd, killed: tuple[str, str]) -> None:
+    herd = herd2
+    for name in killed:
+        herd.kill(name)
+    alive = herd.alive()
+    parts = components(herd, alive)
+    assert (len(parts) > 1) == (frozenset(killed) in PARTITIONED)
+    for origin in alive:
+        client = f"survivor-{origin}-{'-'.join(killed)}"
+        reply = herd.ask(origin, iamat(client))
+        reach = next(p for p in parts if origin in p)
+        for name in reach:
+            herd.wait_record(name, client, reply)
+        for name in set(alive) - reach:
+            # No link joins the two sides (so nothing can arrive later either).
+            links = herd.status(name)["links"]
+            assert isinstance(links, dict)
+            assert not any(state == "up" and peer in reach for peer, state in links.items())
+            assert herd.whereis(name, client) == f"? WHEREIS {client}\n".encode()
+    herd.start(*killed)
+    herd.wait_links()
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_a_restarted_server_rejoins_the_floods(tmp_path: Path, sig: str) -> None:
+    import signal
+
+    with Herd(tmp_path) as herd:
+        herd.wait_links()
+        code = herd.kill("Jaquez", getattr(signal, sig))
+        assert code == (0 if sig == "SIGTERM" else -signal.SIGKILL)
+        missed = herd.ask("Riley", iamat("while-jaquez-was-down"))
+        herd.start("Jaquez")
+        herd.wait_links()
+        fresh = herd.ask("Riley", iamat("after-restart"))
+        herd.wait_record("Jaquez", "after-restart", fresh)
+        from_jaquez = herd.ask("Jaquez", iamat("from-jaquez"))
+        herd.wait_record("Campbell", "from-jaquez", from_jaquez)
+        # Its neighbours kept what it missed in their link queues and sent it on reconnect.
+        poll(
+            lambda: herd.whereis("Jaquez", "while-jaquez-was-down") == missed, what="missed record"
+        )
+
+
+def test_a_server_does_not_depend_on_its_working_directory(tmp_path: Path) -> None:
+    # Herd starts every process from "/": logs still land next to the config.
+    with Herd(tmp_path, names=("Solo",), links=()) as herd:
+        herd.ask("Solo", iamat("cwd"))
+        assert (tmp_path / "logs" / "Solo.log").exists()
+        assert ask(herd.ports["Solo"], b"WHEREIS cwd\n").startswith(b"AT Solo ")
