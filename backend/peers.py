@@ -184,12 +184,12 @@ class PeerLink:
         self._wake.set()
         try:
             await self._read(reader)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except asyncio.IncompleteReadError:
+            log.warning("link to %s dropped: closed by peer", self.name)
+        except (OSError, asyncio.LimitOverrunError) as exc:
             log.warning("link to %s dropped: %s", self.name, exc or type(exc).__name__)
         except TimeoutError:
             log.warning("link to %s dropped: silent for too long", self.name)
-        else:
-            log.warning("link to %s dropped: closed by peer", self.name)
         finally:
             for task in helpers:
                 task.cancel()
@@ -202,7 +202,7 @@ class PeerLink:
         # Any line proves the peer alive; heartbeats arrive every `heartbeat` seconds.
         silence = 3 * self.config.peers.heartbeat
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(loop.time() + silence) as deadline:
+        async with asyncio.timeout_at(loop.time() + silence) as deadline:
             while True:
                 line = await reader.readuntil(b"\n")
                 deadline.reschedule(loop.time() + silence)

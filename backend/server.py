@@ -166,7 +166,7 @@ class HerdServer:
                 if takeover.then is not None:
                     await takeover.then
         except TimeoutError:
-            log.info("closing %s: idle for %.0f s", client.peer, self.limits.idle_timeout)
+            log.info("closing %s: idle for %g s", client.peer, self.limits.idle_timeout)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -183,7 +183,7 @@ class HerdServer:
         reader, writer = client.reader, client.writer
         loop = asyncio.get_running_loop()
         idle = self.limits.idle_timeout
-        async with asyncio.timeout(loop.time() + idle) as deadline:
+        async with asyncio.timeout_at(loop.time() + idle) as deadline:
             while True:
                 try:
                     line = await reader.readuntil(b"\n")
@@ -273,6 +273,7 @@ class HerdServer:
             "server": self.name,
             "pid": os.getpid(),
             "records": len(self.store),
+            "places": self.places.state,
             "links": {
                 name: ("up" if link.up else "down") for name, link in self.peers.links.items()
             },

@@ -246,3 +246,28 @@ def test_a_server_does_not_depend_on_its_working_directory(tmp_path: Path) -> No
         herd.ask("Solo", iamat("cwd"))
         assert (tmp_path / "logs" / "Solo.log").exists()
         assert ask(herd.ports["Solo"], b"WHEREIS cwd\n").startswith(b"AT Solo ")
+
+
+def test_limits_idle_connections_and_invalid_line_budgets(tmp_path: Path) -> None:
+    extra = "[limits]\nidle_timeout = 0.5\nmax_invalid_lines = 3\n"
+    with Herd(tmp_path, names=("Solo",), links=(), extra=extra) as herd:
+        with socket.create_connection(("127.0.0.1", herd.ports["Solo"]), timeout=10) as sock:
+            assert sock.recv(1024) == b""  # closed by the server, not by our timeout
+        with socket.create_connection(("127.0.0.1", herd.ports["Solo"]), timeout=10) as sock:
+            sock.sendall(b"IAMAT x +1+1 1\n" + b"junk\n" * 10)
+            got = b""
+            while chunk := sock.recv(4096):
+                got += chunk
+        assert got.startswith(b"AT Solo ")
+        assert got.count(b"? junk\n") == 4  # answered, then hung up past the budget of 3
+        poll(lambda: "idle for 0.5 s" in (log := herd.log("Solo")) and "more than 3 invalid" in log)
+
+
+def test_the_server_reports_places_loading_while_it_already_serves(tmp_path: Path) -> None:
+    # `herd server` listens at once; the default gazetteer loads in the background meanwhile.
+    with Herd(tmp_path, names=("Solo",), links=(), places='provider = "embedded"') as herd:
+        assert herd.status("Solo")["places"] == "loading"
+        assert herd.ask("Solo", iamat("early")).startswith(b"AT Solo ")
+        reply = herd.ask("Solo", b"WHATSAT early 10 3\n")  # waits for the load, then answers
+        assert b'"status" : "OK"' in reply
+        assert herd.status("Solo")["places"] == "ready"

@@ -42,6 +42,11 @@ class PlacesProvider(Protocol):
         """Release connections and other resources."""
         ...
 
+    @property
+    def state(self) -> str:
+        """``idle`` (nothing loaded yet), ``loading``, ``ready`` or ``failed``."""
+        ...
+
 
 def make_provider(config: PlacesConfig) -> PlacesProvider:
     """The provider that ``config.provider`` names."""

@@ -75,6 +75,15 @@ class EmbeddedPlaces:
             )
         return _search(index, lat, lng, radius_m, limit)
 
+    @property
+    def state(self) -> str:
+        loading = self._loading
+        if loading is None:
+            return "idle"
+        if not loading.done():
+            return "loading"
+        return "failed" if loading.cancelled() or loading.exception() else "ready"
+
     async def close(self) -> None:
         # Nothing to release: a load still running finishes in its thread and is cached.
         return None

@@ -75,6 +75,10 @@ class GooglePlaces:
             return error_payload("UNKNOWN_ERROR", message)
         return _trimmed(payload, limit, status)
 
+    @property
+    def state(self) -> str:
+        return "ready"
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
