@@ -79,6 +79,8 @@ class PeerLink:
         Writing straight to the transport (not through a task) is what lets a neighbour hold
         a record before the IAMAT's reply is even written.
         """
+        if traffic.isEnabledFor(logging.DEBUG):
+            traffic.debug("%s << %s", self.name, line.decode(errors="backslashreplace").rstrip())
         writer = self._writer
         if (
             writer is not None

@@ -162,6 +162,7 @@ def test_logs_hold_every_line_and_every_link(herd: Herd) -> None:
     assert ">> " in log and "IAMAT logged" in log
     for neighbour in herd.neighbours("Juzang"):
         assert f"link to {neighbour} up" in log
+        assert f"{neighbour} << {reply.decode().strip()}" in log  # flooded on, also logged
 
 
 # -- killing servers ---------------------------------------------------------------------
