@@ -70,6 +70,37 @@ def cmd_server(args: argparse.Namespace, config: HerdConfig) -> int:
         listener.stop()
 
 
+async def _gateway(config: HerdConfig) -> int:
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    gateway = config.gateway
+    runner = web.AppRunner(create_app(config), access_log=logging.getLogger("herd.gateway.access"))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, gateway.host, gateway.port, backlog=1024).start()
+    except OSError as exc:
+        log.error("gateway cannot listen on %s:%d: %s", gateway.host, gateway.port, exc.strerror)
+        await runner.cleanup()
+        return 1
+    log.info("gateway on http://%s:%d/", gateway.host, gateway.port)
+    await wait_for_signal()
+    await runner.cleanup()
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace, config: HerdConfig) -> int:
+    from .logs import setup_logging
+
+    level = logging.WARNING if args.quiet else logging.INFO
+    listener = setup_logging(config.logs_dir / "gateway.log", level)
+    try:
+        return run_async(_gateway(config))
+    finally:
+        listener.stop()
+
+
 def cmd_up(args: argparse.Namespace, config: HerdConfig) -> int:
     from .supervisor import supervise
 
@@ -105,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     server = command("server", "Run one server in the foreground.", cmd_server)
     server.add_argument("name", help="the server's ID, e.g. Riley")
     server.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
-    command("up", "Run the whole herd on this machine, one process per server.", cmd_up)
+    gateway = command("gateway", "Run the HTTP/WebSocket gateway and live map.", cmd_gateway)
+    gateway.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    command("up", "Run the whole herd and the gateway on this machine, one process each.", cmd_up)
     command("config", "Check a config file and print the herd it describes.", cmd_config)
     return parser
 

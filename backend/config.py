@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "GOOGLE_NEARBY_URL",
     "ConfigError",
+    "GatewayConfig",
     "HerdConfig",
     "Limits",
     "PeerTimings",
@@ -108,6 +109,31 @@ class PeerTimings:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The HTTP/WebSocket gateway (``herd gateway``)."""
+
+    # Loopback unless told otherwise: the gateway accepts writes from anyone who reaches it.
+    host: str = "127.0.0.1"
+    port: int = 8131
+    # Herd servers the gateway talks to, in order of preference; empty means all of them.
+    servers: tuple[str, ...] = ()
+    # An online tile layer offered on the map (e.g. OpenStreetMap); none by default, so the
+    # page needs no network.
+    tile_url: str = ""
+    tile_attribution: str = ""
+    # Seconds one herd request may take before the gateway tries the next server.
+    request_timeout: float = 5.0
+    # Idle connections kept per herd server.
+    pool_size: int = 8
+    # Largest request body accepted: a batch of 1,000 reports is about 100 KB.
+    max_body_bytes: int = 1024 * 1024
+    # Largest WebSocket message accepted from a browser (commands are tiny).
+    max_ws_message: int = 64 * 1024
+    # Seconds between WebSocket pings; a browser that misses two is dropped.
+    ws_heartbeat: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
 class HerdConfig:
     secret: str
     servers: Mapping[str, ServerAddress]
@@ -117,6 +143,7 @@ class HerdConfig:
     data_dir: Path = Path("data")
     limits: Limits = field(default_factory=Limits)
     peers: PeerTimings = field(default_factory=PeerTimings)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     source: Path | None = None
 
     def neighbours(self, name: str) -> tuple[str, ...]:
@@ -208,6 +235,7 @@ def _build(
         data_dir=_path(paths.get("data", "data"), base, "paths.data"),
         limits=_dataclass_table(Limits, _table(raw, "limits"), "[limits]"),
         peers=_dataclass_table(PeerTimings, _table(raw, "peers"), "[peers]"),
+        gateway=_gateway(_table(raw, "gateway"), servers),
         source=source,
     )
 
@@ -305,6 +333,40 @@ def _places(table: dict[str, Any], env: Mapping[str, str]) -> PlacesConfig:
         timeout=float(timeout),
         gazetteer=gazetteer,
         preload=preload,
+    )
+
+
+def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> GatewayConfig:
+    defaults = GatewayConfig()
+    _only(table, set(GatewayConfig.__slots__), "[gateway]")
+    host = table.get("host", defaults.host)
+    port = table.get("port", defaults.port)
+    names = table.get("servers", [])
+    if not isinstance(host, str) or not host:
+        raise ConfigError("[gateway] host must be a non-empty string")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError(f"[gateway] port must be an integer in 0..65535, got {port!r}")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError("[gateway] servers must be a list of server names")
+    for name in names:
+        if name not in servers:
+            raise ConfigError(f"[gateway] servers names {name!r}, which is not in [servers]")
+    for key in ("tile_url", "tile_attribution"):
+        if not isinstance(table.get(key, ""), str):
+            raise ConfigError(f"[gateway] {key} must be a string")
+    numbers = {
+        k: v
+        for k, v in table.items()
+        if k not in {"host", "port", "servers", "tile_url", "tile_attribution"}
+    }
+    tuned = _dataclass_table(GatewayConfig, numbers, "[gateway]")
+    return replace(
+        tuned,
+        host=host,
+        port=port,
+        servers=tuple(names),
+        tile_url=table.get("tile_url", ""),
+        tile_attribution=table.get("tile_attribution", ""),
     )
 
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from .config import HerdConfig
+from .config import HerdConfig, ServerAddress
 
 __all__ = ["supervise"]
 
@@ -24,6 +24,7 @@ STABLE_AFTER = 10.0
 RESTART_MAX = 5.0
 # Seconds the children get to exit on SIGTERM before they are killed.
 STOP_GRACE = 5.0
+GATEWAY = "gateway"
 # Seconds to wait for a new child to accept connections before reporting it.
 START_WAIT = 10.0
 
@@ -37,8 +38,12 @@ def _die_with_parent() -> None:
 class _Child:
     def __init__(self, config: HerdConfig, config_path: str | None, name: str) -> None:
         self.name = name
-        self.address = config.server(name)
-        self.argv = [sys.executable, "-m", "backend", "server", name, "--quiet"]
+        if name == GATEWAY:
+            self.address = ServerAddress(config.gateway.host, config.gateway.port)
+            self.argv = [sys.executable, "-m", "backend", "gateway", "--quiet"]
+        else:
+            self.address = config.server(name)
+            self.argv = [sys.executable, "-m", "backend", "server", name, "--quiet"]
         if config_path is not None:
             self.argv += ["--config", config_path]
         self.proc: asyncio.subprocess.Process | None = None
@@ -89,17 +94,23 @@ async def supervise(config: HerdConfig, config_path: str | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
-    children = [_Child(config, config_path, name) for name in config.servers]
+    names = [*config.servers, GATEWAY]
+    children = [_Child(config, config_path, name) for name in names]
     for child in children:
         await child.spawn()
     deadline = time.monotonic() + START_WAIT
     ready = await asyncio.gather(
         *(_listening(c.address.host, c.address.port, deadline) for c in children)
     )
-    print(f"herd up: {len(children)} servers ({config.source or 'built-in herd'})", flush=True)
+    source = config.source or "built-in herd"
+    print(f"herd up: {len(config.servers)} servers and the gateway ({source})")
     for child, ok in zip(children, ready, strict=True):
         state = "" if ok else "   (not answering yet: see its log)"
-        print(f"  {child.name:<10} tcp://{child.address.host}:{child.address.port}{state}")
+        scheme = "http" if child.name == GATEWAY else "tcp"
+        print(f"  {child.name:<10} {scheme}://{child.address.host}:{child.address.port}{state}")
+    gateway = children[-1].address
+    print(f"  map        http://{gateway.host}:{gateway.port}/")
+    print(f"  API docs   http://{gateway.host}:{gateway.port}/api/docs")
     print(f"  logs       {config.logs_dir}")
     print("Press Ctrl-C to stop.", flush=True)
 

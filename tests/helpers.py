@@ -73,12 +73,14 @@ class Herd:
         links: Iterable[tuple[str, str]] = DEFAULT_LINKS,
         places: str = 'provider = "embedded"\npreload = false\ngazetteer = "cities15000"',
         extra: str = "",
+        gateway: str = "",
         env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.names = tuple(names)
         self.links = [tuple(pair) for pair in links]
-        self.ports = dict(zip(self.names, free_ports(len(self.names)), strict=True))
+        *ports, self.gateway_port = free_ports(len(self.names) + 1)
+        self.ports = dict(zip(self.names, ports, strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {**os.environ, **(env or {})}
         self.config = root / "herd.toml"
@@ -89,7 +91,8 @@ class Herd:
         self.config.write_text(
             f'secret = "test-secret"\nlinks = {json.dumps([list(p) for p in self.links])}\n\n'
             f'{servers}\n[places]\n{places}\n\n[paths]\nlogs = "logs"\ndata = "data"\n\n'
-            f"[peers]\nreconnect_max = 0.5\nheartbeat = 1.0\n{extra}\n"
+            f"[peers]\nreconnect_max = 0.5\nheartbeat = 1.0\n\n"
+            f"[gateway]\nport = {self.gateway_port}\n{gateway}\n\n{extra}\n"
         )
 
     def __enter__(self) -> Herd:

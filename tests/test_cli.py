@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,14 @@ def pid_of(port: int) -> int | None:
     except OSError:  # not listening, or killed mid-answer
         return None
     return int(json.loads(reply.removeprefix(b"STATUS "))["pid"])
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def test_herd_up_runs_restarts_and_stops_the_whole_herd(tmp_path: Path) -> None:
@@ -46,6 +55,8 @@ def test_herd_up_runs_restarts_and_stops_the_whole_herd(tmp_path: Path) -> None:
             assert re.search(rf"{name}\s+tcp://127\.0\.0\.1:{port}\n", out), out
             assert listening(port)
         assert str(tmp_path / "logs") in out
+        assert f"map        http://127.0.0.1:{herd.gateway_port}/\n" in out
+        poll(lambda: healthy(herd.gateway_port), 15, "the gateway to subscribe to the herd")
 
         # A server that dies is restarted, and rejoins.
         victim = herd.ports["Juzang"]
@@ -60,7 +71,7 @@ def test_herd_up_runs_restarts_and_stops_the_whole_herd(tmp_path: Path) -> None:
         assert None not in children
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=15) == 0
-        for port in herd.ports.values():
+        for port in [*herd.ports.values(), herd.gateway_port]:
             assert not listening(port)
         for pid in children:
             assert pid is not None

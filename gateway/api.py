@@ -1,0 +1,259 @@
+"""REST API (``/api/v1``) and phone-app endpoints: HTTP in, herd commands out.
+
+Handlers validate input, turn it into IAMAT/WHATSAT/WHEREIS lines through the herd client,
+and answer JSON. Errors are JSON too: ``{"error": {"status": 400, "message": "..."}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aiohttp import web
+
+from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record
+
+from . import phones
+from .herd_client import HerdRefused, HerdUnavailable, Server
+from .keys import CONFIG, FEED, HERD, METRICS
+
+__all__ = ["error_middleware", "json_error", "record_json", "routes"]
+
+routes = web.RouteTableDef()
+
+# A page of the client list: enough for a map's first view, small enough to answer quickly.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+# Seconds to wait for one server's STATUS in the herd overview before calling it down.
+STATUS_TIMEOUT = 1.0
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """A herd record as the API shows it; ``at`` is the exact AT line."""
+    lat, lon = record.lat_lng
+    return {
+        "client_id": record.client_id,
+        "lat": lat,
+        "lon": lon,
+        "location": record.location,
+        "client_time": record.client_time,
+        "time": float(record.client_time),
+        "server": record.server_id,
+        "time_diff": record.time_diff,
+        "at": record.line.decode(),
+    }
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": {"status": status, "message": message}}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """JSON errors for the API and phone endpoints, and request counts for /metrics."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = json_error(exc.status, exc.text or exc.reason or "error")
+        response.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except HerdUnavailable:
+        response = json_error(503, "no herd server answered")
+    except phones.PhoneError as exc:
+        response = json_error(exc.status, exc.message)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[METRICS].requests[request.method, route, response.status] += 1
+    return response
+
+
+async def _json_body(request: web.Request) -> Any:
+    body = await request.read()  # 413 past the configured max_body_bytes
+    try:
+        return phones.load_json(body)
+    except phones.PhoneError as exc:
+        raise web.HTTPBadRequest(text=exc.message) from None
+
+
+def _reports(payload: Any, now_ns: int) -> tuple[list[phones.Report], bool]:
+    """Reports in a body: one object, a JSON array, or ``{"locations": [...]}``."""
+    if isinstance(payload, dict) and "locations" in payload:
+        payload = payload["locations"]
+    batch = isinstance(payload, list)
+    items = payload if batch else [payload]
+    if batch and not items:
+        raise web.HTTPBadRequest(text="the batch is empty")
+    if len(items) > phones.MAX_BATCH:
+        raise web.HTTPBadRequest(text=f"a batch holds at most {phones.MAX_BATCH} reports")
+    reports = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise web.HTTPBadRequest(text=f"report {i}: must be a JSON object")
+        where = f"report {i}: " if batch else ""
+        try:
+            reports.append(
+                phones.report(
+                    item.get("client_id"),
+                    item.get("lat"),
+                    item.get("lon"),
+                    item.get("time"),
+                    now_ns,
+                )
+            )
+        except phones.PhoneError as exc:
+            raise web.HTTPBadRequest(text=where + exc.message) from None
+    return reports, batch
+
+
+async def _send(request: web.Request, reports: list[phones.Report]) -> list[Record]:
+    herd = request.app[HERD]
+    return [await herd.iamat(report.iamat()) for report in reports]
+
+
+@routes.post("/api/v1/locations")
+async def post_locations(request: web.Request) -> web.Response:
+    reports, batch = _reports(await _json_body(request), time.time_ns())
+    records = await _send(request, reports)
+    if batch:
+        return web.json_response({"records": [record_json(r) for r in records]})
+    return web.json_response({"record": record_json(records[0])})
+
+
+@routes.get("/api/v1/clients")
+async def list_clients(request: web.Request) -> web.Response:
+    offset = _int_param(request, "offset", 0, 0, None)
+    limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    feed = request.app[FEED]
+    if not feed.synced.is_set():
+        raise HerdUnavailable
+    ids = sorted(feed.records)
+    page = [record_json(feed.records[cid]) for cid in ids[offset : offset + limit]]
+    after = offset + limit
+    return web.json_response(
+        {
+            "clients": page,
+            "total": len(ids),
+            "offset": offset,
+            "limit": limit,
+            "next_offset": after if after < len(ids) else None,
+        }
+    )
+
+
+@routes.get("/api/v1/clients/{client_id:.+}/nearby")
+async def get_nearby(request: web.Request) -> web.Response:
+    client_id = _client_id(request)
+    radius = request.query.get("radius_km", "10")
+    try:
+        radius_km = Decimal(radius)
+    except InvalidOperation:
+        radius_km = Decimal("NaN")
+    if not radius_km.is_finite() or not 0 < radius_km <= MAX_RADIUS_KM:
+        raise web.HTTPBadRequest(text=f"radius_km must be a number in (0, {MAX_RADIUS_KM}]")
+    limit = _int_param(request, "limit", 5, 1, MAX_BOUND)
+    try:
+        record, places = await request.app[HERD].whatsat(client_id, _plain(radius_km), limit)
+    except HerdRefused:
+        raise web.HTTPNotFound(text=f"no location known for client {client_id!r}") from None
+    return web.json_response({"record": record_json(record), "places": places})
+
+
+# Client IDs may hold "/" (OwnTracks IDs do), so they match across path segments; the nearby
+# route is registered first so that ".../nearby" is never read as part of an ID.
+@routes.get("/api/v1/clients/{client_id:.+}")
+async def get_client(request: web.Request) -> web.Response:
+    client_id = _client_id(request)
+    record = await request.app[HERD].whereis(client_id)
+    if record is None:
+        raise web.HTTPNotFound(text=f"no location known for client {client_id!r}")
+    return web.json_response({"record": record_json(record)})
+
+
+@routes.get("/api/v1/herd")
+async def herd_status(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    herd = request.app[HERD]
+
+    async def one(name: str) -> dict[str, Any]:
+        address = config.servers[name]
+        try:
+            status = await asyncio.wait_for(herd.status(Server(name, address)), STATUS_TIMEOUT)
+        except TimeoutError:
+            status = None
+        return {
+            "name": name,
+            "host": address.host,
+            "port": address.port,
+            "up": status is not None,
+            "records": status.get("records") if status else None,
+            "places": status.get("places") if status else None,
+            "links": status.get("links", {}) if status else {},
+        }
+
+    servers = await asyncio.gather(*(one(name) for name in config.servers))
+    links = sorted(sorted(link) for link in config.links)
+    feed = request.app[FEED]
+    return web.json_response(
+        {"servers": servers, "links": links, "subscribed_to": feed.subscribed_to}
+    )
+
+
+# -- phone apps --------------------------------------------------------------------------
+
+
+@routes.post("/api/v1/phones/owntracks")
+@routes.post("/pub")
+async def owntracks(request: web.Request) -> web.Response:
+    body = await request.read()
+    reports = phones.owntracks(body, request.headers, request.query, time.time_ns())
+    await _send(request, reports)
+    # OwnTracks expects a JSON array of messages for it (friends, cards, commands): none.
+    return web.json_response([], content_type="application/json")
+
+
+@routes.route("*", "/api/v1/phones/traccar")
+async def traccar(request: web.Request) -> web.Response:
+    body = await request.read()
+    content_type = request.headers.get("Content-Type", "")
+    reports = phones.traccar(request.query, content_type, body, time.time_ns())
+    await _send(request, reports)
+    return web.Response(status=200)  # Traccar: 200 with an empty body (no queued command)
+
+
+@routes.post("/api/v1/phones/overland")
+async def overland(request: web.Request) -> web.Response:
+    body = await request.read()
+    reports = phones.overland(body, request.headers, request.query, time.time_ns())
+    await _send(request, reports)
+    return web.json_response({"result": "ok"})  # Overland drops the batch only on exactly this
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _client_id(request: web.Request) -> str:
+    client_id = request.match_info["client_id"]
+    if not client_id or any(ch in client_id for ch in " \t\r\n\x0b\x0c"):
+        raise web.HTTPBadRequest(text="a client ID is non-empty and has no white space")
+    return client_id
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number")
+    value = int(raw)
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise web.HTTPBadRequest(text=f"{name} must be in {bound}")
+    return value
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,192 @@
+"""A TCP client of the herd: a small pool of connections per server, and failover.
+
+The gateway speaks to the herd only in the herd's own protocol (IAMAT, WHATSAT, WHEREIS,
+STATUS). A request goes to the first server of the preference list that answers; a server
+that fails (refused, reset, timed out) is skipped for a moment and the next one is tried, so
+the user sees no error while any server is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from backend.config import ServerAddress
+from backend.protocol import At, ProtocolError, Record, parse_line
+
+__all__ = ["HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
+
+log = logging.getLogger("herd.gateway.client")
+
+# A server that failed is tried last for this long, so one dead server does not cost every
+# request a connection timeout.
+PENALTY_SECONDS = 2.0
+# WHATSAT replies are at most 20 places of JSON (a few tens of KB); this bounds a reply.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+
+
+class HerdUnavailable(Exception):
+    """No herd server answered."""
+
+
+class HerdRefused(Exception):
+    """The herd answered ``? <line>``: the request was invalid (or named an unknown client)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    address: ServerAddress
+
+
+class _Connection:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class HerdClient:
+    """Requests to the herd with pooling and failover. Use inside one event loop."""
+
+    def __init__(self, servers: Sequence[Server], timeout: float = 5.0, pool_size: int = 8) -> None:
+        if not servers:
+            raise ValueError("a herd client needs at least one server")
+        self.servers = list(servers)
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._idle: dict[str, list[_Connection]] = {s.name: [] for s in servers}
+        self._failed_at: dict[str, float] = {}
+        self.failovers = 0
+
+    def _order(self) -> list[Server]:
+        now = time.monotonic()
+        healthy = [
+            s for s in self.servers if now - self._failed_at.get(s.name, -1e9) > PENALTY_SECONDS
+        ]
+        return healthy + [s for s in self.servers if s not in healthy]
+
+    async def request(self, line: bytes) -> bytes:
+        """Send one command line and return the whole reply, from the first server that
+        answers. Raises HerdRefused for ``? ...``, HerdUnavailable if no server answers."""
+        for i, server in enumerate(self._order()):
+            try:
+                reply = await self._ask(server, line)
+            except (
+                OSError,
+                TimeoutError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+            ) as exc:
+                self._failed_at[server.name] = time.monotonic()
+                log.warning(
+                    "herd server %s failed (%s); trying the next", server.name, type(exc).__name__
+                )
+                self.failovers += 1
+                continue
+            if i and server.name in self._failed_at:
+                log.info("now using herd server %s", server.name)
+            self._failed_at.pop(server.name, None)
+            if reply.startswith(b"? "):
+                raise HerdRefused(reply[2:].decode(errors="replace").rstrip("\n"))
+            return reply
+        raise HerdUnavailable("no herd server answered")
+
+    async def _ask(self, server: Server, line: bytes) -> bytes:
+        async with asyncio.timeout(self.timeout):
+            idle = self._idle.setdefault(server.name, [])
+            while idle:
+                conn = idle.pop()
+                try:
+                    reply = await self._exchange(conn, line)
+                except (OSError, asyncio.IncompleteReadError):
+                    # The server may have closed an idle connection: retry on a fresh one.
+                    conn.close()
+                    continue
+                except BaseException:
+                    conn.close()
+                    raise
+                self._release(server, conn)
+                return reply
+            reader, writer = await asyncio.open_connection(
+                server.address.host, server.address.port, limit=MAX_REPLY_BYTES
+            )
+            conn = _Connection(reader, writer)
+            try:
+                reply = await self._exchange(conn, line)
+            except BaseException:
+                conn.close()
+                raise
+            self._release(server, conn)
+            return reply
+
+    async def _exchange(self, conn: _Connection, line: bytes) -> bytes:
+        conn.writer.write(line)
+        first = await conn.reader.readuntil(b"\n")
+        if line.startswith(b"WHATSAT ") and first.startswith(b"AT "):
+            # The AT line, then the places JSON, then an empty line.
+            return first + await conn.reader.readuntil(b"\n\n")
+        return first
+
+    def _release(self, server: Server, conn: _Connection) -> None:
+        idle = self._idle.setdefault(server.name, [])
+        if len(idle) < self.pool_size:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    async def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+            idle.clear()
+
+    # -- the herd's commands -------------------------------------------------------------
+
+    async def iamat(self, line: bytes) -> Record:
+        return _record(await self.request(line))
+
+    async def whereis(self, client_id: str) -> Record | None:
+        try:
+            return _record(await self.request(f"WHEREIS {client_id}\n".encode()))
+        except HerdRefused:
+            return None
+
+    async def whatsat(
+        self, client_id: str, radius_km: str, limit: int
+    ) -> tuple[Record, dict[str, Any]]:
+        reply = await self.request(f"WHATSAT {client_id} {radius_km} {limit}\n".encode())
+        at, _, places = reply.partition(b"\n")
+        return _record(at + b"\n"), json.loads(places)
+
+    async def status(self, server: Server) -> dict[str, Any] | None:
+        """STATUS of one given server (no failover); None if it does not answer."""
+        try:
+            reply = await self._ask(server, b"STATUS\n")
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            return None
+        with contextlib.suppress(ValueError):
+            status = json.loads(reply.removeprefix(b"STATUS "))
+            if isinstance(status, dict):
+                return status
+        return None
+
+
+def _record(line: bytes) -> Record:
+    try:
+        command = parse_line(line)
+    except ProtocolError:
+        command = None
+    if not isinstance(command, At):
+        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
+    return command.record

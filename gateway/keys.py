@@ -1,0 +1,20 @@
+"""Typed application keys: every long-lived object the gateway's handlers share."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from backend.config import HerdConfig
+
+from .herd_client import HerdClient, Server
+from .live import LiveFeed
+from .metrics import Metrics
+
+__all__ = ["CONFIG", "FEED", "HERD", "METRICS", "SERVERS", "SOCKETS"]
+
+CONFIG = web.AppKey("config", HerdConfig)
+SERVERS = web.AppKey("servers", list[Server])
+HERD = web.AppKey("herd", HerdClient)
+FEED = web.AppKey("feed", LiveFeed)
+METRICS = web.AppKey("metrics", Metrics)
+SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])

@@ -1,0 +1,159 @@
+"""Live updates: one subscription to the herd, and a queue per WebSocket.
+
+``LiveFeed`` keeps one ``SUBSCRIBE`` open to a herd server. When that server dies it
+subscribes to the next one; the new server's snapshot carries the newest record of every
+client, and merging it under the herd's own order ("newer") means no update is missed and
+none is delivered twice. The feed keeps the newest record per client (the same records the
+herd holds, nothing more) and hands every newer record to its listeners.
+
+``Watcher`` is one WebSocket's view of the feed: its filters, and a queue in which the latest
+update per client wins, so a slow browser holds at most one pending update per client and
+never slows anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from backend.protocol import At, ProtocolError, Record, parse_line
+
+from .herd_client import Server
+
+__all__ = ["BBox", "LiveFeed", "Watcher"]
+
+log = logging.getLogger("herd.gateway.live")
+
+# Snapshot lines can be as long as any AT line the herd accepts (its line limit is 8 KiB).
+MAX_LINE = 64 * 1024
+
+Listener = Callable[[Record], None]
+
+
+class LiveFeed:
+    """The herd's records as they arrive, from one subscription at a time, with failover."""
+
+    def __init__(self, servers: Sequence[Server], timeout: float = 5.0, retry: float = 0.2) -> None:
+        self.servers = list(servers)
+        self.timeout = timeout
+        self.retry = retry
+        self.records: dict[str, Record] = {}
+        self.subscribed_to: str | None = None
+        self.synced = asyncio.Event()
+        self.failovers = 0
+        self._listeners: set[Listener] = set()
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    def offer(self, record: Record) -> bool:
+        """Keep ``record`` if newer than the one held for its client, and pass it on."""
+        if not record.newer_than(self.records.get(record.client_id)):
+            return False
+        self.records[record.client_id] = record
+        for listener in list(self._listeners):
+            listener(record)
+        return True
+
+    async def run(self) -> None:
+        """Follow the herd forever: subscribe, and on failure move to the next server."""
+        index = 0
+        while True:
+            for _ in range(len(self.servers)):
+                server = self.servers[index]
+                try:
+                    await self._follow(server)
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                ) as exc:
+                    if self.subscribed_to is not None:
+                        log.warning("subscription to %s lost (%s)", server.name, type(exc).__name__)
+                        self.failovers += 1
+                finally:
+                    self.subscribed_to = None
+                index = (index + 1) % len(self.servers)
+            await asyncio.sleep(self.retry)
+
+    async def _follow(self, server: Server) -> None:
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(
+                server.address.host, server.address.port, limit=MAX_LINE
+            )
+        try:
+            writer.write(b"SUBSCRIBE\n")
+            while True:
+                line = await reader.readuntil(b"\n")
+                if line.startswith(b"SYNCED "):
+                    self.subscribed_to = server.name
+                    self.synced.set()
+                    log.info("subscribed to %s (%d clients known)", server.name, len(self.records))
+                    continue
+                try:
+                    command = parse_line(line)
+                except ProtocolError:
+                    command = None
+                if isinstance(command, At):
+                    self.offer(command.record)
+                else:
+                    log.warning("unexpected line from %s: %r", server.name, line[:100])
+        finally:
+            writer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    west: float
+    south: float
+    east: float
+    north: float
+
+    def contains(self, lat: float, lon: float) -> bool:
+        if not self.south <= lat <= self.north:
+            return False
+        if self.west <= self.east:
+            return self.west <= lon <= self.east
+        return lon >= self.west or lon <= self.east  # a box across the antimeridian
+
+
+class Watcher:
+    """One WebSocket's filters and pending updates (latest per client wins)."""
+
+    def __init__(self, clients: Iterable[str] | None = None, bbox: BBox | None = None) -> None:
+        self.set_filter(clients, bbox)
+        self._pending: dict[str, Record] = {}
+        self._wake = asyncio.Event()
+
+    def set_filter(self, clients: Iterable[str] | None, bbox: BBox | None) -> None:
+        self.clients = None if clients is None else frozenset(clients)
+        self.bbox = bbox
+
+    def wants(self, record: Record) -> bool:
+        if self.clients is not None and record.client_id not in self.clients:
+            return False
+        if self.bbox is not None:
+            lat, lon = record.lat_lng
+            return self.bbox.contains(lat, lon)
+        return True
+
+    def push(self, record: Record) -> None:
+        if self.wants(record):
+            # Re-inserted at the end, so the queue stays in order of arrival.
+            self._pending.pop(record.client_id, None)
+            self._pending[record.client_id] = record
+            self._wake.set()
+
+    async def next_batch(self) -> list[Record]:
+        """Wait for updates, then take every pending one."""
+        await self._wake.wait()
+        self._wake.clear()
+        batch = list(self._pending.values())
+        self._pending.clear()
+        return batch

@@ -1,0 +1,311 @@
+"""The OpenAPI 3.1 description of ``/api/v1``, served at ``/api/v1/openapi.json``.
+
+Written by hand next to the handlers in ``api.py``; the contract test (schemathesis) checks
+that every documented operation answers as documented.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SPEC"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+CLIENT_ID = {
+    "name": "client_id",
+    "in": "path",
+    "required": True,
+    "description": "The client's ID: any text with no white space.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\s]+$"},
+}
+
+REPORT = {
+    "type": "object",
+    "required": ["client_id", "lat", "lon"],
+    "properties": {
+        "client_id": CLIENT_ID["schema"],
+        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+        "time": {
+            "description": "When the client was there: POSIX seconds (number or decimal text) or "
+            "ISO 8601; the gateway's clock if absent. Newer times win.",
+            "oneOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "minLength": 1},
+                {"type": "null"},
+            ],
+        },
+    },
+}
+
+RECORD = {
+    "type": "object",
+    "description": "A client's newest location as the herd holds it.",
+    "required": [
+        "client_id",
+        "lat",
+        "lon",
+        "location",
+        "client_time",
+        "time",
+        "server",
+        "time_diff",
+        "at",
+    ],
+    "properties": {
+        "client_id": {"type": "string"},
+        "lat": {"type": "number"},
+        "lon": {"type": "number"},
+        "location": {"type": "string", "description": "ISO 6709, as sent in IAMAT"},
+        "client_time": {"type": "string", "description": "POSIX seconds, verbatim"},
+        "time": {"type": "number", "description": "client_time as a number"},
+        "server": {"type": "string", "description": "the herd server that received the report"},
+        "time_diff": {"type": "string", "description": "receive time minus client time"},
+        "at": {"type": "string", "description": "the herd's AT line, byte for byte"},
+    },
+}
+
+PLACES = {
+    "type": "object",
+    "description": "Google Places Nearby Search (legacy) JSON.",
+    "required": ["html_attributions", "results", "status"],
+    "properties": {
+        "html_attributions": {"type": "array", "items": {"type": "string"}},
+        "results": {"type": "array", "items": {"type": "object"}},
+        "status": {"type": "string"},
+        "error_message": {"type": "string"},
+    },
+}
+
+SERVER_STATUS = {
+    "type": "object",
+    "required": ["name", "host", "port", "up", "records", "places", "links"],
+    "properties": {
+        "name": {"type": "string"},
+        "host": {"type": "string"},
+        "port": {"type": "integer"},
+        "up": {"type": "boolean"},
+        "records": {"type": ["integer", "null"]},
+        "places": {"type": ["string", "null"]},
+        "links": {"type": "object", "additionalProperties": {"enum": ["up", "down"]}},
+    },
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "message"],
+            "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+UNAVAILABLE = _error("No herd server answered.")
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "herd gateway",
+        "version": "1.0.0",
+        "description": "Report and read client locations held by the herd, and find places "
+        "near a client. Live updates: the WebSocket /api/v1/ws (see docs/gateway.md).",
+    },
+    "paths": {
+        "/api/v1/locations": {
+            "post": {
+                "operationId": "reportLocations",
+                "summary": "Report a location (IAMAT), or a batch of them",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    _ref("Report"),
+                                    {
+                                        "type": "array",
+                                        "items": _ref("Report"),
+                                        "minItems": 1,
+                                        "maxItems": 1000,
+                                    },
+                                    {
+                                        "type": "object",
+                                        "required": ["locations"],
+                                        "properties": {
+                                            "locations": {
+                                                "type": "array",
+                                                "items": _ref("Report"),
+                                                "minItems": 1,
+                                                "maxItems": 1000,
+                                            }
+                                        },
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["record"],
+                                    "properties": {"record": _ref("Record")},
+                                },
+                                {
+                                    "type": "object",
+                                    "required": ["records"],
+                                    "properties": {
+                                        "records": {"type": "array", "items": _ref("Record")}
+                                    },
+                                },
+                            ]
+                        },
+                        "The record the herd made of each report (in order).",
+                    ),
+                    "400": _error("The body is not a valid report or batch."),
+                    "413": _error("The body is larger than the gateway accepts."),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/v1/clients": {
+            "get": {
+                "operationId": "listClients",
+                "summary": "Every known client's location, paged by client ID",
+                "parameters": [
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["clients", "total", "offset", "limit", "next_offset"],
+                            "properties": {
+                                "clients": {"type": "array", "items": _ref("Record")},
+                                "total": {"type": "integer"},
+                                "offset": {"type": "integer"},
+                                "limit": {"type": "integer"},
+                                "next_offset": {"type": ["integer", "null"]},
+                            },
+                        },
+                        "One page of clients.",
+                    ),
+                    "400": _error("offset or limit out of range."),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/v1/clients/{client_id}": {
+            "get": {
+                "operationId": "getClient",
+                "summary": "A client's current location (WHEREIS)",
+                "parameters": [CLIENT_ID],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["record"],
+                            "properties": {"record": _ref("Record")},
+                        },
+                        "The client's record.",
+                    ),
+                    "400": _error("The client ID is not valid."),
+                    "404": _error("No location is known for this client."),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/v1/clients/{client_id}/nearby": {
+            "get": {
+                "operationId": "getNearby",
+                "summary": "Places near a client (WHATSAT)",
+                "parameters": [
+                    CLIENT_ID,
+                    {
+                        "name": "radius_km",
+                        "in": "query",
+                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 50},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 20},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["record", "places"],
+                            "properties": {"record": _ref("Record"), "places": _ref("Places")},
+                        },
+                        "The client's record and the places near it, nearest first.",
+                    ),
+                    "400": _error("radius_km or limit out of range, or a bad client ID."),
+                    "404": _error("No location is known for this client."),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/v1/herd": {
+            "get": {
+                "operationId": "herdStatus",
+                "summary": "Every herd server, up or down, its links and record count",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["servers", "links", "subscribed_to"],
+                            "properties": {
+                                "servers": {"type": "array", "items": _ref("ServerStatus")},
+                                "links": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "minItems": 2,
+                                        "maxItems": 2,
+                                    },
+                                },
+                                "subscribed_to": {"type": ["string", "null"]},
+                            },
+                        },
+                        "The herd as the gateway sees it.",
+                    )
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Report": REPORT,
+            "Record": RECORD,
+            "Places": PLACES,
+            "ServerStatus": SERVER_STATUS,
+            "Error": ERROR,
+        }
+    },
+}

@@ -1,0 +1,209 @@
+"""The WebSocket ``/api/v1/ws``: a snapshot, then every update, plus report/nearby commands.
+
+Messages from the gateway: ``{"type": "snapshot", "records": [...]}`` once on connect, then
+``{"type": "update", "record": {...}}`` per update, and ``{"type": "reply", "id": ...}`` or
+``{"type": "error", "id": ..., "error": {...}}`` per command. Commands from the browser:
+``{"type": "report", "id": 1, "client_id": ..., "lat": ..., "lon": ..., "time": ...}``,
+``{"type": "nearby", "id": 2, "client_id": ..., "radius_km": 10, "limit": 5}`` and
+``{"type": "filter", "id": 3, "clients": [...] | null, "bbox": [w, s, e, n] | null}``.
+Filters can also be given on connect: ``?clients=a,b&bbox=w,s,e,n``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from backend.protocol import MAX_BOUND, MAX_RADIUS_KM
+
+from . import phones
+from .api import record_json
+from .herd_client import HerdRefused, HerdUnavailable
+from .keys import CONFIG, FEED, HERD, METRICS, SOCKETS
+from .live import BBox, Watcher
+
+__all__ = ["websocket"]
+
+log = logging.getLogger("herd.gateway.ws")
+
+
+class CommandError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_bbox(value: Any) -> BBox | None:
+    """``[west, south, east, north]`` (or "w,s,e,n") in degrees, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    try:
+        west, south, east, north = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise CommandError(400, "bbox must be four numbers: west, south, east, north") from None
+    if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
+        -90 <= south <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180
+    ):
+        raise CommandError(400, "bbox must be west, south, east, north within the globe")
+    return BBox(west, south, east, north)
+
+
+def parse_clients(value: Any) -> list[str] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
+        raise CommandError(400, "clients must be a list of client IDs")
+    return value
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    config = app[CONFIG].gateway
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        log.warning("refused cross-origin WebSocket from %s (Origin %s)", request.remote, origin)
+        raise web.HTTPForbidden(text="cross-origin WebSocket refused")
+    try:
+        watcher = Watcher(
+            parse_clients(request.query.get("clients")), parse_bbox(request.query.get("bbox"))
+        )
+    except CommandError as exc:
+        raise web.HTTPBadRequest(text=exc.message) from None
+    ws = web.WebSocketResponse(heartbeat=config.ws_heartbeat, max_msg_size=config.max_ws_message)
+    await ws.prepare(request)
+    feed = app[FEED]
+    sockets = app[SOCKETS]
+    sockets.add(ws)
+    # Registration and snapshot with no await between them: no update falls in the gap.
+    feed.add_listener(watcher.push)
+    snapshot = [record_json(r) for r in feed.records.values() if watcher.wants(r)]
+    sender = asyncio.create_task(_send_updates(ws, watcher, request))
+    try:
+        await ws.send_json({"type": "snapshot", "records": snapshot})
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                reply = await _command(request, watcher, message.data)
+                await ws.send_json(reply)
+            elif message.type == WSMsgType.BINARY:
+                await ws.send_json(_error(None, 400, "send JSON text messages"))
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        feed.remove_listener(watcher.push)
+        sockets.discard(ws)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+    return ws
+
+
+async def _send_updates(ws: web.WebSocketResponse, watcher: Watcher, request: web.Request) -> None:
+    metrics = request.app[METRICS]
+    while not ws.closed:
+        for record in await watcher.next_batch():
+            await ws.send_json({"type": "update", "record": record_json(record)})
+            metrics.updates_pushed += 1
+
+
+def _error(command_id: Any, status: int, message: str) -> dict[str, Any]:
+    return {"type": "error", "id": command_id, "error": {"status": status, "message": message}}
+
+
+async def _command(request: web.Request, watcher: Watcher, data: str) -> dict[str, Any]:
+    command_id = None
+    try:
+        try:
+            message = phones.load_json(data.encode())
+        except phones.PhoneError as exc:
+            raise CommandError(400, exc.message) from None
+        if not isinstance(message, dict):
+            raise CommandError(400, "a command is a JSON object")
+        command_id = message.get("id")
+        kind = message.get("type")
+        handler = _COMMANDS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise CommandError(400, f"unknown command type {kind!r}; use report, nearby or filter")
+        result = await handler(request, watcher, message)
+        return {"type": "reply", "id": command_id, **result}
+    except CommandError as exc:
+        return _error(command_id, exc.status, exc.message)
+    except phones.PhoneError as exc:
+        return _error(command_id, exc.status, exc.message)
+    except HerdUnavailable:
+        return _error(command_id, 503, "no herd server answered")
+
+
+async def _report(
+    request: web.Request, watcher: Watcher, message: dict[str, Any]
+) -> dict[str, Any]:
+    report = phones.report(
+        message.get("client_id"),
+        message.get("lat"),
+        message.get("lon"),
+        message.get("time"),
+        time.time_ns(),
+    )
+    record = await request.app[HERD].iamat(report.iamat())
+    return {"record": record_json(record)}
+
+
+async def _nearby(
+    request: web.Request, watcher: Watcher, message: dict[str, Any]
+) -> dict[str, Any]:
+    client_id = message.get("client_id")
+    if (
+        not isinstance(client_id, str)
+        or not client_id
+        or any(c in client_id for c in " \t\r\n\x0b\x0c")
+    ):
+        raise CommandError(400, "client_id must be a client ID")
+    try:
+        radius = Decimal(str(message.get("radius_km", 10)))
+    except InvalidOperation:
+        radius = Decimal("NaN")
+    if not radius.is_finite() or not 0 < radius <= MAX_RADIUS_KM:
+        raise CommandError(400, f"radius_km must be a number in (0, {MAX_RADIUS_KM}]")
+    limit = message.get("limit", 5)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_BOUND:
+        raise CommandError(400, f"limit must be a whole number in 1..{MAX_BOUND}")
+    text = format(radius.normalize(), "f")
+    try:
+        record, places = await request.app[HERD].whatsat(client_id, text, limit)
+    except HerdRefused:
+        raise CommandError(404, f"no location known for client {client_id!r}") from None
+    return {"record": record_json(record), "places": places}
+
+
+async def _filter(
+    request: web.Request, watcher: Watcher, message: dict[str, Any]
+) -> dict[str, Any]:
+    clients = parse_clients(message.get("clients"))
+    bbox = parse_bbox(message.get("bbox"))
+    watcher.set_filter(clients, bbox)
+    feed = request.app[FEED]
+    # A new filter comes with its own snapshot, so the map can redraw what it now covers.
+    snapshot = [record_json(r) for r in feed.records.values() if watcher.wants(r)]
+    return {"records": snapshot}
+
+
+_COMMANDS = {"report": _report, "nearby": _nearby, "filter": _filter}
+
+
+async def close_all(app: web.Application) -> None:
+    """On shutdown: tell every browser we are going away."""
+    sockets: set[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down")
