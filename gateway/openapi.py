@@ -23,12 +23,16 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+# The latest time accepted, in milliseconds: the end of the year 9999.
+MAX_TIME_MS = 253402300799999
+
 CLIENT_ID = {
     "name": "client_id",
     "in": "path",
     "required": True,
     "description": "The client's ID: any text with no white space.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\s]+$"},
+    # No white space in the protocol's sense: space, tab, CR, LF, VT, FF (other spaces are fine).
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^ \t\r\n\u000b\u000c]+$"},
 }
 
 REPORT = {
@@ -39,11 +43,13 @@ REPORT = {
         "lat": {"type": "number", "minimum": -90, "maximum": 90},
         "lon": {"type": "number", "minimum": -180, "maximum": 180},
         "time": {
-            "description": "When the client was there: POSIX seconds (number or decimal text) or "
-            "ISO 8601; the gateway's clock if absent. Newer times win.",
-            "oneOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "minLength": 1},
+            "description": "When the client was there: POSIX seconds as a number or as decimal "
+            "text (2147483647 and above are milliseconds, as Traccar sends them); ISO 8601 text "
+            "such as 2025-06-15T13:45:12.862Z is accepted too. Absent, null or empty: the "
+            "gateway's clock. Newer times win.",
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": MAX_TIME_MS},
+                {"type": "string", "pattern": "^([0-9]{1,11}([.][0-9]{1,9})?)?$"},
                 {"type": "null"},
             ],
         },

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -68,6 +68,7 @@ MAX_FORM_FIELDS = 256
 # A double needs 17 significant digits and a nanosecond timestamp 20; longer text is not
 # a reading, and bounding it keeps int()/Decimal() work small.
 MAX_NUMBER_CHARS = 64
+_NANOSECOND = Decimal("1e-9")
 # Nanoseconds need 9 decimals; twice that admits any real clock and bounds the text.
 MAX_TIME_DECIMALS = 18
 # 10000-01-01T00:00:00Z: past it a number is a unit mix-up (microseconds, nanoseconds).
@@ -264,6 +265,10 @@ def _time(value: object, now_ns: int, name: str) -> str:
         number = Decimal((sign, digits, exponent - 3))  # exact, unlike division
     if number >= MAX_TIME:
         raise PhoneError(400, f"{name} is after the year 9999")
+    if not isinstance(value, str) and number != number.quantize(_NANOSECOND, ROUND_FLOOR):
+        # A JSON number finer than a nanosecond (1e-107, a float's binary tail) is rounded to
+        # nanoseconds; only text is kept to the digit, as the protocol keeps it.
+        number = number.quantize(_NANOSECOND, ROUND_HALF_EVEN)
     _, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)
     text = "".join(map(str, digits)).rstrip("0") if exponent < 0 else ""

@@ -1,0 +1,64 @@
+"""Contract test: every operation in /api/v1/openapi.json answers as the document says.
+
+Schemathesis generates requests from the served OpenAPI document (valid and invalid ones) and
+checks each response: status documented, body matching its schema, no server errors.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import Herd, iamat, poll
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def test_api_matches_its_openapi_document(tmp_path: Path) -> None:
+    with Herd(tmp_path) as herd:
+        herd.wait_links()
+        herd.ask("Riley", iamat("known-client"))
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "backend", "gateway", "--config", str(herd.config), "--quiet"]
+        )
+        try:
+            poll(lambda: healthy(herd.gateway_port), 15, "the gateway")
+            url = f"http://127.0.0.1:{herd.gateway_port}"
+            result = subprocess.run(
+                [
+                    str(Path(sys.executable).with_name("schemathesis")),
+                    "run",
+                    f"{url}/api/v1/openapi.json",
+                    "--checks",
+                    "all",
+                    "--max-examples",
+                    "30",
+                    "--seed",
+                    "131",
+                    "--request-timeout",
+                    "10",
+                    "--generation-database",
+                    "none",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=240,
+                cwd=tmp_path,
+            )
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=10)
+    (tmp_path / "schemathesis.txt").write_text(result.stdout)
+    assert result.returncode == 0, result.stdout[:6000]
+    assert "Tested: 5" in result.stdout, result.stdout[-2000:]  # all five operations
