@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "GOOGLE_NEARBY_URL",
     "ConfigError",
+    "Durability",
     "GatewayConfig",
     "HerdConfig",
     "Limits",
@@ -103,9 +104,26 @@ class PeerTimings:
     # Capped low so a restarted neighbour is found again within a couple of seconds.
     reconnect_max: float = 2.0
     handshake_timeout: float = 5.0
-    # A link that has been silent this long gets a PING; twice this without any line, and
-    # the link is dropped (catches a peer that vanished without closing the socket).
+    # Seconds between PINGs on a link; three silent intervals and the link is dropped
+    # (catches a peer that vanished without closing the socket).
     heartbeat: float = 5.0
+    # Seconds between digest exchanges on a link that is up (one also runs whenever a link
+    # comes up): repairs anything a dropped connection lost, for 4 KiB per link per interval.
+    sync_interval: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """How records survive crashes. See docs/guarantees.md."""
+
+    # Also fsync before answering (group commit), so records survive power loss, not only a
+    # killed process.
+    fsync: bool = False
+    # Seconds after its client time that a record is dropped; 0 keeps records forever.
+    retention: float = 0.0
+    # Journal records appended before the journal is compacted into a snapshot, at least;
+    # it is also compacted once it holds twice as many records as the store.
+    compact_min: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +162,7 @@ class HerdConfig:
     limits: Limits = field(default_factory=Limits)
     peers: PeerTimings = field(default_factory=PeerTimings)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    durability: Durability = field(default_factory=Durability)
     source: Path | None = None
 
     def neighbours(self, name: str) -> tuple[str, ...]:
@@ -208,7 +227,17 @@ def load_config(
         raise ConfigError(f"{where}{exc}") from None
 
 
-_TOP_KEYS = {"secret", "links", "servers", "places", "paths", "limits", "peers", "gateway"}
+_TOP_KEYS = {
+    "secret",
+    "links",
+    "servers",
+    "places",
+    "paths",
+    "limits",
+    "peers",
+    "gateway",
+    "durability",
+}
 
 
 def _build(
@@ -236,6 +265,7 @@ def _build(
         limits=_dataclass_table(Limits, _table(raw, "limits"), "[limits]"),
         peers=_dataclass_table(PeerTimings, _table(raw, "peers"), "[peers]"),
         gateway=_gateway(_table(raw, "gateway"), servers),
+        durability=_durability(_table(raw, "durability")),
         source=source,
     )
 
@@ -368,6 +398,19 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
         tile_url=table.get("tile_url", ""),
         tile_attribution=table.get("tile_attribution", ""),
     )
+
+
+def _durability(table: dict[str, Any]) -> Durability:
+    _only(table, set(Durability.__slots__), "[durability]")
+    fsync = table.get("fsync", False)
+    if not isinstance(fsync, bool):
+        raise ConfigError("[durability] fsync must be true or false")
+    retention = table.get("retention", 0.0)
+    if not isinstance(retention, int | float) or isinstance(retention, bool) or retention < 0:
+        raise ConfigError("[durability] retention must be seconds >= 0 (0 keeps records forever)")
+    numbers = {k: v for k, v in table.items() if k not in {"fsync", "retention"}}
+    tuned = _dataclass_table(Durability, numbers, "[durability]")
+    return replace(tuned, fsync=fsync, retention=float(retention))
 
 
 def _path(value: Any, base: Path, where: str) -> Path:

@@ -21,15 +21,18 @@ from .config import HerdConfig, ServerAddress
 from .protocol import (
     At,
     Challenge,
+    Digests,
     Peer,
     Ping,
     Proof,
     ProtocolError,
     Record,
     Welcome,
+    format_digests,
     parse_line,
     peer_proof,
 )
+from .store import Store
 
 __all__ = ["HandshakeError", "PeerLink", "PeerManager"]
 
@@ -56,8 +59,11 @@ RecordHandler = Callable[[Record, str], object]
 class PeerLink:
     """The link to one neighbour and its queue of records waiting to be sent."""
 
-    def __init__(self, config: HerdConfig, local: str, name: str, on_record: RecordHandler) -> None:
+    def __init__(
+        self, config: HerdConfig, local: str, name: str, on_record: RecordHandler, store: Store
+    ) -> None:
         self.config = config
+        self.store = store
         self.local = local
         self.name = name
         self.address: ServerAddress = config.server(name)
@@ -176,16 +182,18 @@ class PeerLink:
             old.close()
         self._writer = writer
         self.up_since = time.time()
-        self.overflowed = False
         peername = writer.get_extra_info("peername")
         log.info("link to %s up (%s)", self.name, _addr(peername))
+        # Anti-entropy: each side sends its range digests; each answers differing ranges with
+        # its records there (see docs/anti-entropy.md).
+        writer.write(format_digests(self.store.digests))
         helpers = [
             asyncio.create_task(self._flush(writer)),
             asyncio.create_task(self._heartbeat(writer)),
         ]
         self._wake.set()
         try:
-            await self._read(reader)
+            await self._read(reader, writer, helpers)
         except asyncio.IncompleteReadError:
             log.warning("link to %s dropped: closed by peer", self.name)
         except (OSError, asyncio.LimitOverrunError) as exc:
@@ -200,7 +208,12 @@ class PeerLink:
                 self.up_since = None
             writer.close()
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        helpers: list[asyncio.Task[None]],
+    ) -> None:
         # Any line proves the peer alive; heartbeats arrive every `heartbeat` seconds.
         silence = 3 * self.config.peers.heartbeat
         loop = asyncio.get_running_loop()
@@ -208,9 +221,29 @@ class PeerLink:
             while True:
                 line = await reader.readuntil(b"\n")
                 deadline.reschedule(loop.time() + silence)
-                self._on_line(line)
+                digests = self._on_line(line)
+                if digests is not None:
+                    helpers.append(asyncio.create_task(self._send_ranges(writer, digests)))
 
-    def _on_line(self, line: bytes) -> None:
+    async def _send_ranges(self, writer: asyncio.StreamWriter, theirs: Digests) -> None:
+        """Send our records in every range whose digest differs from the peer's."""
+        ours = self.store.digests
+        differ = [i for i, (a, b) in enumerate(zip(ours, theirs.values, strict=False)) if a != b]
+        if len(theirs.values) != len(ours):
+            differ = list(range(len(ours)))
+        sent = 0
+        for index in differ:
+            lines = [r.line + b"\n" for r in self.store.bucket(index)]
+            if lines:
+                writer.write(b"".join(lines))
+                sent += len(lines)
+                await writer.drain()
+        if differ:
+            log.info(
+                "sync with %s: %d ranges differ, sent %d records", self.name, len(differ), sent
+            )
+
+    def _on_line(self, line: bytes) -> Digests | None:
         if traffic.isEnabledFor(logging.DEBUG):
             traffic.debug("%s >> %s", self.name, line.decode(errors="backslashreplace").rstrip())
         try:
@@ -218,11 +251,14 @@ class PeerLink:
         except ProtocolError as exc:
             # Never answer a peer with "? ...": it would answer that too, forever.
             log.warning("link to %s: invalid line (%s): %r", self.name, exc, line[:200])
-            return
+            return None
         if isinstance(command, At):
             self._on_record(command.record, self.name)
+        elif isinstance(command, Digests):
+            return command
         elif command is not None and not isinstance(command, Ping):
             log.warning("link to %s: unexpected %s", self.name, type(command).__name__)
+        return None
 
     async def _flush(self, writer: asyncio.StreamWriter) -> None:
         queue = self._queue
@@ -233,20 +269,34 @@ class PeerLink:
                 n = min(len(queue), FLUSH_BATCH)
                 writer.write(b"".join([queue.popleft() for _ in range(n)]))
                 await writer.drain()
+            if self.overflowed:
+                # Records were dropped from the queue: a digest exchange finds and repairs them.
+                self.overflowed = False
+                writer.write(format_digests(self.store.digests))
 
     async def _heartbeat(self, writer: asyncio.StreamWriter) -> None:
+        timings = self.config.peers
+        loop = asyncio.get_running_loop()
+        next_sync = loop.time() + timings.sync_interval
         while True:
-            await asyncio.sleep(self.config.peers.heartbeat)
-            writer.write(PING_LINE)
+            await asyncio.sleep(timings.heartbeat)
+            if loop.time() >= next_sync:
+                next_sync = loop.time() + timings.sync_interval
+                writer.write(format_digests(self.store.digests))
+            else:
+                writer.write(PING_LINE)
 
 
 class PeerManager:
     """All of one server's links; floods records to them."""
 
-    def __init__(self, config: HerdConfig, local: str, on_record: RecordHandler) -> None:
+    def __init__(
+        self, config: HerdConfig, local: str, on_record: RecordHandler, store: Store
+    ) -> None:
         self.local = local
         self.links = {
-            name: PeerLink(config, local, name, on_record) for name in config.neighbours(local)
+            name: PeerLink(config, local, name, on_record, store)
+            for name in config.neighbours(local)
         }
         self._tasks: list[asyncio.Task[None]] = []
 

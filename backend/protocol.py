@@ -22,6 +22,7 @@ __all__ = [
     "At",
     "Challenge",
     "Command",
+    "Digests",
     "IAmAt",
     "Peer",
     "Ping",
@@ -33,6 +34,7 @@ __all__ = [
     "Welcome",
     "WhatsAt",
     "WhereIs",
+    "format_digests",
     "format_time_diff",
     "invalid_reply",
     "make_record",
@@ -157,6 +159,13 @@ class Challenge:
 
 
 @dataclass(frozen=True, slots=True)
+class Digests:
+    """Extension (peer links): the sender's digest of each record range, for anti-entropy."""
+
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome:
     """Peer handshake, the accepting server's last line: the link is up."""
 
@@ -171,7 +180,18 @@ class Proof:
 
 
 Command = (
-    IAmAt | WhatsAt | At | Subscribe | WhereIs | Status | Ping | Peer | Challenge | Proof | Welcome
+    IAmAt
+    | WhatsAt
+    | At
+    | Subscribe
+    | WhereIs
+    | Status
+    | Ping
+    | Peer
+    | Challenge
+    | Proof
+    | Welcome
+    | Digests
 )
 
 
@@ -323,6 +343,21 @@ def _parse_proof(f: list[bytes]) -> Proof:
     return Proof(f[1].decode())
 
 
+# DIGESTS carries 256 digests of 16 hex digits each as one field.
+_DIGESTS = re.compile(rb"(?:[0-9a-f]{16})+")
+
+
+def _parse_digests(f: list[bytes]) -> Digests:
+    if len(f) != 2 or _DIGESTS.fullmatch(f[1]) is None:
+        raise ProtocolError("DIGESTS takes one field of 16-hex-digit digests")
+    raw = f[1]
+    return Digests(tuple(int(raw[i : i + 16], 16) for i in range(0, len(raw), 16)))
+
+
+def format_digests(values: list[int]) -> bytes:
+    return b"DIGESTS " + "".join(f"{v:016x}" for v in values).encode() + b"\n"
+
+
 def _parse_welcome(f: list[bytes]) -> Welcome:
     if len(f) != 2:
         raise ProtocolError("WELCOME takes a name")
@@ -342,6 +377,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"CHALLENGE": _parse_challenge,
     b"PROOF": _parse_proof,
     b"WELCOME": _parse_welcome,
+    b"DIGESTS": _parse_digests,
 }
 
 

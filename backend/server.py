@@ -17,8 +17,10 @@ from typing import Any
 
 from . import places as places_mod
 from .config import HerdConfig
+from .journal import Journal
 from .peers import HandshakeError, PeerManager
 from .protocol import (
+    At,
     Command,
     IAmAt,
     Peer,
@@ -79,11 +81,14 @@ class HerdServer:
         self.address = config.server(name)
         self.limits = config.limits
         self.store = Store()
-        self.peers = PeerManager(config, name, self.accept)
+        self.journal = Journal(config.data_dir / name, fsync=config.durability.fsync)
+        self.retention = config.durability.retention
+        self.peers = PeerManager(config, name, self.accept, self.store)
         self.places = places or places_mod.make_provider(config.places)
         self._subscribers: set[asyncio.StreamWriter] = set()
         self._clients: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[type, Handler] = {
             IAmAt: self._on_iamat,
             WhatsAt: self._on_whatsat,
@@ -93,7 +98,24 @@ class HerdServer:
             Peer: self._on_peer,
         }
 
+    def recover(self) -> int:
+        """Load every record from the journal (before accepting connections)."""
+        count = 0
+        for line in self.journal.recover():
+            try:
+                command = parse_line(line)
+            except ProtocolError:
+                command = None
+            if isinstance(command, At) and not self._expired(command.record):
+                count += self.store.offer(command.record)
+            elif line.strip():
+                log.warning("journal: skipped a line that is not a record: %r", line[:100])
+        self.journal.open()
+        return count
+
     async def start(self) -> None:
+        recovered = self.recover()
+        log.info("%s recovered %d records from %s", self.name, recovered, self.journal.directory)
         self._server = await asyncio.start_server(
             self._serve_client,
             self.address.host,
@@ -106,6 +128,8 @@ class HerdServer:
         self.peers.start()
         if self.config.places.preload:
             self.places.start()
+        if self.retention:
+            self._tasks.append(asyncio.create_task(self._expire_forever(), name="expire"))
 
     async def close(self) -> None:
         """Stop accepting, close every connection and link, release the places provider."""
@@ -116,8 +140,11 @@ class HerdServer:
         for task in list(self._clients):
             task.cancel()
         await asyncio.gather(*self._clients, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
         await self.peers.close()
         await self.places.close()
+        await self.journal.close()
         log.info("%s stopped", self.name)
 
     # -- the store ---------------------------------------------------------------------------
@@ -128,11 +155,15 @@ class HerdServer:
         ``source`` is the neighbour it came from (None for a client's IAMAT): it is never
         sent back there. Returns whether the record was newer.
         """
-        if not self.store.offer(record):
+        if self._expired(record) or not self.store.offer(record):
             return False
+        line = record.line + b"\n"
+        # Into the kernel before anyone hears of it: an acknowledged record survives kill -9.
+        self.journal.append(line)
+        if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
+            self.journal.compact(r.line + b"\n" for r in self.store)
         self.peers.flood(record, source)
         if self._subscribers:
-            line = record.line + b"\n"
             for writer in list(self._subscribers):
                 if writer.transport.get_write_buffer_size() > self.limits.subscriber_buffer:
                     log.warning(
@@ -144,6 +175,18 @@ class HerdServer:
                 else:
                     writer.write(line)
         return True
+
+    def _expired(self, record: Record) -> bool:
+        return bool(self.retention) and record.key[0] < time.time() - self.retention
+
+    async def _expire_forever(self) -> None:
+        # Sweep often enough that a record outlives its retention by at most a tenth of it.
+        interval = min(max(self.retention / 10, 1.0), 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            dropped = self.store.expire(int(time.time() - self.retention))
+            if dropped:
+                log.info("retention: dropped %d records older than %g s", dropped, self.retention)
 
     # -- client connections --------------------------------------------------------------
 
@@ -249,7 +292,8 @@ class HerdServer:
     async def _on_iamat(self, command: Command, client: _Client) -> bytes:
         assert isinstance(command, IAmAt)
         record = make_record(self.name, time.time_ns(), command)
-        self.accept(record, None)
+        if self.accept(record, None):
+            await self.journal.commit()  # with fsync on: wait for the group commit
         return record.line + b"\n"
 
     async def _on_whatsat(self, command: Command, client: _Client) -> bytes:

@@ -32,7 +32,12 @@ CLIENT_ID = {
     "required": True,
     "description": "The client's ID: any text with no white space.",
     # No white space in the protocol's sense: space, tab, CR, LF, VT, FF (other spaces are fine).
-    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^ \t\r\n\u000b\u000c]+$"},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 256,
+        "pattern": "^[^ \t\r\n\u000b\u000c]+$",
+    },
 }
 
 REPORT = {
