@@ -163,6 +163,9 @@ class HerdConfig:
     peers: PeerTimings = field(default_factory=PeerTimings)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     durability: Durability = field(default_factory=Durability)
+    # Where one server dials another when that is not the address the other listens on
+    # (port forwarding, NAT, a proxy): (dialler, neighbour) → address.
+    dial: Mapping[tuple[str, str], ServerAddress] = field(default_factory=dict)
     source: Path | None = None
 
     def neighbours(self, name: str) -> tuple[str, ...]:
@@ -172,6 +175,10 @@ class HerdConfig:
             for other in self.servers
             if other != name and frozenset((name, other)) in self.links
         )
+
+    def dial_address(self, local: str, name: str) -> ServerAddress:
+        """The address ``local`` dials to reach its neighbour ``name``."""
+        return self.dial.get((local, name)) or self.server(name)
 
     def server(self, name: str) -> ServerAddress:
         try:
@@ -266,6 +273,7 @@ def _build(
         peers=_dataclass_table(PeerTimings, _table(raw, "peers"), "[peers]"),
         gateway=_gateway(_table(raw, "gateway"), servers),
         durability=_durability(_table(raw, "durability")),
+        dial=_dial(raw.get("servers", {}), servers),
         source=source,
     )
 
@@ -294,7 +302,7 @@ def _servers(value: Any) -> dict[str, ServerAddress]:
             raise ConfigError(f"{where}: a server name must be non-empty with no white space")
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table")
-        _only(table, {"host", "port"}, where)
+        _only(table, {"host", "port", "dial"}, where)
         host = table.get("host", "127.0.0.1")
         port = table.get("port")
         if not isinstance(host, str) or not host:
@@ -308,6 +316,25 @@ def _servers(value: Any) -> dict[str, ServerAddress]:
         seen[host, port] = name
         servers[name] = ServerAddress(host, port)
     return servers
+
+
+def _dial(
+    tables: dict[str, Any], servers: Mapping[str, ServerAddress]
+) -> dict[tuple[str, str], ServerAddress]:
+    dial: dict[tuple[str, str], ServerAddress] = {}
+    for name, table in tables.items():
+        routes = table.get("dial", {})
+        where = f"[servers.{name}] dial"
+        if not isinstance(routes, dict):
+            raise ConfigError(f'{where} must be a table of NAME = "host:port"')
+        for target, address in routes.items():
+            if target not in servers:
+                raise ConfigError(f"{where} names {target!r}, which is not in [servers]")
+            host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ConfigError(f'{where}.{target} must be "host:port", got {address!r}')
+            dial[name, target] = ServerAddress(host, int(port))
+    return dial
 
 
 def _links(value: Any, servers: Mapping[str, ServerAddress]) -> frozenset[frozenset[str]]:

@@ -66,7 +66,7 @@ class PeerLink:
         self.store = store
         self.local = local
         self.name = name
-        self.address: ServerAddress = config.server(name)
+        self.address: ServerAddress = config.dial_address(local, name)
         self.dialer = local < name
         self._on_record = on_record
         self._queue: deque[bytes] = deque(maxlen=config.limits.peer_queue)

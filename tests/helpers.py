@@ -84,15 +84,21 @@ class Herd:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {**os.environ, **(env or {})}
         self.config = root / "herd.toml"
-        servers = "\n".join(
-            f'[servers.{name}]\nhost = "127.0.0.1"\nport = {port}\n'
-            for name, port in self.ports.items()
-        )
+        self._tables = f"[places]\n{places}\n\n[gateway]\nport = {self.gateway_port}\n{gateway}\n"
+        self._extra = extra
+        self.write_config()
+
+    def write_config(self, dial: dict[tuple[str, str], int] | None = None) -> None:
+        """(Re)write the config; ``dial`` routes a dialler to a neighbour via a local port."""
+        servers = ""
+        for name, port in self.ports.items():
+            routes = [f'{b} = "127.0.0.1:{p}"' for (a, b), p in (dial or {}).items() if a == name]
+            route = f"dial = {{ {', '.join(routes)} }}\n" if routes else ""
+            servers += f'[servers.{name}]\nhost = "127.0.0.1"\nport = {port}\n{route}\n'
         self.config.write_text(
             f'secret = "test-secret"\nlinks = {json.dumps([list(p) for p in self.links])}\n\n'
-            f'{servers}\n[places]\n{places}\n\n[paths]\nlogs = "logs"\ndata = "data"\n\n'
-            f"[peers]\nreconnect_max = 0.5\nheartbeat = 1.0\n\n"
-            f"[gateway]\nport = {self.gateway_port}\n{gateway}\n\n{extra}\n"
+            f'{servers}[paths]\nlogs = "logs"\ndata = "data"\n\n'
+            f"[peers]\nreconnect_max = 0.5\nheartbeat = 1.0\n\n{self._tables}\n{self._extra}\n"
         )
 
     def __enter__(self) -> Herd:
