@@ -94,6 +94,8 @@ class Limits:
     peer_queue: int = 100_000
     # Bytes buffered for one subscriber before it is cut off as too slow.
     subscriber_buffer: int = 8 * 1024 * 1024
+    # Seconds a stopping server gives replies in flight (a WHATSAT waiting on Google) to finish.
+    shutdown_grace: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,13 +48,14 @@ SNAPSHOT_CHUNK = 1024
 class _Client:
     """Per-connection state of a client connection."""
 
-    __slots__ = ("invalid", "peer", "reader", "writer")
+    __slots__ = ("busy", "invalid", "peer", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.peer = _addr(writer.get_extra_info("peername"))
         self.invalid = 0
+        self.busy = False  # between reading a line and writing its reply
 
 
 class _Takeover(Exception):
@@ -86,7 +87,8 @@ class HerdServer:
         self.peers = PeerManager(config, name, self.accept, self.store)
         self.places = places or places_mod.make_provider(config.places)
         self._subscribers: set[asyncio.StreamWriter] = set()
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], _Client] = {}
+        self._closing = False
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[type, Handler] = {
@@ -132,11 +134,23 @@ class HerdServer:
             self._tasks.append(asyncio.create_task(self._expire_forever(), name="expire"))
 
     async def close(self) -> None:
-        """Stop accepting, close every connection and link, release the places provider."""
+        """Shut down in order: stop accepting; close idle connections and let those in the
+        middle of a reply finish it (up to ``limits.shutdown_grace`` seconds); close links;
+        flush the journal to disk."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for writer in self._subscribers:
             writer.close()
+        busy = []
+        for task, client in list(self._clients.items()):
+            if client.busy:
+                busy.append(task)
+            else:
+                task.cancel()
+        if busy:
+            log.info("%s: finishing %d replies in flight", self.name, len(busy))
+            await asyncio.wait(busy, timeout=self.limits.shutdown_grace)
         for task in list(self._clients):
             task.cancel()
         await asyncio.gather(*self._clients, return_exceptions=True)
@@ -200,7 +214,7 @@ class HerdServer:
             log.warning("refused %s: %d connections already open", client.peer, len(self._clients))
             writer.close()
             return
-        self._clients.add(task)
+        self._clients[task] = client
         log.debug("connection from %s", client.peer)
         try:
             try:
@@ -217,7 +231,7 @@ class HerdServer:
         except Exception:
             log.exception("bug while serving %s", client.peer)
         finally:
-            self._clients.discard(task)
+            self._clients.pop(task, None)
             self._subscribers.discard(writer)
             writer.close()
             log.debug("connection from %s closed", client.peer)
@@ -233,6 +247,7 @@ class HerdServer:
                 except asyncio.IncompleteReadError as exc:
                     # A last line ended by end-of-stream is still a command.
                     if exc.partial:
+                        client.busy = True
                         await self._answer(client, exc.partial)
                     await writer.drain()
                     return
@@ -240,7 +255,14 @@ class HerdServer:
                     await self._too_long(client, exc.consumed)
                     continue
                 deadline.reschedule(loop.time() + idle)
-                await self._answer(client, line)
+                client.busy = True
+                try:
+                    await self._answer(client, line)
+                finally:
+                    client.busy = False  # also when the connection is taken over
+                if self._closing:
+                    await writer.drain()
+                    return
                 if writer.transport.get_write_buffer_size() > 65536:
                     await writer.drain()
 

@@ -106,3 +106,34 @@ def test_embedded_default_gazetteer_answers_kiwi_with_real_places(tmp_path: Path
         herd.ask("Riley", b"IAMAT castaway +0.0-140.0 1700000000\n")
         _, ocean = split_reply(herd.ask("Riley", b"WHATSAT castaway 50 20\n"))
         assert ocean["status"] == "ZERO_RESULTS" and ocean["results"] == []
+
+
+async def test_sigterm_lets_a_reply_in_flight_finish(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from helpers import listening, poll
+
+    async with fake_google() as google:
+        herd = google_herd(tmp_path, google, "slow")  # Google never answers; timeout is 1 s
+        await asyncio.to_thread(herd.__enter__)
+        try:
+            at = await asyncio.to_thread(herd.ask, "Riley", KIWI)
+            sock = socket.create_connection(("127.0.0.1", herd.ports["Riley"]), timeout=10)
+            sock.sendall(b"WHATSAT kiwi.cs.ucla.edu 10 5\n")
+            await asyncio.to_thread(poll, lambda: len(google.requests) == 1, 5, "the lookup")
+            herd.procs["Riley"].send_signal(signal.SIGTERM)
+            await asyncio.to_thread(
+                poll, lambda: not listening(herd.ports["Riley"]), 5, "no accept"
+            )
+            reply = b""
+            while chunk := await asyncio.to_thread(sock.recv, 65536):
+                reply += chunk
+            sock.close()
+            code = await asyncio.to_thread(herd.procs["Riley"].wait, 10)
+        finally:
+            await asyncio.to_thread(herd.stop)
+    line, places = split_reply(reply)
+    assert line == at and places["status"] == "UNKNOWN_ERROR"
+    assert code == 0
+    assert "finishing 1 replies in flight" in herd.log("Riley")
