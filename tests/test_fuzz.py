@@ -1,0 +1,204 @@
+"""Hostile input: properties of the parser, and a live server under random bytes, over-long and
+half lines, slow writers and thousands of idle connections, while a normal client is served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import resource
+import time
+from pathlib import Path
+
+import pytest
+from helpers import Herd, iamat
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.protocol import (
+    At,
+    IAmAt,
+    ProtocolError,
+    WhatsAt,
+    invalid_reply,
+    make_record,
+    parse_line,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+WS = b" \t\r\n\x0b\x0c"
+field_text = st.text(
+    alphabet=st.characters(blacklist_characters=WS.decode(), blacklist_categories=("Cs",)),
+    min_size=1,
+)
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=2000, deadline=None)
+def test_any_bytes_parse_or_raise_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        parse_line(data)
+
+
+@given(
+    client=field_text,
+    lat=st.decimals(min_value=-90, max_value=90, places=6),
+    lng=st.decimals(min_value=-180, max_value=180, places=6),
+    seconds=st.integers(min_value=0, max_value=10**12),
+    fraction=st.text(alphabet="0123456789", max_size=12),
+    received=st.integers(min_value=0, max_value=2 * 10**21),
+)
+@settings(max_examples=500, deadline=None)
+def test_iamat_round_trips_into_an_at_line_that_parses_back(
+    client: str, lat: object, lng: object, seconds: int, fraction: str, received: int
+) -> None:
+    location = f"{lat:+f}{lng:+f}"
+    stamp = f"{seconds}.{fraction}" if fraction else str(seconds)
+    command = parse_line(f"IAMAT {client} {location} {stamp}\n".encode())
+    assert command == IAmAt(client, location, stamp)
+    record = make_record("Riley", received, command)
+    again = parse_line(record.line)
+    assert isinstance(again, At) and again.record.line == record.line
+    assert (again.record.client_id, again.record.location, again.record.client_time) == (
+        client,
+        location,
+        stamp,
+    )
+    assert re.fullmatch(rb"[+-][0-9]+\.[0-9]{9}", record.time_diff.encode())
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**10), st.text("0123456789", max_size=10)),
+        min_size=2,
+        max_size=8,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_newer_is_a_total_order_that_matches_the_numeric_time(times: list[tuple[int, str]]) -> None:
+    from decimal import Decimal
+
+    records = []
+    for seconds, fraction in times:
+        stamp = f"{seconds}.{fraction}" if fraction else str(seconds)
+        records.append(make_record("Riley", 0, IAmAt("c", "+1+1", stamp)))
+    for a in records:
+        for b in records:
+            if Decimal(a.client_time) > Decimal(b.client_time):
+                assert a.newer_than(b) and not b.newer_than(a)
+            elif a.line == b.line:
+                assert not a.newer_than(b)
+            else:  # same time, different text ("1.5" and "1.50"): exactly one is newer
+                assert a.newer_than(b) != b.newer_than(a)
+
+
+@given(st.binary(min_size=1, max_size=200).filter(lambda b: b"\n" not in b))
+@settings(max_examples=500, deadline=None)
+def test_an_invalid_reply_is_one_line_with_the_bytes_as_received(line: bytes) -> None:
+    # The line as received, minus its terminator (LF, or CRLF).
+    body = line.removesuffix(b"\r")
+    assert invalid_reply(line + b"\n") == b"? " + body + b"\n"
+    assert invalid_reply(line) == b"? " + line + b"\n"  # ended by end-of-stream
+
+
+@given(
+    st.from_regex(
+        re.compile(rb"WHATSAT [a-z]{1,8} -?([0-9]{1,3}(\.[0-9]{0,3})?|\.[0-9]{1,3}) -?[0-9]{1,3}"),
+        fullmatch=True,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_whatsat_accepts_exactly_the_documented_ranges(line: bytes) -> None:
+    _, _, radius, bound = line.split()
+    try:
+        command = parse_line(line)
+    except ProtocolError:
+        ok = False
+    else:
+        assert isinstance(command, WhatsAt)
+        ok = True
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        r = Decimal(radius.decode())
+        valid_radius = not radius.startswith(b"-") and 0 < r <= 50
+    except InvalidOperation:
+        valid_radius = False
+    valid_bound = bound.isdigit() and 1 <= int(bound) <= 20
+    assert ok == (valid_radius and valid_bound)
+
+
+# -- a live server under attack ----------------------------------------------------------
+
+IDLE_CONNECTIONS = 2000
+GARBAGE_CONNECTIONS = 60
+
+
+async def normal_client(port: int, rounds: int, latencies: list[float]) -> None:
+    for i in range(rounds):
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(iamat(f"normal-{i}"))
+        reply = await asyncio.wait_for(reader.readuntil(b"\n"), 5)
+        writer.close()
+        latencies.append(time.monotonic() - started)
+        assert reply.startswith(b"AT Solo "), reply
+        await asyncio.sleep(0.02)
+
+
+async def garbage(port: int, rng: random.Random, replies: list[bytes]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    kind = rng.choice(["random", "long", "half", "slow", "invalid-utf8"])
+    if kind == "random":
+        writer.write(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 5000))))
+    elif kind == "long":
+        writer.write(b"IAMAT " + b"A" * rng.randint(9000, 200_000) + b" +1+1 1\n")
+    elif kind == "half":
+        writer.write(b"IAMAT half-line +1+1")  # and then never finish the line
+    elif kind == "slow":
+        for byte in b"WHATSAT nobody 10 5\n":
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.01)
+    else:
+        writer.write(b"IAMAT \xff\xfe\xfd +1+1 1\n")
+    try:
+        await asyncio.wait_for(writer.drain(), 5)
+        writer.write_eof()
+        replies.append(await asyncio.wait_for(reader.read(), 10))
+    except (OSError, TimeoutError):
+        replies.append(b"")
+    finally:
+        writer.close()
+
+
+async def test_a_live_server_survives_hostile_input_and_keeps_serving(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    herd = Herd(tmp_path, names=("Solo",), links=(), extra="[limits]\nmax_connections = 3000\n")
+    await asyncio.to_thread(herd.__enter__)
+    idle: list[asyncio.StreamWriter] = []
+    try:
+        port = herd.ports["Solo"]
+        for _ in range(IDLE_CONNECTIONS):
+            idle.append((await asyncio.open_connection("127.0.0.1", port))[1])
+        rng = random.Random(131)
+        replies: list[bytes] = []
+        latencies: list[float] = []
+        await asyncio.gather(
+            normal_client(port, 40, latencies),
+            *(garbage(port, rng, replies) for _ in range(GARBAGE_CONNECTIONS)),
+        )
+        # Every reply is one the protocol defines: "? ..." lines (or AT lines), nothing else.
+        for reply in replies:
+            for line in reply.split(b"\n")[:-1]:
+                assert line.startswith((b"? ", b"AT ")), line[:80]
+        assert herd.procs["Solo"].poll() is None, "the server is still running"
+        worst = max(latencies) * 1000
+        print(f"\nnormal client under attack: worst {worst:.1f} ms over {len(latencies)} requests")
+        assert max(latencies) < 2.0  # served promptly throughout: no stall of seconds
+    finally:
+        for writer in idle:
+            writer.close()
+        await asyncio.to_thread(herd.stop)
