@@ -25,6 +25,7 @@ __all__ = [
     "PeerTimings",
     "PlacesConfig",
     "ServerAddress",
+    "TlsConfig",
     "default_config",
     "load_config",
 ]
@@ -154,6 +155,16 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Peer links over TLS: every server presents ``cert`` (with ``key``) and accepts only
+    peers whose certificate ``ca`` signed. Names are still proven by the HMAC handshake."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True, slots=True)
 class HerdConfig:
     secret: str
     servers: Mapping[str, ServerAddress]
@@ -168,6 +179,7 @@ class HerdConfig:
     # Where one server dials another when that is not the address the other listens on
     # (port forwarding, NAT, a proxy): (dialler, neighbour) → address.
     dial: Mapping[tuple[str, str], ServerAddress] = field(default_factory=dict)
+    tls: TlsConfig | None = None
     source: Path | None = None
 
     def neighbours(self, name: str) -> tuple[str, ...]:
@@ -246,6 +258,7 @@ _TOP_KEYS = {
     "peers",
     "gateway",
     "durability",
+    "tls",
 }
 
 
@@ -276,6 +289,7 @@ def _build(
         gateway=_gateway(_table(raw, "gateway"), servers),
         durability=_durability(_table(raw, "durability")),
         dial=_dial(raw.get("servers", {}), servers),
+        tls=_tls(_table(raw, "tls"), base),
         source=source,
     )
 
@@ -440,6 +454,20 @@ def _durability(table: dict[str, Any]) -> Durability:
     numbers = {k: v for k, v in table.items() if k not in {"fsync", "retention"}}
     tuned = _dataclass_table(Durability, numbers, "[durability]")
     return replace(tuned, fsync=fsync, retention=float(retention))
+
+
+def _tls(table: dict[str, Any], base: Path) -> TlsConfig | None:
+    if not table:
+        return None
+    _only(table, {"cert", "key", "ca"}, "[tls]")
+    missing = {"cert", "key", "ca"} - set(table)
+    if missing:
+        raise ConfigError(f"[tls] needs cert, key and ca; missing {', '.join(sorted(missing))}")
+    paths = {k: _path(table[k], base, f"tls.{k}") for k in ("cert", "key", "ca")}
+    for key, path in paths.items():
+        if not path.is_file():
+            raise ConfigError(f"[tls] {key}: no such file {path}")
+    return TlsConfig(**paths)
 
 
 def _path(value: Any, base: Path, where: str) -> Path:

@@ -33,6 +33,7 @@ from .protocol import (
     peer_proof,
 )
 from .store import Store
+from .tls import client_context
 
 __all__ = ["HandshakeError", "PeerLink", "PeerManager"]
 
@@ -72,6 +73,7 @@ class PeerLink:
         self._queue: deque[bytes] = deque(maxlen=config.limits.peer_queue)
         self._wake = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
+        self._tls = client_context(config.tls) if config.tls is not None else None
         self.overflowed = False
         self.up_since: float | None = None
 
@@ -141,6 +143,11 @@ class PeerLink:
     async def _handshake_dial(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self._tls is not None:
+            writer.write(b"STARTTLS\n")
+            if await reader.readuntil(b"\n") != b"STARTTLS\n":
+                raise HandshakeError(f"{self.name} did not agree to STARTTLS")
+            await writer.start_tls(self._tls)
         nonce_d = secrets.token_hex(16)
         writer.write(f"PEER {self.local} {nonce_d}\n".encode())
         reply = parse_line(await reader.readuntil(b"\n"))
@@ -183,7 +190,8 @@ class PeerLink:
         self._writer = writer
         self.up_since = time.time()
         peername = writer.get_extra_info("peername")
-        log.info("link to %s up (%s)", self.name, _addr(peername))
+        tls = " over TLS" if writer.get_extra_info("ssl_object") is not None else ""
+        log.info("link to %s up (%s%s)", self.name, _addr(peername), tls)
         # Anti-entropy: each side sends its range digests; each answers differing ranges with
         # its records there (see docs/anti-entropy.md).
         writer.write(format_digests(self.store.digests))

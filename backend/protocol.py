@@ -29,6 +29,7 @@ __all__ = [
     "Proof",
     "ProtocolError",
     "Record",
+    "StartTls",
     "Status",
     "Subscribe",
     "Welcome",
@@ -142,6 +143,11 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTls:
+    """Extension (peer links): switch this connection to TLS before the peer handshake."""
+
+
+@dataclass(frozen=True, slots=True)
 class Peer:
     """Peer handshake, first line from the dialling server: its name and a nonce."""
 
@@ -192,6 +198,7 @@ Command = (
     | Proof
     | Welcome
     | Digests
+    | StartTls
 )
 
 
@@ -310,7 +317,7 @@ def _parse_at(f: list[bytes]) -> At:
     return At(record)
 
 
-def _no_args(cmd: Subscribe | Status | Ping) -> Callable[[list[bytes]], Command]:
+def _no_args(cmd: Subscribe | Status | Ping | StartTls) -> Callable[[list[bytes]], Command]:
     def parse(f: list[bytes]) -> Command:
         if len(f) != 1:
             raise ProtocolError(f"{f[0].decode()} takes no fields")
@@ -378,6 +385,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"PROOF": _parse_proof,
     b"WELCOME": _parse_welcome,
     b"DIGESTS": _parse_digests,
+    b"STARTTLS": _no_args(StartTls()),
 }
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -26,6 +27,7 @@ from .protocol import (
     Peer,
     ProtocolError,
     Record,
+    StartTls,
     Status,
     Subscribe,
     WhatsAt,
@@ -35,6 +37,7 @@ from .protocol import (
     parse_line,
 )
 from .store import Store
+from .tls import server_context
 
 __all__ = ["HerdServer"]
 
@@ -48,7 +51,7 @@ SNAPSHOT_CHUNK = 1024
 class _Client:
     """Per-connection state of a client connection."""
 
-    __slots__ = ("busy", "invalid", "peer", "reader", "writer")
+    __slots__ = ("busy", "invalid", "peer", "reader", "tls", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -56,6 +59,7 @@ class _Client:
         self.peer = _addr(writer.get_extra_info("peername"))
         self.invalid = 0
         self.busy = False  # between reading a line and writing its reply
+        self.tls = False
 
 
 class _Takeover(Exception):
@@ -98,7 +102,9 @@ class HerdServer:
             Status: self._on_status,
             Subscribe: self._on_subscribe,
             Peer: self._on_peer,
+            StartTls: self._on_starttls,
         }
+        self._tls = server_context(config.tls) if config.tls is not None else None
 
     def recover(self) -> int:
         """Load every record from the journal (before accepting connections)."""
@@ -371,8 +377,22 @@ class HerdServer:
             if line.strip():
                 client.writer.write(invalid_reply(line))
 
+    async def _on_starttls(self, command: Command, client: _Client) -> bytes:
+        if self._tls is None or client.tls:
+            raise ProtocolError("STARTTLS is not available here")
+        client.writer.write(b"STARTTLS\n")
+        try:
+            await client.writer.start_tls(self._tls)
+        except (ssl.SSLError, ConnectionError) as exc:
+            log.warning("refused TLS from %s: %s", client.peer, exc)
+            raise _Takeover from None
+        client.tls = True
+        return b""
+
     async def _on_peer(self, command: Command, client: _Client) -> bytes:
         assert isinstance(command, Peer)
+        if self._tls is not None and not client.tls:
+            raise ProtocolError("this herd's peers must STARTTLS first")
         if command.server_id not in self.peers.links:
             raise ProtocolError(f"{command.server_id} is not a neighbour of {self.name}")
         raise _Takeover(self._peer_link(command, client))
