@@ -46,6 +46,7 @@ class Journal:
         self._written = 0  # records written in all
         self._synced = 0  # records covered by a completed fsync
         self._sync: asyncio.Future[int] | None = None
+        self._buffer: list[bytes] = []
         self._compacting: asyncio.Future[None] | None = None
 
     def _segments(self) -> list[tuple[int, Path]]:
@@ -82,16 +83,27 @@ class Journal:
             _fsync_dir(self.directory)
         return fd
 
-    def append(self, line: bytes) -> None:
-        """Write one record line (with its newline) to the kernel: safe from ``kill -9``."""
-        os.write(self._fd, line)
+    def append(self, line: bytes) -> bool:
+        """Buffer one record line (with its newline); ``flush`` hands the buffer to the kernel
+        (then it is safe from ``kill -9``). Returns True for the first line of a batch, when
+        the caller must arrange a flush."""
+        self._buffer.append(line)
         self.appended += 1
         self._written += 1
+        return len(self._buffer) == 1
+
+    def flush(self) -> None:
+        """One ``write(2)`` of every buffered line."""
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            os.write(self._fd, data)
 
     async def commit(self) -> None:
         """With fsync on, wait until everything appended so far is on disk (group commit)."""
         if not self.fsync:
             return
+        self.flush()
         target = self._written
         while self._synced < target:
             if self._sync is None:
@@ -117,6 +129,7 @@ class Journal:
         """
         if self._compacting is not None and not self._compacting.done():
             return None
+        self.flush()
         old_fd, upto = self._fd, self._seq
         self._seq += 1
         self._fd = self._open_segment(self._seq)
@@ -151,6 +164,7 @@ class Journal:
             with contextlib.suppress(Exception):
                 await self._compacting
         if self._fd >= 0:
+            self.flush()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .config import HerdConfig, ServerAddress
+from .outbox import Outbox
 from .protocol import (
     At,
     Challenge,
@@ -38,7 +39,6 @@ from .tls import client_context
 __all__ = ["HandshakeError", "PeerLink", "PeerManager"]
 
 log = logging.getLogger("herd.peers")
-traffic = logging.getLogger("herd.traffic")
 
 # Above this many unsent bytes in a link's socket buffer, records wait in the link's own
 # queue instead, so one slow neighbour costs memory up to its queue bound and nothing else.
@@ -61,10 +61,18 @@ class PeerLink:
     """The link to one neighbour and its queue of records waiting to be sent."""
 
     def __init__(
-        self, config: HerdConfig, local: str, name: str, on_record: RecordHandler, store: Store
+        self,
+        config: HerdConfig,
+        local: str,
+        name: str,
+        on_record: RecordHandler,
+        store: Store,
+        outbox: Outbox,
     ) -> None:
         self.config = config
         self.store = store
+        self._outbox = outbox
+        self._out: list[bytes] = []  # lines for the end of this loop iteration
         self.local = local
         self.name = name
         self.address: ServerAddress = config.dial_address(local, name)
@@ -82,21 +90,35 @@ class PeerLink:
         return self._writer is not None
 
     def send(self, line: bytes) -> None:
-        """Send one line now if the link can take it, else queue it; never blocks.
+        """Send one line at the end of this loop iteration if the link can take it, else queue
+        it; never blocks.
 
-        Writing straight to the transport (not through a task) is what lets a neighbour hold
-        a record before the IAMAT's reply is even written.
+        The outbox writes peer links before any reply of the same iteration, and without a
+        task in between: that is what lets a neighbour hold a record before the client that
+        sent it has its reply.
         """
-        if traffic.isEnabledFor(logging.DEBUG):
-            traffic.debug("%s << %s", self.name, line.decode(errors="backslashreplace").rstrip())
+        self._outbox.log(self.name, b"<<", line)
+        if self._writer is not None and not self._queue:
+            if not self._out:
+                self._outbox.later(Outbox.PEERS, self._flush_out)
+            self._out.append(line)
+        else:
+            self._enqueue(line)
+
+    def _flush_out(self) -> None:
+        lines, self._out = self._out, []
         writer = self._writer
         if (
             writer is not None
             and not self._queue
             and writer.transport.get_write_buffer_size() < WRITE_HIGH_WATER
         ):
-            writer.write(line)
-            return
+            writer.write(b"".join(lines))
+        else:
+            for line in lines:
+                self._enqueue(line)
+
+    def _enqueue(self, line: bytes) -> None:
         if len(self._queue) == self._queue.maxlen and not self.overflowed:
             log.warning("link to %s: queue full, dropping its oldest records", self.name)
             self.overflowed = True
@@ -252,8 +274,7 @@ class PeerLink:
             )
 
     def _on_line(self, line: bytes) -> Digests | None:
-        if traffic.isEnabledFor(logging.DEBUG):
-            traffic.debug("%s >> %s", self.name, line.decode(errors="backslashreplace").rstrip())
+        self._outbox.log(self.name, b">>", line)
         try:
             command = parse_line(line)
         except ProtocolError as exc:
@@ -299,11 +320,16 @@ class PeerManager:
     """All of one server's links; floods records to them."""
 
     def __init__(
-        self, config: HerdConfig, local: str, on_record: RecordHandler, store: Store
+        self,
+        config: HerdConfig,
+        local: str,
+        on_record: RecordHandler,
+        store: Store,
+        outbox: Outbox,
     ) -> None:
         self.local = local
         self.links = {
-            name: PeerLink(config, local, name, on_record, store)
+            name: PeerLink(config, local, name, on_record, store, outbox)
             for name in config.neighbours(local)
         }
         self._tasks: list[asyncio.Task[None]] = []

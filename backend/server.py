@@ -19,6 +19,7 @@ from typing import Any
 from . import places as places_mod
 from .config import HerdConfig
 from .journal import Journal
+from .outbox import Outbox, TrafficLog
 from .peers import HandshakeError, PeerManager
 from .protocol import (
     At,
@@ -42,7 +43,6 @@ from .tls import server_context
 __all__ = ["HerdServer"]
 
 log = logging.getLogger("herd.server")
-traffic = logging.getLogger("herd.traffic")
 
 # Records per write while sending a subscriber its snapshot: big writes, bounded size.
 SNAPSHOT_CHUNK = 1024
@@ -51,15 +51,33 @@ SNAPSHOT_CHUNK = 1024
 class _Client:
     """Per-connection state of a client connection."""
 
-    __slots__ = ("busy", "invalid", "peer", "reader", "tls", "writer")
+    __slots__ = ("busy", "invalid", "out", "outbox", "peer", "reader", "tls", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outbox: Outbox
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.outbox = outbox
         self.peer = _addr(writer.get_extra_info("peername"))
         self.invalid = 0
         self.busy = False  # between reading a line and writing its reply
         self.tls = False
+        self.out: list[bytes] = []  # replies waiting for the end of this loop iteration
+
+    def send(self, reply: bytes) -> None:
+        """Queue a whole reply; the outbox writes it after the journal and the peer links."""
+        if not self.out:
+            self.outbox.later(Outbox.CLIENTS, self.flush)
+        self.out.append(reply)
+        self.outbox.log(self.peer, b"<<", reply)
+
+    def flush(self) -> None:
+        if self.out:
+            data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+            self.out.clear()
+            if not self.writer.is_closing():
+                self.writer.write(data)
 
 
 class _Takeover(Exception):
@@ -85,10 +103,12 @@ class HerdServer:
         self.name = name
         self.address = config.server(name)
         self.limits = config.limits
+        self.outbox = Outbox(TrafficLog(config.logs_dir / f"{name}.log"))
         self.store = Store()
         self.journal = Journal(config.data_dir / name, fsync=config.durability.fsync)
         self.retention = config.durability.retention
-        self.peers = PeerManager(config, name, self.accept, self.store)
+        self.peers = PeerManager(config, name, self.accept, self.store, self.outbox)
+        self._sub_lines: list[bytes] = []  # records for subscribers, this iteration
         self.places = places or places_mod.make_provider(config.places)
         self._subscribers: set[asyncio.StreamWriter] = set()
         self._clients: dict[asyncio.Task[None], _Client] = {}
@@ -164,7 +184,9 @@ class HerdServer:
             task.cancel()
         await self.peers.close()
         await self.places.close()
+        self.outbox.flush()
         await self.journal.close()
+        self.outbox.traffic.close()
         log.info("%s stopped", self.name)
 
     # -- the store ---------------------------------------------------------------------------
@@ -178,23 +200,31 @@ class HerdServer:
         if self._expired(record) or not self.store.offer(record):
             return False
         line = record.line + b"\n"
-        # Into the kernel before anyone hears of it: an acknowledged record survives kill -9.
-        self.journal.append(line)
+        # Into the kernel before anyone hears of it (the journal is the outbox's first stage):
+        # an acknowledged record survives kill -9.
+        if self.journal.append(line):
+            self.outbox.later(Outbox.JOURNAL, self.journal.flush)
         if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
             self.journal.compact(r.line + b"\n" for r in self.store)
         self.peers.flood(record, source)
         if self._subscribers:
-            for writer in list(self._subscribers):
-                if writer.transport.get_write_buffer_size() > self.limits.subscriber_buffer:
-                    log.warning(
-                        "subscriber %s too slow, disconnected",
-                        _addr(writer.get_extra_info("peername")),
-                    )
-                    self._subscribers.discard(writer)
-                    writer.close()
-                else:
-                    writer.write(line)
+            if not self._sub_lines:
+                self.outbox.later(Outbox.CLIENTS, self._push_to_subscribers)
+            self._sub_lines.append(line)
         return True
+
+    def _push_to_subscribers(self) -> None:
+        data = b"".join(self._sub_lines)
+        self._sub_lines.clear()
+        for writer in list(self._subscribers):
+            if writer.transport.get_write_buffer_size() > self.limits.subscriber_buffer:
+                log.warning(
+                    "subscriber %s too slow, disconnected", _addr(writer.get_extra_info("peername"))
+                )
+                self._subscribers.discard(writer)
+                writer.close()
+            elif not writer.is_closing():
+                writer.write(data)
 
     def _expired(self, record: Record) -> bool:
         return bool(self.retention) and record.key[0] < time.time() - self.retention
@@ -215,13 +245,13 @@ class HerdServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        client = _Client(reader, writer)
+        client = _Client(reader, writer, self.outbox)
         if len(self._clients) >= self.limits.max_connections:
             log.warning("refused %s: %d connections already open", client.peer, len(self._clients))
             writer.close()
             return
         self._clients[task] = client
-        log.debug("connection from %s", client.peer)
+        self.outbox.log(client.peer, b"++", b"connected")
         try:
             try:
                 await self._client_loop(client)
@@ -239,8 +269,9 @@ class HerdServer:
         finally:
             self._clients.pop(task, None)
             self._subscribers.discard(writer)
+            self.outbox.flush()  # this connection's last replies go out before it closes
             writer.close()
-            log.debug("connection from %s closed", client.peer)
+            self.outbox.log(client.peer, b"--", b"closed")
 
     async def _client_loop(self, client: _Client) -> None:
         reader, writer = client.reader, client.writer
@@ -255,6 +286,7 @@ class HerdServer:
                     if exc.partial:
                         client.busy = True
                         await self._answer(client, exc.partial)
+                    self.outbox.flush()
                     await writer.drain()
                     return
                 except asyncio.LimitOverrunError as exc:
@@ -267,14 +299,14 @@ class HerdServer:
                 finally:
                     client.busy = False  # also when the connection is taken over
                 if self._closing:
+                    self.outbox.flush()
                     await writer.drain()
                     return
                 if writer.transport.get_write_buffer_size() > 65536:
                     await writer.drain()
 
     async def _answer(self, client: _Client, line: bytes) -> None:
-        if traffic.isEnabledFor(logging.DEBUG):
-            traffic.debug("%s >> %s", client.peer, _show(line))
+        self.outbox.log(client.peer, b">>", line)
         try:
             command = parse_line(line)
             if command is None:
@@ -284,9 +316,8 @@ class HerdServer:
             log.warning("invalid line from %s (%s)", client.peer, exc)
             reply = invalid_reply(line)
             client.invalid += 1
-        client.writer.write(reply)
-        if traffic.isEnabledFor(logging.DEBUG):
-            traffic.debug("%s << %s", client.peer, _show(reply))
+        if reply:
+            client.send(reply)
         if client.invalid > self.limits.max_invalid_lines:
             log.warning(
                 "hanging up on %s: more than %d invalid lines",
@@ -309,7 +340,7 @@ class HerdServer:
                 break
         log.warning("line from %s over %d bytes", client.peer, self.limits.max_line_bytes)
         client.invalid += 1
-        client.writer.write(invalid_reply(head[: self.limits.max_line_bytes]))
+        client.send(invalid_reply(head[: self.limits.max_line_bytes]))
 
     # -- handlers: each returns the whole reply, written in one write --------------------
 
@@ -354,8 +385,10 @@ class HerdServer:
 
     async def _on_subscribe(self, command: Command, client: _Client) -> bytes:
         writer = client.writer
-        # Snapshot and registration happen with no await in between, so no record accepted
-        # meanwhile can fall between the two.
+        # Records accepted before now go out to the present subscribers (and this client's
+        # earlier replies to it); then the snapshot and the registration happen with no await
+        # in between, so no record can fall between the two or come twice.
+        self.outbox.flush()
         records = list(self.store)
         for i in range(0, len(records), SNAPSHOT_CHUNK):
             writer.write(b"".join(r.line + b"\n" for r in records[i : i + SNAPSHOT_CHUNK]))
@@ -375,11 +408,13 @@ class HerdServer:
             except asyncio.IncompleteReadError:
                 return
             if line.strip():
-                client.writer.write(invalid_reply(line))
+                self.outbox.log(client.peer, b">>", line)
+                client.send(invalid_reply(line))
 
     async def _on_starttls(self, command: Command, client: _Client) -> bytes:
         if self._tls is None or client.tls:
             raise ProtocolError("STARTTLS is not available here")
+        self.outbox.flush()
         client.writer.write(b"STARTTLS\n")
         try:
             await client.writer.start_tls(self._tls)
@@ -395,6 +430,7 @@ class HerdServer:
             raise ProtocolError("this herd's peers must STARTTLS first")
         if command.server_id not in self.peers.links:
             raise ProtocolError(f"{command.server_id} is not a neighbour of {self.name}")
+        self.outbox.flush()
         raise _Takeover(self._peer_link(command, client))
 
     async def _peer_link(self, hello: Peer, client: _Client) -> None:
@@ -408,7 +444,3 @@ def _addr(peername: object) -> str:
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"{peername[0]}:{peername[1]}"
     return str(peername)
-
-
-def _show(data: bytes) -> str:
-    return data.decode(errors="backslashreplace").rstrip("\r\n")

@@ -1,0 +1,97 @@
+"""Writes that wait for the end of the current event-loop iteration, then go out in order.
+
+Every record a server accepts costs a journal write, a write per neighbour, a reply and
+traffic-log lines. Made one by one, that is a system call each; gathered over one loop
+iteration they become one write per file and per socket, however many records the iteration
+handled. The order of the flush is the server's promise: the journal first (an answered record
+is in the kernel), then the peer links (a neighbour has the record before the client has its
+reply), then the replies, then the traffic log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["Outbox", "TrafficLog"]
+
+
+class TrafficLog:
+    """Every line in and out of a server, appended to its log file in batches.
+
+    Lines are kept as raw parts and formatted at flush time with one timestamp for the batch
+    (a batch spans microseconds), so logging a line costs one list append on the hot path.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._fd = -1
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._lines: list[tuple[str, bytes, bytes]] = []
+
+    def add(self, who: str, arrow: bytes, data: bytes) -> None:
+        """Log one line (``arrow`` is b">>" for in, b"<<" for out)."""
+        if self._fd >= 0:
+            self._lines.append((who, arrow, data))
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+        head = f"{stamp}.{int(now * 1000) % 1000:03d} TRAFFIC ".encode()
+        parts = []
+        for who, arrow, data in self._lines:
+            # One log line per protocol line: a multi-line reply (WHATSAT) is logged whole,
+            # with its inner newlines escaped.
+            body = data.rstrip(b"\r\n").replace(b"\n", b"\\n")
+            parts.append(b"%s%s %s %s\n" % (head, who.encode(), arrow, body))
+        self._lines.clear()
+        os.write(self._fd, b"".join(parts))
+
+    def close(self) -> None:
+        self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class Outbox:
+    """Collects flush callbacks for the end of this iteration and runs them in stage order,
+    then writes the traffic log."""
+
+    JOURNAL, PEERS, CLIENTS = range(3)
+
+    def __init__(self, traffic: TrafficLog) -> None:
+        self.traffic = traffic
+        self._stages: list[list[Callable[[], None]]] = [[] for _ in range(3)]
+        self._scheduled = False
+
+    def later(self, stage: int, flush: Callable[[], None]) -> None:
+        """Run ``flush`` at the end of this iteration (the caller registers it once)."""
+        self._stages[stage].append(flush)
+        self._schedule()
+
+    def log(self, who: str, arrow: bytes, data: bytes) -> None:
+        self.traffic.add(who, arrow, data)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Run everything pending now, stage by stage (also called before a socket closes)."""
+        self._scheduled = False
+        for stage in self._stages:
+            while stage:
+                callbacks = stage[:]
+                stage.clear()
+                for callback in callbacks:
+                    callback()
+        self.traffic.flush()
