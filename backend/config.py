@@ -152,6 +152,18 @@ class GatewayConfig:
     max_ws_message: int = 64 * 1024
     # Seconds between WebSocket pings; a browser that misses two is dropped.
     ws_heartbeat: float = 20.0
+    # Access control (docs/security.md). Tokens that may read: the map, API GETs, the
+    # WebSocket. Kept out of repr so that a logged config never shows them.
+    read_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Write token -> the one client ID it may report for. A write token does not read.
+    write_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Listen on a non-loopback host with no tokens at all: only when this says so.
+    open_access: bool = False
+    # Reports per second per client ID, and requests per second per remote address; the
+    # burst is twice the rate, and 0 turns a limit off. Off here; load_config turns them on
+    # (10 and 50) when tokens are configured or the host is not loopback.
+    rate_per_client: float = 0.0
+    rate_per_address: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,11 +439,85 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
     for key in ("tile_url", "tile_attribution"):
         if not isinstance(table.get(key, ""), str):
             raise ConfigError(f"[gateway] {key} must be a string")
-    numbers = {
-        k: v
-        for k, v in table.items()
-        if k not in {"host", "port", "servers", "tile_url", "tile_attribution"}
+    # -- access control (docs/security.md) --
+    # Tokens travel in URLs, headers and cookies, so only URL-safe characters; 16 of them
+    # from secrets.token_urlsafe are ~96 bits, far past online guessing; 256 fits anywhere.
+    min_token, max_token = 16, 256
+    url_safe = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+    def token_ok(token: object) -> bool:
+        return (
+            isinstance(token, str)
+            and min_token <= len(token) <= max_token
+            and set(token) <= url_safe
+        )
+
+    token_rule = f"{min_token}..{max_token} characters from A-Z a-z 0-9 - . _ ~"
+    read_tokens = table.get("read_tokens", [])
+    if not isinstance(read_tokens, list) or not all(token_ok(t) for t in read_tokens):
+        raise ConfigError(f"[gateway] read_tokens must be a list of tokens of {token_rule}")
+    write_tokens = table.get("write_tokens", {})
+    if not isinstance(write_tokens, dict):
+        raise ConfigError('[gateway.write_tokens] must be a table of "token" = "client ID"')
+    for token, client_id in write_tokens.items():
+        if not token_ok(token):
+            raise ConfigError(f"[gateway.write_tokens]: a token must be {token_rule}")
+        if not isinstance(client_id, str) or not client_id or any(ch.isspace() for ch in client_id):
+            raise ConfigError(
+                "[gateway.write_tokens]: each token maps to a client ID (no white space)"
+            )
+        if token in read_tokens:
+            raise ConfigError("[gateway] a token is both a read token and a write token")
+    open_access = table.get("open_access", False)
+    if not isinstance(open_access, bool):
+        raise ConfigError("[gateway] open_access must be true or false")
+
+    def loopback(name: str) -> bool:
+        import ipaddress
+
+        if name.lower().rstrip(".") == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(name.strip("[]")).is_loopback
+        except ValueError:  # a host name other than localhost: it may reach anywhere
+            return False
+
+    tokens = bool(read_tokens or write_tokens)
+    if tokens and open_access:
+        raise ConfigError("[gateway] open_access = true contradicts the configured tokens")
+    if not tokens and not open_access and not loopback(host):
+        raise ConfigError(
+            f"[gateway] host {host!r} is not a loopback address, so anyone who reaches it "
+            "could read and write every location: configure read_tokens and write_tokens, "
+            "or set open_access = true to allow it (docs/security.md)"
+        )
+    # Rate limits are on by default wherever access is guarded or the gateway can be reached
+    # from elsewhere. A loopback gateway with no tokens stays as open as it always was: only
+    # local tools reach it (the benchmark, the contract test), and a limit there would only
+    # throttle them. A phone reports every few seconds at most; a map page load is ~15
+    # requests and then one every few seconds.
+    guarded = tokens or not loopback(host)
+    exposed_rates = {"rate_per_client": 10.0, "rate_per_address": 50.0}
+
+    def rate(key: str) -> float:
+        value = table.get(key, exposed_rates[key] if guarded else getattr(defaults, key))
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1e9:
+            raise ConfigError(f"[gateway] {key} must be a finite number >= 0 (0: no limit)")
+        return float(value)
+
+    own = {
+        "host",
+        "port",
+        "servers",
+        "tile_url",
+        "tile_attribution",
+        "read_tokens",
+        "write_tokens",
+        "open_access",
+        "rate_per_client",
+        "rate_per_address",
     }
+    numbers = {k: v for k, v in table.items() if k not in own}
     tuned = _dataclass_table(GatewayConfig, numbers, "[gateway]")
     return replace(
         tuned,
@@ -440,6 +526,11 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
         servers=tuple(names),
         tile_url=table.get("tile_url", ""),
         tile_attribution=table.get("tile_attribution", ""),
+        read_tokens=tuple(dict.fromkeys(read_tokens)),
+        write_tokens=dict(write_tokens),
+        open_access=open_access,
+        rate_per_client=rate("rate_per_client"),
+        rate_per_address=rate("rate_per_address"),
     )
 
 

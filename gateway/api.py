@@ -17,7 +17,7 @@ from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record
 
 from . import phones
 from .herd_client import HerdRefused, HerdUnavailable, Server
-from .keys import CONFIG, FEED, HERD, METRICS
+from .keys import ACCESS, CONFIG, FEED, HERD, METRICS
 
 __all__ = ["error_middleware", "json_error", "record_json", "routes"]
 
@@ -109,6 +109,8 @@ def _reports(payload: Any, now_ns: int) -> tuple[list[phones.Report], bool]:
 
 
 async def _send(request: web.Request, reports: list[phones.Report]) -> list[Record]:
+    # Every write path comes here: its token must cover each client ID, each within its rate.
+    request.app[ACCESS].check_reports(request, [report.client_id for report in reports])
     herd = request.app[HERD]
     return [await herd.iamat(report.iamat()) for report in reports]
 

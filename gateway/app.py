@@ -14,9 +14,9 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
-from . import api, openapi, ws
+from . import api, auth, openapi, ws
 from .herd_client import HerdClient, Server
-from .keys import CONFIG, FEED, HERD, METRICS, SERVERS, SOCKETS
+from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SERVERS, SOCKETS
 from .live import LiveFeed
 from .metrics import Metrics
 
@@ -99,10 +99,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_app(config: HerdConfig) -> web.Application:
+    # Access rules run inside the error middleware, so refusals are counted in /metrics.
+    access = auth.Access(config.gateway)
+    auth.redact_access_logs()
     app = web.Application(
-        client_max_size=config.gateway.max_body_bytes, middlewares=[api.error_middleware]
+        client_max_size=config.gateway.max_body_bytes,
+        middlewares=[api.error_middleware, access.middleware],
     )
     app[CONFIG] = config
+    app[ACCESS] = access
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
     aiohttp_jinja2.setup(

@@ -6,11 +6,12 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
+from .auth import Access
 from .herd_client import HerdClient, Server
 from .live import LiveFeed
 from .metrics import Metrics
 
-__all__ = ["CONFIG", "FEED", "HERD", "METRICS", "SERVERS", "SOCKETS"]
+__all__ = ["ACCESS", "CONFIG", "FEED", "HERD", "METRICS", "SERVERS", "SOCKETS"]
 
 CONFIG = web.AppKey("config", HerdConfig)
 SERVERS = web.AppKey("servers", list[Server])
@@ -18,3 +19,4 @@ HERD = web.AppKey("herd", HerdClient)
 FEED = web.AppKey("feed", LiveFeed)
 METRICS = web.AppKey("metrics", Metrics)
 SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+ACCESS = web.AppKey("access", Access)

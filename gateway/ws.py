@@ -24,10 +24,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from backend.protocol import MAX_BOUND, MAX_RADIUS_KM
 
-from . import phones
+from . import auth, phones
 from .api import record_json
 from .herd_client import HerdRefused, HerdUnavailable
-from .keys import CONFIG, FEED, HERD, METRICS, SOCKETS
+from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SOCKETS
 from .live import BBox, Watcher
 
 __all__ = ["websocket"]
@@ -156,6 +156,14 @@ async def _report(
         message.get("time"),
         time.time_ns(),
     )
+    # A report carries its own write token: the socket itself was opened with a read token.
+    token = message.get("token")
+    try:
+        request.app[ACCESS].check_reports(
+            request, [report.client_id], token if isinstance(token, str) else None
+        )
+    except auth.Refused as exc:
+        raise CommandError(exc.status, exc.message) from None
     record = await request.app[HERD].iamat(report.iamat())
     return {"record": record_json(record)}
 
