@@ -128,6 +128,21 @@ ERROR = {
 
 UNAVAILABLE = _error("No herd server answered.")
 
+# Only when tokens are configured (see docs/security.md); rate limits answer 429 wherever on.
+GUARDED = {
+    "401": _error(
+        "A token is needed (tokens are configured) and none or an unknown one was given."
+    ),
+    "403": _error(
+        "The token does not allow this: a read token writing, or a device token "
+        "reporting for another client ID."
+    ),
+    "429": {
+        **_error("Too many requests for this client ID or address; retry later."),
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    },
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -172,6 +187,7 @@ SPEC: dict[str, Any] = {
                     },
                 },
                 "responses": {
+                    **GUARDED,
                     "200": _json(
                         {
                             "oneOf": [
@@ -210,6 +226,7 @@ SPEC: dict[str, Any] = {
                     },
                 ],
                 "responses": {
+                    **GUARDED,
                     "200": _json(
                         {
                             "type": "object",
@@ -235,6 +252,7 @@ SPEC: dict[str, Any] = {
                 "summary": "A client's current location (WHEREIS)",
                 "parameters": [CLIENT_ID],
                 "responses": {
+                    **GUARDED,
                     "200": _json(
                         {
                             "type": "object",
@@ -267,6 +285,7 @@ SPEC: dict[str, Any] = {
                     },
                 ],
                 "responses": {
+                    **GUARDED,
                     "200": _json(
                         {
                             "type": "object",
@@ -286,6 +305,7 @@ SPEC: dict[str, Any] = {
                 "operationId": "herdStatus",
                 "summary": "Every herd server, up or down, its links and record count",
                 "responses": {
+                    **GUARDED,
                     "200": _json(
                         {
                             "type": "object",
@@ -305,18 +325,23 @@ SPEC: dict[str, Any] = {
                             },
                         },
                         "The herd as the gateway sees it.",
-                    )
+                    ),
                 },
             }
         },
     },
+    "security": [{}, {"bearer": []}, {"token": []}],
     "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "token": {"type": "apiKey", "in": "query", "name": "token"},
+        },
         "schemas": {
             "Report": REPORT,
             "Record": RECORD,
             "Places": PLACES,
             "ServerStatus": SERVER_STATUS,
             "Error": ERROR,
-        }
+        },
     },
 }
