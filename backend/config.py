@@ -97,6 +97,13 @@ class Limits:
     subscriber_buffer: int = 8 * 1024 * 1024
     # Seconds a stopping server gives replies in flight (a WHATSAT waiting on Google) to finish.
     shutdown_grace: float = 5.0
+    # Lines per second from one remote address (burst: twice that); past it, "? <line>".
+    # Off (0) by default: the gateway and load generators speak for many users from one
+    # address. Set it on servers that untrusted clients reach directly.
+    lines_per_address: float = 0.0
+    # IAMATs per second for one client ID (burst: twice that); past it, "? <line>". Off by
+    # default for the same reason; a phone reports at most a few times a second.
+    reports_per_client: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,9 +580,12 @@ def _dataclass_table(cls: type[_T], table: dict[str, Any], where: str) -> _T:
     allowed = set(getattr(cls, "__slots__", ()))
     _only(table, allowed, where)
     for key, value in table.items():
-        expected = type(getattr(defaults, key))
+        default = getattr(defaults, key)
+        expected = type(default)
         ok = isinstance(value, int | float) if expected is float else isinstance(value, expected)
-        if not ok or isinstance(value, bool) or value <= 0:
+        # A limit whose default is 0 means "off" and may be set back to 0.
+        low_ok = value >= 0 if default == 0 else value > 0
+        if not ok or isinstance(value, bool) or not low_ok:
             raise ConfigError(
                 f"{where} {key} must be a positive {expected.__name__}, got {value!r}"
             )

@@ -37,6 +37,7 @@ from .protocol import (
     make_record,
     parse_line,
 )
+from .ratelimit import RateLimiter
 from .store import Store
 from .tls import server_context
 
@@ -51,7 +52,7 @@ SNAPSHOT_CHUNK = 1024
 class _Client:
     """Per-connection state of a client connection."""
 
-    __slots__ = ("busy", "invalid", "out", "outbox", "peer", "reader", "tls", "writer")
+    __slots__ = ("busy", "host", "invalid", "out", "outbox", "peer", "reader", "tls", "writer")
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outbox: Outbox
@@ -59,7 +60,9 @@ class _Client:
         self.reader = reader
         self.writer = writer
         self.outbox = outbox
-        self.peer = _addr(writer.get_extra_info("peername"))
+        peername = writer.get_extra_info("peername")
+        self.peer = _addr(peername)
+        self.host = str(peername[0]) if isinstance(peername, tuple) else self.peer
         self.invalid = 0
         self.busy = False  # between reading a line and writing its reply
         self.tls = False
@@ -125,6 +128,8 @@ class HerdServer:
             StartTls: self._on_starttls,
         }
         self._tls = server_context(config.tls) if config.tls is not None else None
+        self._line_limit = _limiter(self.limits.lines_per_address)
+        self._report_limit = _limiter(self.limits.reports_per_client)
 
     def recover(self) -> int:
         """Load every record from the journal (before accepting connections)."""
@@ -311,6 +316,10 @@ class HerdServer:
             command = parse_line(line)
             if command is None:
                 return
+            if self._line_limit is not None and self._line_limit.take([client.host]):
+                raise ProtocolError(
+                    f"over {self.limits.lines_per_address:g} lines/s from {client.host}"
+                )
             reply = await self._handlers.get(type(command), self._refuse)(command, client)
         except ProtocolError as exc:
             log.warning("invalid line from %s (%s)", client.peer, exc)
@@ -350,6 +359,10 @@ class HerdServer:
 
     async def _on_iamat(self, command: Command, client: _Client) -> bytes:
         assert isinstance(command, IAmAt)
+        if self._report_limit is not None and self._report_limit.take([command.client_id]):
+            raise ProtocolError(
+                f"over {self.limits.reports_per_client:g} reports/s for this client"
+            )
         record = make_record(self.name, time.time_ns(), command)
         if self.accept(record, None):
             await self.journal.commit()  # with fsync on: wait for the group commit
@@ -438,6 +451,10 @@ class HerdServer:
             await self.peers.accept(hello, client.reader, client.writer)
         except (HandshakeError, ProtocolError, TimeoutError) as exc:
             log.warning("refused peer connection from %s: %s", client.peer, exc)
+
+
+def _limiter(rate: float) -> RateLimiter | None:
+    return RateLimiter(rate, max(1.0, 2 * rate)) if rate > 0 else None
 
 
 def _addr(peername: object) -> str:

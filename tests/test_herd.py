@@ -272,3 +272,22 @@ def test_the_server_reports_places_loading_while_it_already_serves(tmp_path: Pat
         reply = herd.ask("Solo", b"WHATSAT early 10 3\n")  # waits for the load, then answers
         assert b'"status" : "OK"' in reply
         assert herd.status("Solo")["places"] == "ready"
+
+
+def test_tcp_rate_limits_answer_question_marks_past_the_budget(tmp_path: Path) -> None:
+    extra = (
+        "[limits]\nreports_per_client = 5.0\nlines_per_address = 50.0\nmax_invalid_lines = 1000\n"
+    )
+    with Herd(tmp_path, names=("Solo",), links=(), extra=extra) as herd:
+        # One client ID: a burst of 10 (twice the rate), then "?".
+        replies = herd.ask(
+            "Solo", b"".join(iamat("chatty", when=1700000000 + i) for i in range(15))
+        )
+        lines = replies.splitlines()
+        assert sum(line.startswith(b"AT ") for line in lines) == 10
+        assert all(line.startswith(b"? IAMAT chatty") for line in lines[10:])
+        # One address: a burst of 100 lines (15 spent above), then "?" whatever the client ID.
+        many = herd.ask("Solo", b"".join(iamat(f"other-{i}") for i in range(150)))
+        answered = [line.startswith(b"AT ") for line in many.splitlines()]
+        assert 80 <= sum(answered) <= 95 and not answered[-1]
+        poll(lambda: "lines/s from 127.0.0.1" in herd.log("Solo"), what="the refusal logged")
