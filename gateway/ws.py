@@ -105,7 +105,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         feed.remove_listener(watcher.push)
         sockets.discard(ws)
         sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # The sender ends cancelled, or earlier with the socket's own error: both are over.
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
             await sender
     return ws
 

@@ -6,6 +6,15 @@
 (() => {
   const config = JSON.parse(document.getElementById("config").textContent);
 
+  // Opening /?token=... makes the gateway set an HttpOnly cookie that authorises this page's
+  // own requests; keep the token itself out of the address bar and the history.
+  const params = new URLSearchParams(location.search);
+  if (params.has("token")) {
+    params.delete("token");
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+  }
+
   const TRAIL_POINTS = 20; // positions kept per client trail
   const HERD_POLL_MS = 2000;
   const BACKOFF_MIN_MS = 250; // first reconnect attempt; doubles up to the max
@@ -143,6 +152,7 @@
     li.dataset.clientId = id;
     const button = el("button", "client");
     button.type = "button";
+    button.setAttribute("aria-pressed", "false");
     const server = el("span", "server");
     const age = el("span", "age");
     button.append(el("span", "name", id), server, age);
@@ -277,10 +287,13 @@
         marker.bindTooltip(document.createTextNode(String(place.name ?? "")));
         marker.addTo(placeLayer);
         bounds.extend(latlng);
-        li.addEventListener("click", () => {
+        const show = () => {
           map.panTo(latlng);
           marker.openTooltip();
-        });
+        };
+        li.tabIndex = 0;
+        li.addEventListener("click", show);
+        li.addEventListener("keydown", (event) => event.key === "Enter" && show());
       }
       return li;
     });
@@ -391,7 +404,8 @@
       for (const [a, b] of herd.links) {
         if (a !== server.name && b !== server.name) continue;
         const peer = a === server.name ? b : a;
-        const state = server.links[peer] || "unknown";
+        const reported = server.links[peer];
+        const state = reported === "up" || reported === "down" ? reported : "unknown";
         const link = el("span", `link ${state}`, peer);
         link.title = `link to ${peer}: ${state}`;
         links.append(link);

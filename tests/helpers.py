@@ -102,7 +102,11 @@ class Herd:
         )
 
     def __enter__(self) -> Herd:
-        self.start(*self.names)
+        try:
+            self.start(*self.names)
+        except BaseException:
+            self.stop()  # no server outlives a failed start
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
