@@ -112,7 +112,7 @@ class HerdServer:
         self.retention = config.durability.retention
         self.peers = PeerManager(config, name, self.accept, self.store, self.outbox)
         self._sub_lines: list[bytes] = []  # records for subscribers, this iteration
-        self.places = places or places_mod.make_provider(config.places)
+        self.places = places or places_mod.make_provider(config.places, config.data_dir / "places")
         self._subscribers: set[asyncio.StreamWriter] = set()
         self._clients: dict[asyncio.Task[None], _Client] = {}
         self._closing = False

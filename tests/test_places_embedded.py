@@ -8,6 +8,7 @@ import json
 import math
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -258,3 +259,20 @@ def test_error_payload_shape() -> None:
         "status": "UNKNOWN_ERROR",
         "error_message": "boom",
     }
+
+
+def test_the_machine_wide_cache_gives_the_same_index(tmp_path: Path) -> None:
+    from backend.places import gazetteer
+
+    built = load_index(SMALL)
+    gazetteer._cache.pop(SMALL, None)  # force the cached path in this process
+    try:
+        cached = load_index(SMALL, tmp_path)
+    finally:
+        gazetteer._cache[SMALL] = built
+    assert gazetteer.cache_file(SMALL, tmp_path).is_file()
+    assert cached.place_ids == built.place_ids and cached.names == built.names
+    assert cached.vicinities == built.vicinities
+    assert (cached.lat == built.lat).all() and (cached.population == built.population).all()
+    query = (34.068930, -118.445127, 50_000.0, 20)
+    assert gazetteer.search(cached, *query) == gazetteer.search(built, *query)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ class PlacesProvider(Protocol):
         ...
 
 
-def make_provider(config: PlacesConfig) -> PlacesProvider:
-    """The provider that ``config.provider`` names."""
+def make_provider(config: PlacesConfig, cache_dir: Path | None = None) -> PlacesProvider:
+    """The provider that ``config.provider`` names; ``cache_dir`` keeps the offline index."""
     # Imported here so a process loads only the provider it uses: the embedded one pulls in
     # numpy and scipy, the Google one an HTTP client.
     if config.provider == "google":
@@ -58,7 +59,7 @@ def make_provider(config: PlacesConfig) -> PlacesProvider:
         return GooglePlaces(config)
     from backend.places.embedded import EmbeddedPlaces
 
-    return EmbeddedPlaces(config.gazetteer, preload=config.preload)
+    return EmbeddedPlaces(config.gazetteer, preload=config.preload, cache_dir=cache_dir)
 
 
 def render(payload: dict[str, Any]) -> bytes:

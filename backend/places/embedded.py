@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.places import error_payload
@@ -23,10 +24,10 @@ log = logging.getLogger(__name__)
 DEFAULT_GAZETTEER = "cities1000"  # figures beside its twin in gazetteer.py
 
 
-def _load_index(gazetteer: str) -> PlaceIndex:
+def _load_index(gazetteer: str, cache_dir: Path | None) -> PlaceIndex:
     from backend.places.gazetteer import load_index
 
-    return load_index(gazetteer)
+    return load_index(gazetteer, cache_dir)
 
 
 def _search(
@@ -51,14 +52,16 @@ class EmbeddedPlaces:
         *,
         preload: bool = True,
         loader: Callable[[], PlaceIndex] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         """``preload=False`` makes ``start()`` a no-op, so the first query loads the data.
 
-        ``loader`` replaces ``load_index(gazetteer)``, e.g. in tests.
+        ``loader`` replaces ``load_index(gazetteer)``, e.g. in tests; ``cache_dir`` holds the
+        built index for every server of the machine (see ``gazetteer.load_index``).
         """
         self._gazetteer = gazetteer
         self._preload = preload
-        self._loader = loader or (lambda: _load_index(gazetteer))
+        self._loader = loader or (lambda: _load_index(gazetteer, cache_dir))
         self._loading: asyncio.Future[PlaceIndex] | None = None
 
     def start(self) -> None:
