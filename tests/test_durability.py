@@ -67,3 +67,54 @@ def test_servers_that_agree_exchange_only_digests(tmp_path: Path) -> None:
         for name in ["Campbell", *herd.neighbours("Campbell")]:
             poll(lambda name=name: herd.log(name).count("link to") >= 2, what=f"{name}'s log")
             assert "ranges differ" not in herd.log(name)
+
+
+def test_fsync_mode_acknowledges_and_recovers(tmp_path: Path) -> None:
+    with Herd(tmp_path, names=("Solo",), links=(), extra="[durability]\nfsync = true\n") as herd:
+        acked = {f"synced-{i}": herd.ask("Solo", iamat(f"synced-{i}")) for i in range(50)}
+        herd.kill("Solo", signal.SIGKILL)
+        herd.start("Solo")
+        for client, reply in acked.items():
+            assert herd.whereis("Solo", client) == reply
+
+
+def test_the_journal_is_compacted_and_recovery_still_finds_everything(tmp_path: Path) -> None:
+    extra = "[durability]\ncompact_min = 50\n"
+    with Herd(tmp_path, names=("Solo",), links=(), extra=extra) as herd:
+        # 40 clients, 10 reports each: 400 appends, far past twice the 40 live records.
+        newest = {}
+        for round_ in range(10):
+            for i in range(40):
+                newest[f"c{i}"] = herd.ask("Solo", iamat(f"c{i}", when=1700000000 + round_))
+        data = tmp_path / "data" / "Solo"
+        poll(lambda: (data / "snapshot").exists(), what="a snapshot")
+        journals = list(data.glob("journal.*"))
+        on_disk = sum(len(p.read_bytes().splitlines()) for p in [data / "snapshot", *journals])
+        assert on_disk < 200, on_disk  # compacted: not all 400 lines are kept
+        herd.kill("Solo", signal.SIGKILL)
+        herd.start("Solo")
+        for client, reply in newest.items():
+            assert herd.whereis("Solo", client) == reply
+
+
+def test_retention_drops_old_records_and_refuses_them_from_anyone(tmp_path: Path) -> None:
+    import time
+
+    extra = "[durability]\nretention = 3\n"
+    with Herd(
+        tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")], extra=extra
+    ) as herd:
+        herd.wait_links()
+        # Already too old: answered, not stored, not flooded.
+        stale = herd.ask("Riley", iamat("stale", when=time.time() - 60))
+        assert stale.startswith(b"AT Riley ")
+        assert herd.whereis("Riley", "stale") == b"? WHEREIS stale\n"
+        # Fresh now, stale in three seconds: it goes from both servers.
+        fresh = herd.ask("Riley", iamat("fleeting"))
+        herd.wait_record("Jaquez", "fleeting", fresh)
+        for name in ("Riley", "Jaquez"):
+            poll(
+                lambda name=name: herd.whereis(name, "fleeting") == b"? WHEREIS fleeting\n",
+                15,
+                f"fleeting to expire at {name}",
+            )
