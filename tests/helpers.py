@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -53,6 +54,15 @@ def ask(port: int, data: bytes, timeout: float = 10.0) -> bytes:
         while chunk := sock.recv(1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def healthy(port: int) -> bool:
+    """The gateway on ``port`` answers /healthz with 200 (it is subscribed to the herd)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def listening(port: int) -> bool:

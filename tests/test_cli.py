@@ -9,11 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import NAMES, REPO, Herd, ask, listening, poll
+from helpers import NAMES, REPO, Herd, ask, healthy, listening, poll
 
 from backend.config import ConfigError, default_config, load_config
 
@@ -26,14 +25,6 @@ def pid_of(port: int) -> int | None:
     except OSError:  # not listening, or killed mid-answer
         return None
     return int(json.loads(reply.removeprefix(b"STATUS "))["pid"])
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def test_herd_up_runs_restarts_and_stops_the_whole_herd(tmp_path: Path) -> None:

@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Herd, iamat, poll
+from helpers import Herd, healthy, iamat, poll
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def test_api_matches_its_openapi_document(tmp_path: Path) -> None:
