@@ -6,12 +6,15 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openlocationcode import openlocationcode as olc
 
 from backend.config import PlacesConfig
@@ -276,3 +279,19 @@ def test_the_machine_wide_cache_gives_the_same_index(tmp_path: Path) -> None:
     assert (cached.lat == built.lat).all() and (cached.population == built.population).all()
     query = (34.068930, -118.445127, 50_000.0, 20)
     assert gazetteer.search(cached, *query) == gazetteer.search(built, *query)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_render_writes_what_json_dumps_writes_in_googles_style(payload: dict[str, Any]) -> None:
+    expected = json.dumps(payload, indent=3, separators=(",", " : "), ensure_ascii=False)
+    assert render(payload) == re.sub("\n{2,}", "\n", expected).rstrip("\n").encode()

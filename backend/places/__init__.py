@@ -9,6 +9,7 @@ instead of raising when data or the upstream fails.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -68,8 +69,63 @@ def render(payload: dict[str, Any]) -> bytes:
     Google's pretty style (3-space indent, ``"key" : value``), UTF-8, every run of two or more
     newlines collapsed to one and no trailing newline (herd-protocol.md section 5).
     """
-    text = json.dumps(payload, indent=3, separators=(",", " : "), ensure_ascii=False)
-    return _BLANK_LINES.sub("\n", text).rstrip("\n").encode()
+    parts: list[str] = []
+    _pretty(payload, "\n", parts)
+    return _BLANK_LINES.sub("\n", "".join(parts)).rstrip("\n").encode()
+
+
+_encode_str = json.encoder.encode_basestring  # the C string escaper, as ensure_ascii=False uses
+_SCALARS = {True: "true", False: "false", None: "null"}
+
+
+def _pretty(value: Any, newline: str, out: list[str]) -> None:
+    """Append ``value`` as ``json.dumps(value, indent=3, separators=(",", " : "),
+    ensure_ascii=False)`` would write it; ``newline`` is a newline plus the current indent.
+
+    json.dumps takes a slow pure-Python path whenever indent is set; this does the same in a
+    fraction of the time, which is most of a WHATSAT's cost (the tests check both agree).
+    """
+    if isinstance(value, str):
+        out.append(_encode_str(value))
+    elif isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        inner = newline + "   "
+        out.append("{")
+        separator = inner
+        for key, item in value.items():
+            out.append(separator)
+            out.append(_encode_str(key if isinstance(key, str) else _key(key)))
+            out.append(" : ")
+            _pretty(item, inner, out)
+            separator = "," + inner
+        out.append(newline + "}")
+    elif isinstance(value, list | tuple):
+        if not value:
+            out.append("[]")
+            return
+        inner = newline + "   "
+        out.append("[")
+        separator = inner
+        for item in value:
+            out.append(separator)
+            _pretty(item, inner, out)
+            separator = "," + inner
+        out.append(newline + "]")
+    elif value is None or isinstance(value, bool):
+        out.append(_SCALARS[value])
+    elif type(value) is float and math.isfinite(value):
+        out.append(float.__repr__(value))  # what json.dumps writes for a finite float
+    elif type(value) is int:
+        out.append(int.__repr__(value))
+    else:
+        out.append(json.dumps(value))
+
+
+def _key(key: Any) -> str:
+    # JSON object keys are strings; json.dumps turns these scalars into their JSON text.
+    return _SCALARS[key] if key is None or isinstance(key, bool) else json.dumps(key)
 
 
 def error_payload(status: str, message: str) -> dict[str, Any]:

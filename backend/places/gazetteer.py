@@ -9,6 +9,7 @@ compact arrays plus a k-d tree over 3-D unit vectors, so that a radius query is 
 from __future__ import annotations
 
 import fcntl
+import functools
 import heapq
 import importlib.metadata
 import json
@@ -364,11 +365,18 @@ def place_result(index: PlaceIndex, row: int) -> dict[str, Any]:
     }
 
 
+# A place's result never changes, and the places people ask about cluster where they are: keep
+# the most asked-for ones built (~1 KB each). The dicts are shared, so callers must not modify.
+@functools.lru_cache(maxsize=16_384)
+def _cached_result(index: PlaceIndex, row: int) -> dict[str, Any]:
+    return place_result(index, row)
+
+
 def search(
     index: PlaceIndex, lat: float, lng: float, radius_m: float, limit: int
 ) -> dict[str, Any]:
     """The Nearby Search answer for a query on a loaded index."""
-    results = [place_result(index, row) for _, row in index.nearest(lat, lng, radius_m, limit)]
+    results = [_cached_result(index, row) for _, row in index.nearest(lat, lng, radius_m, limit)]
     return {
         "html_attributions": [ATTRIBUTION],
         "results": results,
