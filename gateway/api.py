@@ -18,6 +18,7 @@ from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record
 from . import phones
 from .herd_client import HerdRefused, HerdUnavailable, Server
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS
+from .records import record_json
 
 __all__ = ["error_middleware", "json_error", "record_json", "routes"]
 
@@ -28,22 +29,6 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 # Seconds to wait for one server's STATUS in the herd overview before calling it down.
 STATUS_TIMEOUT = 1.0
-
-
-def record_json(record: Record) -> dict[str, Any]:
-    """A herd record as the API shows it; ``at`` is the exact AT line."""
-    lat, lon = record.lat_lng
-    return {
-        "client_id": record.client_id,
-        "lat": lat,
-        "lon": lon,
-        "location": record.location,
-        "client_time": record.client_time,
-        "time": float(record.client_time),
-        "server": record.server_id,
-        "time_diff": record.time_diff,
-        "at": record.line.decode(),
-    }
 
 
 def json_error(status: int, message: str) -> web.Response:

@@ -14,6 +14,7 @@ never slows anyone else.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from backend.protocol import At, ProtocolError, Record, parse_line
 
 from .herd_client import Server
+from .records import record_json
 
 __all__ = ["BBox", "LiveFeed", "Watcher"]
 
@@ -28,6 +30,10 @@ log = logging.getLogger("herd.gateway.live")
 
 # Snapshot lines can be as long as any AT line the herd accepts (its line limit is 8 KiB).
 MAX_LINE = 64 * 1024
+
+# Encoded updates kept: enough for every socket to work through a burst before a record's
+# text is made again (a miss costs one encoding, never a wrong message).
+MESSAGE_CACHE = 4096
 
 Listener = Callable[[Record], None]
 
@@ -44,6 +50,7 @@ class LiveFeed:
         self.synced = asyncio.Event()
         self.failovers = 0
         self._listeners: set[Listener] = set()
+        self._messages: dict[bytes, str] = {}
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.add(listener)
@@ -59,6 +66,16 @@ class LiveFeed:
         for listener in list(self._listeners):
             listener(record)
         return True
+
+    def update_message(self, record: Record) -> str:
+        """The WebSocket update for ``record`` as JSON text, encoded once for every socket."""
+        text = self._messages.get(record.line)
+        if text is None:
+            text = json.dumps({"type": "update", "record": record_json(record)})
+            if len(self._messages) >= MESSAGE_CACHE:
+                del self._messages[next(iter(self._messages))]  # the oldest
+            self._messages[record.line] = text
+        return text
 
     async def run(self) -> None:
         """Follow the herd forever: subscribe, and on failure move to the next server."""

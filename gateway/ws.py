@@ -25,10 +25,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from backend.protocol import MAX_BOUND, MAX_RADIUS_KM
 
 from . import auth, phones
-from .api import record_json
 from .herd_client import HerdRefused, HerdUnavailable
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SOCKETS
 from .live import BBox, Watcher
+from .records import record_json
 
 __all__ = ["websocket"]
 
@@ -113,9 +113,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def _send_updates(ws: web.WebSocketResponse, watcher: Watcher, request: web.Request) -> None:
     metrics = request.app[METRICS]
+    feed = request.app[FEED]
     while not ws.closed:
         for record in await watcher.next_batch():
-            await ws.send_json({"type": "update", "record": record_json(record)})
+            # Encoded once per record, however many sockets it goes to.
+            await ws.send_str(feed.update_message(record))
             metrics.updates_pushed += 1
 
 
