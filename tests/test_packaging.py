@@ -39,6 +39,8 @@ def test_the_wheel_carries_templates_static_files_and_the_command(tmp_path: Path
         "gateway/static/icons/locality.svg",
         "backend/protocol.py",
         "backend/py.typed",
+        "bench/cli.py",
+        "bench/baselines/echo.js",
     ]:
         assert path in names, path
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -1,0 +1,113 @@
+"""How big each workload is: the default run (about two minutes) and ``--quick`` (seconds).
+
+Every workload alternates baseline and herd rounds and reports the median round, so a round
+only has to be long enough for its own figure to be steady: most of a second for a rate read
+from ``/proc`` CPU ticks (10 ms each), and a thousand samples or more for a p99 (the 99th
+percentile of 1,000 samples rests on the 10 slowest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT", "QUICK", "Sizes"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    # -- all closed-loop workloads
+    rounds: int  # rounds of each target, interleaved; the median is reported
+    warmup: float  # seconds of load before a round's window opens (connections, caches)
+    window: float  # seconds a round is measured
+
+    # -- 1. IAMAT throughput at one server
+    connections: int  # the issue's "64 connections"
+    pipeline_depth: int  # requests in flight on the pipelined connection
+    clients_per_connection: int  # distinct client IDs per connection (bounds the store)
+    max_rate: int  # IAMAT replies/s the herd will not reach: sizes the lines prepared per round
+
+    # -- 2. Flood latency
+    light_rate: int  # the issue's "1,000 updates/s"
+    flood_seconds: float  # seconds of updates per round
+    ladder_factor: float  # each step of the saturation ladder sends this much faster
+    ladder_seconds: float  # seconds of updates per ladder step
+    ladder_steps: int  # steps at most (the top one is light_rate * ladder_factor**steps)
+
+    # -- 3. WHATSAT
+    whatsat_clients: int  # clients placed at big cities, asked about in turn
+    whatsat_connections: int  # concurrent connections for the throughput figure
+
+    # -- 4. Gateway
+    ws_clients: int  # the issue's "100 connected WebSocket clients"
+    post_interval: float  # seconds between POSTs when timing POST-to-WebSocket
+    posts_per_round: int  # POSTs timed per round
+    post_concurrency: int  # concurrent POSTs for the throughput figure
+
+    # -- 5. Convergence
+    convergence_clients: int  # clients loaded into the herd (the issue's 100,000)
+    convergence_load_seconds: float  # at most this long loading them; fewer are reported
+    memory_clients: int  # clients loaded into a fresh lone server to measure memory
+    catch_up_limit: float  # seconds a restarted server gets to catch up before it is "never"
+
+
+DEFAULT = Sizes(
+    rounds=3,
+    warmup=0.15,
+    # 70 clock ticks of a busy server: its CPU time to within 1.5%.
+    window=0.7,
+    connections=64,
+    # Deep enough to keep the server busy between the client's reads, shallow enough that
+    # the latency figures stay meaningful (a reply waits behind at most 128 others).
+    pipeline_depth=128,
+    clients_per_connection=16,
+    # Over twice the herd's best today (~40,000/s pipelined): room for its speed-ups.
+    max_rate=100_000,
+    light_rate=1_000,
+    flood_seconds=1.0,
+    # Steps of x1.5 up to x1.5**9 (38,000/s): "near saturation" is within 1.5x of the rate
+    # where the herd falls behind; half a second per step is enough for a queue to show.
+    ladder_factor=1.5,
+    ladder_seconds=0.5,
+    ladder_steps=9,
+    whatsat_clients=50,
+    whatsat_connections=16,
+    ws_clients=100,
+    # 100 POSTs/s: a light load, so the figure is the path's latency and not a queue's.
+    post_interval=0.01,
+    posts_per_round=100,
+    post_concurrency=16,
+    convergence_clients=100_000,
+    # Every record costs each of the five servers CPU: at the ~1 ms of CPU per record across
+    # the herd measured on this 2-core machine, 100,000 take 50 s of both CPUs. Past this
+    # budget the figures are for the clients loaded, and say so.
+    convergence_load_seconds=40.0,
+    # A fifth of 100,000 (a lone server takes them in a few seconds); memory is linear in it.
+    memory_clients=20_000,
+    catch_up_limit=30.0,
+)
+
+# Every workload end to end with tiny sizes: for CI, where no figure is asserted.
+QUICK = Sizes(
+    rounds=1,
+    warmup=0.05,
+    window=0.2,
+    connections=64,
+    pipeline_depth=32,
+    clients_per_connection=4,
+    max_rate=100_000,
+    light_rate=1_000,
+    flood_seconds=0.2,
+    ladder_factor=1.5,
+    ladder_seconds=0.1,
+    ladder_steps=3,
+    whatsat_clients=5,
+    whatsat_connections=4,
+    ws_clients=100,
+    post_interval=0.01,
+    posts_per_round=20,
+    post_concurrency=4,
+    convergence_clients=2_000,
+    convergence_load_seconds=5.0,
+    memory_clients=2_000,
+    catch_up_limit=5.0,
+)

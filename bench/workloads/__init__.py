@@ -1,0 +1,21 @@
+"""The five workloads of the issue, in the order they run.
+
+Each module has ``NAME`` (for ``--only``), ``TITLE`` and ``async run(ctx) -> WorkloadResult``.
+Convergence runs last: it fills every server with 100,000 clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+
+from ..context import Context
+from ..results import WorkloadResult
+from . import convergence, flood, gateway, iamat, whatsat
+
+__all__ = ["WORKLOADS", "Workload"]
+
+Workload = Callable[[Context], Awaitable[WorkloadResult]]
+
+_MODULES: tuple[ModuleType, ...] = (iamat, flood, whatsat, gateway, convergence)
+WORKLOADS: dict[str, tuple[str, Workload]] = {m.NAME: (m.TITLE, m.run) for m in _MODULES}

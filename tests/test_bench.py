@@ -1,0 +1,90 @@
+"""``python -m bench --quick`` runs every workload end to end and reports every figure.
+
+No timing is asserted: --quick's sizes are far too small for its figures to mean anything, and
+the machine is shared. What is checked is that the harness starts everything, measures
+something for every figure (or says why not), prints the table, writes the JSON, and leaves no
+process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+WORKLOADS = ("iamat", "flood", "whatsat", "gateway", "convergence")
+
+
+def _running_in(directory: Path) -> list[str]:
+    """Command lines of the processes whose working directory is in ``directory``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == str(directory) or cwd.startswith(f"{directory}/"):
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness needs /proc")
+@pytest.mark.timeout(200)
+def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        # Not the repository: the harness must not depend on the working directory. Every
+        # process it starts runs in tmp_path (baselines) or below it (the herd's TMPDIR).
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-4000:]}"
+
+    document = json.loads(out.read_text())
+    assert document["mode"] == "quick"
+    machine = document["machine"]
+    for key in ("nproc", "cpu_model", "python", "uvloop", "node", "git_commit", "timestamp"):
+        assert key in machine
+    assert set(document["workloads"]) == set(WORKLOADS)
+    for name, workload in document["workloads"].items():
+        assert workload["error"] is None, f"{name}: {workload['error']}"
+        assert workload["figures"], f"{name} has no figures"
+        for figure in workload["figures"]:
+            where = f"{name}: {figure['name']}"
+            if figure["value"] is None:
+                assert figure["reason"], f"{where} is null with no reason"
+            else:
+                assert isinstance(figure["value"], int | float), where
+                assert figure["value"] > 0, where
+            for baseline, value in figure["baselines"].items():
+                if value is None:
+                    assert baseline in figure["extra"].get("missing", {}), (where, baseline)
+                else:
+                    assert value > 0, (where, baseline)
+
+    # The headline figures of the issue are there, each with its target.
+    targets = [
+        f for w in document["workloads"].values() for f in w["figures"] if f["target"] is not None
+    ]
+    assert len(targets) >= 5, [f["name"] for f in targets]
+
+    table = run.stdout
+    for name in WORKLOADS:
+        assert f"== {name}:" in table, f"the table does not name {name}"
+    for word in ("asyncio echo", "uvloop echo", "relay chain", "bare aiohttp fan-out"):
+        assert word in table
+    # Everything the harness started is gone.
+    assert _running_in(tmp_path) == []
