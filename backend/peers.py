@@ -73,6 +73,7 @@ class PeerLink:
         self.store = store
         self._outbox = outbox
         self._out: list[bytes] = []  # lines for the end of this loop iteration
+        self._last_line = time.monotonic()
         self.local = local
         self.name = name
         self.address: ServerAddress = config.dial_address(local, name)
@@ -211,6 +212,7 @@ class PeerLink:
             old.close()
         self._writer = writer
         self.up_since = time.time()
+        self._last_line = time.monotonic()
         peername = writer.get_extra_info("peername")
         tls = " over TLS" if writer.get_extra_info("ssl_object") is not None else ""
         log.info("link to %s up (%s%s)", self.name, _addr(peername), tls)
@@ -228,8 +230,6 @@ class PeerLink:
             log.warning("link to %s dropped: closed by peer", self.name)
         except (OSError, asyncio.LimitOverrunError) as exc:
             log.warning("link to %s dropped: %s", self.name, exc or type(exc).__name__)
-        except TimeoutError:
-            log.warning("link to %s dropped: silent for too long", self.name)
         finally:
             for task in helpers:
                 task.cancel()
@@ -244,16 +244,14 @@ class PeerLink:
         writer: asyncio.StreamWriter,
         helpers: list[asyncio.Task[None]],
     ) -> None:
-        # Any line proves the peer alive; heartbeats arrive every `heartbeat` seconds.
-        silence = 3 * self.config.peers.heartbeat
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout_at(loop.time() + silence) as deadline:
-            while True:
-                line = await reader.readuntil(b"\n")
-                deadline.reschedule(loop.time() + silence)
-                digests = self._on_line(line)
-                if digests is not None:
-                    helpers.append(asyncio.create_task(self._send_ranges(writer, digests)))
+        # Any line proves the peer alive (the heartbeat task checks how long ago the last came).
+        clock = time.monotonic
+        while True:
+            line = await reader.readuntil(b"\n")
+            self._last_line = clock()
+            digests = self._on_line(line)
+            if digests is not None:
+                helpers.append(asyncio.create_task(self._send_ranges(writer, digests)))
 
     async def _send_ranges(self, writer: asyncio.StreamWriter, theirs: Digests) -> None:
         """Send our records in every range whose digest differs from the peer's."""
@@ -309,6 +307,11 @@ class PeerLink:
         next_sync = loop.time() + timings.sync_interval
         while True:
             await asyncio.sleep(timings.heartbeat)
+            if time.monotonic() - self._last_line > 3 * timings.heartbeat:
+                # Three heartbeats of silence: the peer (or the path to it) is gone.
+                log.warning("link to %s dropped: silent for too long", self.name)
+                writer.transport.abort()
+                return
             if loop.time() >= next_sync:
                 next_sync = loop.time() + timings.sync_interval
                 writer.write(format_digests(self.store.digests))

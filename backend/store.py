@@ -36,7 +36,9 @@ class Store:
 
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
-        self._hashes: dict[str, int] = {}
+        # client ID -> (hash of its record's line, its range): what removal needs, so a
+        # client's ID is hashed only once.
+        self._meta: dict[str, tuple[int, int]] = {}
         self._buckets: list[dict[str, Record]] = [{} for _ in range(BUCKETS)]
         self.digests: list[int] = [0] * BUCKETS
 
@@ -48,21 +50,25 @@ class Store:
         client_id = record.client_id
         if not record.newer_than(self._records.get(client_id)):
             return False
-        self.remove(client_id)
+        meta = self._meta.get(client_id)
+        if meta is None:
+            b = bucket_of(client_id)
+        else:
+            b = meta[1]
+            self.digests[b] ^= meta[0]
         h = _line_hash(record.line)
-        b = bucket_of(client_id)
-        self._records[client_id] = record
-        self._hashes[client_id] = h
-        self._buckets[b][client_id] = record
         self.digests[b] ^= h
+        self._meta[client_id] = (h, b)
+        self._records[client_id] = record
+        self._buckets[b][client_id] = record
         return True
 
     def remove(self, client_id: str) -> None:
         if self._records.pop(client_id, None) is None:
             return
-        b = bucket_of(client_id)
+        h, b = self._meta.pop(client_id)
         del self._buckets[b][client_id]
-        self.digests[b] ^= self._hashes.pop(client_id)
+        self.digests[b] ^= h
 
     def expire(self, oldest_second: int) -> int:
         """Drop every record whose client time is before ``oldest_second``; return how many."""

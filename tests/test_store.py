@@ -1,0 +1,60 @@
+"""The store and its range digests, with no sockets."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.protocol import IAmAt, Record, make_record
+from backend.store import BUCKETS, Store, bucket_of
+
+
+def rec(client: str, when: int, server: str = "Riley") -> Record:
+    return make_record(server, when * 10**9, IAmAt(client, "+1+1", str(when)))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abcdefgh"), st.integers(0, 20), st.sampled_from(["Riley", "Bernard"])
+        )
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_the_same_records_in_any_order_give_the_same_store_and_digests(
+    items: list[tuple[str, int, str]],
+) -> None:
+    records = [rec(c, t, s) for c, t, s in items]
+    a, b = Store(), Store()
+    for r in records:
+        a.offer(r)
+    shuffled = records[:]
+    random.Random(7).shuffle(shuffled)
+    for r in shuffled + records:  # replays change nothing
+        b.offer(r)
+    assert a.digests == b.digests
+    assert {r.client_id: r.line for r in a} == {r.client_id: r.line for r in b}
+
+
+def test_digests_tell_exactly_which_ranges_differ() -> None:
+    a, b = Store(), Store()
+    for i in range(500):
+        a.offer(rec(f"c{i}", 1))
+        b.offer(rec(f"c{i}", 1))
+    assert a.digests == b.digests
+    b.offer(rec("c42", 2))
+    differ = [i for i in range(BUCKETS) if a.digests[i] != b.digests[i]]
+    assert differ == [bucket_of("c42")]
+    assert {r.client_id for r in b.bucket(differ[0])} >= {"c42"}
+
+
+def test_removing_and_expiring_restore_the_digests() -> None:
+    store = Store()
+    store.offer(rec("keep", 100))
+    before = list(store.digests)
+    store.offer(rec("old", 5))
+    store.offer(rec("old", 6))
+    assert store.expire(oldest_second=50) == 1
+    assert store.digests == before and store.get("old") is None and len(store) == 1
