@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .config import HerdConfig, ServerAddress
+from .framing import LineBuffer, TooLong
 from .outbox import Outbox
 from .protocol import (
     At,
@@ -48,6 +49,8 @@ WRITE_HIGH_WATER = 1024 * 1024
 FLUSH_BATCH = 512
 
 PING_LINE = b"PING\n"
+# Bytes asked of the socket per read: a flood's whole backlog at once.
+READ_SIZE = 65536
 
 
 class HandshakeError(Exception):
@@ -246,12 +249,21 @@ class PeerLink:
     ) -> None:
         # Any line proves the peer alive (the heartbeat task checks how long ago the last came).
         clock = time.monotonic
+        lines = LineBuffer(self.config.limits.max_line_bytes)
         while True:
-            line = await reader.readuntil(b"\n")
+            data = await reader.read(READ_SIZE)
+            if not data:
+                raise ConnectionResetError("closed by peer")
             self._last_line = clock()
-            digests = self._on_line(line)
-            if digests is not None:
-                helpers.append(asyncio.create_task(self._send_ranges(writer, digests)))
+            for line in lines.feed(data):
+                if isinstance(line, TooLong):
+                    raise ConnectionResetError(f"a line over {lines.limit} bytes")
+                digests = self._on_line(line)
+                if digests is not None:
+                    helpers.append(asyncio.create_task(self._send_ranges(writer, digests)))
+            # End of a batch: pass what it brought on now rather than at the end of the loop
+            # iteration; each hop of a flood then costs one iteration less.
+            self._outbox.flush()
 
     async def _send_ranges(self, writer: asyncio.StreamWriter, theirs: Digests) -> None:
         """Send our records in every range whose digest differs from the peer's."""

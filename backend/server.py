@@ -18,6 +18,7 @@ from typing import Any
 
 from . import places as places_mod
 from .config import HerdConfig
+from .framing import LineBuffer, TooLong
 from .journal import Journal
 from .outbox import Outbox, TrafficLog
 from .peers import HandshakeError, PeerManager
@@ -45,6 +46,8 @@ __all__ = ["HerdServer"]
 
 log = logging.getLogger("herd.server")
 
+# Bytes asked of the socket per read: a whole pipelined batch of lines at once.
+READ_SIZE = 65536
 # Records per write while sending a subscriber its snapshot: big writes, bounded size.
 SNAPSHOT_CHUNK = 1024
 
@@ -102,9 +105,10 @@ class _Takeover(Exception):
     ends it (too many invalid lines). ``then`` runs the connection from here on, outside
     the idle timeout of client connections."""
 
-    def __init__(self, then: Coroutine[Any, Any, None] | None = None) -> None:
+    def __init__(self, then: Callable[[bytes], Coroutine[Any, Any, None]] | None = None) -> None:
         super().__init__()
         self.then = then
+        self.rest = b""  # bytes the client sent after the line that took over
 
 
 Handler = Callable[[Command, _Client], Awaitable[bytes]]
@@ -278,7 +282,7 @@ class HerdServer:
             except _Takeover as takeover:
                 if takeover.then is not None:
                     client.taken_over = True  # a peer link or a subscription: never idle
-                    await takeover.then
+                    await takeover.then(takeover.rest)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -295,30 +299,39 @@ class HerdServer:
     async def _client_loop(self, client: _Client) -> None:
         reader, writer = client.reader, client.writer
         clock = time.monotonic
+        lines = LineBuffer(self.limits.max_line_bytes)
         while True:
-            try:
-                line = await reader.readuntil(b"\n")
-            except asyncio.IncompleteReadError as exc:
+            data = await reader.read(READ_SIZE)
+            if not data:
                 # A last line ended by end-of-stream is still a command.
-                if exc.partial:
+                last = lines.end()
+                if last is not None:
                     client.busy = True
-                    await self._answer(client, exc.partial)
+                    await self._answer(client, last)
                 self.outbox.flush()
                 await writer.drain()
                 return
-            except asyncio.LimitOverrunError as exc:
-                await self._too_long(client, exc.consumed)
-                continue
-            client.last_line = clock()  # see _close_idle
-            client.busy = True
-            try:
-                await self._answer(client, line)
-            finally:
-                client.busy = False  # also when the connection is taken over
-            if self._closing:
-                self.outbox.flush()
-                await writer.drain()
-                return
+            items = lines.feed(data)
+            for i, item in enumerate(items):
+                if isinstance(item, TooLong):
+                    self._too_long(client, item.head)
+                    continue
+                client.last_line = clock()  # see _close_idle
+                client.busy = True
+                try:
+                    await self._answer(client, item)
+                except _Takeover as takeover:
+                    # Whatever the client sent after the line that took the connection over.
+                    rest = items[i + 1 :]
+                    takeover.rest = b"".join(x for x in rest if isinstance(x, bytes))
+                    takeover.rest += lines.pending
+                    raise
+                finally:
+                    client.busy = False  # also when the connection is taken over
+                if self._closing:
+                    self.outbox.flush()
+                    await writer.drain()
+                    return
             if writer.transport.get_write_buffer_size() > 65536:
                 await writer.drain()
 
@@ -362,21 +375,12 @@ class HerdServer:
             )
             raise _Takeover
 
-    async def _too_long(self, client: _Client, consumed: int) -> None:
-        """Answer a line longer than the limit with ``?`` and its first bytes, skip the rest."""
-        reader = client.reader
-        head = await reader.readexactly(consumed)
-        while True:
-            try:
-                await reader.readuntil(b"\n")
-                break
-            except asyncio.LimitOverrunError as exc:
-                await reader.readexactly(exc.consumed)
-            except asyncio.IncompleteReadError:
-                break
+    def _too_long(self, client: _Client, head: bytes) -> None:
+        """Answer a line longer than the limit with ``?`` and its first bytes (the framing
+        skips the rest of it)."""
         log.warning("line from %s over %d bytes", client.peer, self.limits.max_line_bytes)
         client.invalid += 1
-        client.send(invalid_reply(head[: self.limits.max_line_bytes]))
+        client.send(invalid_reply(head))
 
     # -- handlers: each returns the whole reply, written in one write --------------------
 
@@ -435,21 +439,21 @@ class HerdServer:
         writer.write(b"SYNCED %d\n" % len(records))
         self._subscribers.add(writer)
         log.info("%s subscribed (%d records in snapshot)", client.peer, len(records))
-        raise _Takeover(self._subscription(client))
+        raise _Takeover(lambda rest: self._subscription(client, rest))
 
-    async def _subscription(self, client: _Client) -> None:
+    async def _subscription(self, client: _Client, rest: bytes) -> None:
         # The subscription lasts until the client closes; its further lines are not commands.
+        lines = LineBuffer(self.limits.max_line_bytes)
+        data = rest
         while True:
-            try:
-                line = await client.reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError as exc:
-                await client.reader.readexactly(exc.consumed)
-                continue
-            except asyncio.IncompleteReadError:
+            for item in lines.feed(data):
+                line = item.head if isinstance(item, TooLong) else item
+                if line.strip():
+                    self.outbox.log(client.peer, b">>", line)
+                    client.send(invalid_reply(line))
+            data = await client.reader.read(READ_SIZE)
+            if not data:
                 return
-            if line.strip():
-                self.outbox.log(client.peer, b">>", line)
-                client.send(invalid_reply(line))
 
     async def _on_starttls(self, command: Command, client: _Client) -> bytes:
         if self._tls is None or client.tls:
@@ -471,9 +475,15 @@ class HerdServer:
         if command.server_id not in self.peers.links:
             raise ProtocolError(f"{command.server_id} is not a neighbour of {self.name}")
         self.outbox.flush()
-        raise _Takeover(self._peer_link(command, client))
+        raise _Takeover(lambda rest: self._peer_link(command, client, rest))
 
-    async def _peer_link(self, hello: Peer, client: _Client) -> None:
+    async def _peer_link(self, hello: Peer, client: _Client, rest: bytes) -> None:
+        if rest:
+            # A dialler waits for CHALLENGE before it sends anything else.
+            log.warning(
+                "refused peer connection from %s: it did not wait for CHALLENGE", client.peer
+            )
+            return
         try:
             await self.peers.accept(hello, client.reader, client.writer)
         except (HandshakeError, ProtocolError, TimeoutError) as exc:
