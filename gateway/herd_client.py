@@ -20,7 +20,7 @@ from typing import Any
 from backend.config import ServerAddress
 from backend.protocol import At, ProtocolError, Record, parse_line
 
-__all__ = ["HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
+__all__ = ["HERD_ERRORS", "HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
 
 log = logging.getLogger("herd.gateway.client")
 
@@ -29,6 +29,10 @@ log = logging.getLogger("herd.gateway.client")
 PENALTY_SECONDS = 2.0
 # WHATSAT replies are at most 20 places of JSON (a few tens of KB); this bounds a reply.
 MAX_REPLY_BYTES = 4 * 1024 * 1024
+
+
+# What a dead, slow or rude herd server makes a request fail with.
+HERD_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
 
 class HerdUnavailable(Exception):
@@ -82,12 +86,7 @@ class HerdClient:
         for i, server in enumerate(self._order()):
             try:
                 reply = await self._ask(server, line)
-            except (
-                OSError,
-                TimeoutError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-            ) as exc:
+            except HERD_ERRORS as exc:
                 self._failed_at[server.name] = time.monotonic()
                 log.warning(
                     "herd server %s failed (%s); trying the next", server.name, type(exc).__name__
@@ -173,7 +172,7 @@ class HerdClient:
         """STATUS of one given server (no failover); None if it does not answer."""
         try:
             reply = await self._ask(server, b"STATUS\n")
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except HERD_ERRORS:
             return None
         with contextlib.suppress(ValueError):
             status = json.loads(reply.removeprefix(b"STATUS "))

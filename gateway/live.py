@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from backend.protocol import At, ProtocolError, Record, parse_line
 
-from .herd_client import Server
+from .herd_client import HERD_ERRORS, Server
 from .records import record_json
 
 __all__ = ["BBox", "LiveFeed", "Watcher"]
@@ -85,12 +85,7 @@ class LiveFeed:
                 server = self.servers[index]
                 try:
                     await self._follow(server)
-                except (
-                    OSError,
-                    TimeoutError,
-                    asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError,
-                ) as exc:
+                except HERD_ERRORS as exc:
                     if self.subscribed_to is not None:
                         log.warning("subscription to %s lost (%s)", server.name, type(exc).__name__)
                         self.failovers += 1

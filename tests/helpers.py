@@ -15,22 +15,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from backend.config import DEFAULT_LINKS, DEFAULT_PORTS
+from bench.herd import free_ports, listening  # the benchmark launches herds the same way
 
 NAMES = tuple(DEFAULT_PORTS)
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports the kernel just handed out as free (bound and released together, so distinct)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def poll(check: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
@@ -63,14 +52,6 @@ def healthy(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 class Herd:
