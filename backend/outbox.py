@@ -5,7 +5,7 @@ traffic-log lines. Made one by one, that is a system call each; gathered over on
 iteration they become one write per file and per socket, however many records the iteration
 handled. The order of the flush is the server's promise: the journal first (an answered record
 is in the kernel), then the peer links (a neighbour has the record before the client has its
-reply), then the replies, then the traffic log.
+reply), then the replies. The traffic log follows within ``LOG_DELAY``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["Outbox", "TrafficLog"]
+
+# Seconds a traffic-log line may wait to be written, and the lines that make a write at once.
+# A killed server loses at most this much of its log, never a record (the journal has those).
+LOG_DELAY = 0.05
+LOG_BATCH = 2000
 
 
 class TrafficLog:
@@ -32,13 +37,25 @@ class TrafficLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._lines: list[tuple[str, bytes, bytes]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, who: str, arrow: bytes, data: bytes) -> None:
         """Log one line (``arrow`` is b">>" for in, b"<<" for out)."""
         if self._fd >= 0:
             self._lines.append((who, arrow, data))
 
+    def flush_soon(self) -> None:
+        """Write within LOG_DELAY, or now if much is waiting: the log never delays a reply or
+        a flood, and a busy server writes it in big pieces."""
+        if len(self._lines) >= LOG_BATCH:
+            self.flush()
+        elif self._lines and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(LOG_DELAY, self.flush)
+
     def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._lines:
             return
         now = time.time()
@@ -94,4 +111,4 @@ class Outbox:
                 stage.clear()
                 for callback in callbacks:
                     callback()
-        self.traffic.flush()
+        self.traffic.flush_soon()
