@@ -93,11 +93,25 @@ class Journal:
         return len(self._buffer) == 1
 
     def flush(self) -> None:
-        """One ``write(2)`` of every buffered line."""
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            os.write(self._fd, data)
+        """One ``write(2)`` of every buffered line (more if the kernel takes it in parts).
+
+        If the journal cannot be written (disk full, I/O error), the process exits at once:
+        the replies waiting behind this write must never go out, since a record that is not
+        in the journal could be lost. A supervisor (``herd up``) restarts the server, which
+        recovers everything that was written.
+        """
+        if not self._buffer:
+            return
+        data = memoryview(b"".join(self._buffer))
+        self._buffer.clear()
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            message = f"journal write failed, stopping so nothing unjournaled is answered: {exc}"
+            log.critical(message)
+            os.write(2, f"herd: {message}\n".encode())
+            os._exit(75)  # EX_TEMPFAIL
 
     async def commit(self) -> None:
         """With fsync on, wait until everything appended so far is on disk (group commit)."""
@@ -129,6 +143,8 @@ class Journal:
         """
         if self._compacting is not None and not self._compacting.done():
             return None
+        if self._sync is not None:
+            return None  # an fsync of the current segment is in flight: compact next time
         self.flush()
         old_fd, upto = self._fd, self._seq
         self._seq += 1

@@ -10,7 +10,6 @@ the herd secret without sending it. See ``docs/protocol.md``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -29,6 +28,7 @@ from .protocol import (
     Proof,
     ProtocolError,
     Record,
+    Sync,
     Welcome,
     format_digests,
     parse_line,
@@ -155,6 +155,7 @@ class PeerLink:
                 OSError,
                 TimeoutError,
                 asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
             ) as exc:
                 log.warning(
                     "link to %s: handshake failed: %s", self.name, exc or type(exc).__name__
@@ -212,7 +213,7 @@ class PeerLink:
         old = self._writer
         if old is not None:
             log.info("link to %s: replaced by a new connection", self.name)
-            old.close()
+            old.transport.abort()  # at once: a black-holed old path must not linger
         self._writer = writer
         self.up_since = time.time()
         self._last_line = time.monotonic()
@@ -222,10 +223,10 @@ class PeerLink:
         # Anti-entropy: each side sends its range digests; each answers differing ranges with
         # its records there (see docs/anti-entropy.md).
         writer.write(format_digests(self.store.digests))
-        helpers = [
+        helpers = {
             asyncio.create_task(self._flush(writer)),
             asyncio.create_task(self._heartbeat(writer)),
-        ]
+        }
         self._wake.set()
         try:
             await self._read(reader, writer, helpers)
@@ -245,7 +246,7 @@ class PeerLink:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        helpers: list[asyncio.Task[None]],
+        helpers: set[asyncio.Task[None]],
     ) -> None:
         # Any line proves the peer alive (the heartbeat task checks how long ago the last came).
         clock = time.monotonic
@@ -258,9 +259,13 @@ class PeerLink:
             for line in lines.feed(data):
                 if isinstance(line, TooLong):
                     raise ConnectionResetError(f"a line over {lines.limit} bytes")
-                digests = self._on_line(line)
-                if digests is not None:
-                    helpers.append(asyncio.create_task(self._send_ranges(writer, digests)))
+                command = self._on_line(line)
+                if isinstance(command, Sync):
+                    writer.write(format_digests(self.store.digests))
+                elif command is not None:
+                    task = asyncio.create_task(self._send_ranges(writer, command))
+                    helpers.add(task)
+                    task.add_done_callback(helpers.discard)
             # End of a batch: pass what it brought on now rather than at the end of the loop
             # iteration; each hop of a flood then costs one iteration less.
             self._outbox.flush()
@@ -283,7 +288,7 @@ class PeerLink:
                 "sync with %s: %d ranges differ, sent %d records", self.name, len(differ), sent
             )
 
-    def _on_line(self, line: bytes) -> Digests | None:
+    def _on_line(self, line: bytes) -> Digests | Sync | None:
         self._outbox.log(self.name, b">>", line)
         try:
             command = parse_line(line)
@@ -293,7 +298,7 @@ class PeerLink:
             return None
         if isinstance(command, At):
             self._on_record(command.record, self.name)
-        elif isinstance(command, Digests):
+        elif isinstance(command, Digests | Sync):
             return command
         elif command is not None and not isinstance(command, Ping):
             log.warning("link to %s: unexpected %s", self.name, type(command).__name__)
@@ -303,6 +308,8 @@ class PeerLink:
         queue = self._queue
         while True:
             await self._wake.wait()
+            if self._writer is not writer:
+                return  # replaced by a newer connection, whose own flusher takes over
             self._wake.clear()
             while queue:
                 n = min(len(queue), FLUSH_BATCH)
@@ -311,7 +318,7 @@ class PeerLink:
             if self.overflowed:
                 # Records were dropped from the queue: a digest exchange finds and repairs them.
                 self.overflowed = False
-                writer.write(format_digests(self.store.digests))
+                writer.write(b"SYNC\n")  # the peer answers with DIGESTS; we send what differs
 
     async def _heartbeat(self, writer: asyncio.StreamWriter) -> None:
         timings = self.config.peers
@@ -319,6 +326,8 @@ class PeerLink:
         next_sync = loop.time() + timings.sync_interval
         while True:
             await asyncio.sleep(timings.heartbeat)
+            if self._writer is not writer:
+                return
             if time.monotonic() - self._last_line > 3 * timings.heartbeat:
                 # Three heartbeats of silence: the peer (or the path to it) is gone.
                 log.warning("link to %s dropped: silent for too long", self.name)
@@ -376,9 +385,7 @@ class PeerManager:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in self.links.values():
             link.close()
 

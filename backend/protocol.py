@@ -32,6 +32,7 @@ __all__ = [
     "StartTls",
     "Status",
     "Subscribe",
+    "Sync",
     "Welcome",
     "WhatsAt",
     "WhereIs",
@@ -177,6 +178,11 @@ class Digests:
 
 
 @dataclass(frozen=True, slots=True)
+class Sync:
+    """Extension (peer links): "send me your DIGESTS" (after records to you were dropped)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome:
     """Peer handshake, the accepting server's last line: the link is up."""
 
@@ -204,6 +210,7 @@ Command = (
     | Welcome
     | Digests
     | StartTls
+    | Sync
 )
 
 
@@ -326,7 +333,7 @@ def _parse_at(f: list[bytes]) -> At:
     return At(record)
 
 
-def _no_args(cmd: Subscribe | Status | Ping | StartTls) -> Callable[[list[bytes]], Command]:
+def _no_args(cmd: Subscribe | Status | Ping | StartTls | Sync) -> Callable[[list[bytes]], Command]:
     def parse(f: list[bytes]) -> Command:
         if len(f) != 1:
             raise ProtocolError(f"{f[0].decode()} takes no fields")
@@ -395,6 +402,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"WELCOME": _parse_welcome,
     b"DIGESTS": _parse_digests,
     b"STARTTLS": _no_args(StartTls()),
+    b"SYNC": _no_args(Sync()),
 }
 
 

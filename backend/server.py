@@ -58,6 +58,7 @@ class _Client:
     __slots__ = (
         "busy",
         "host",
+        "idle_closed",
         "invalid",
         "last_line",
         "out",
@@ -84,6 +85,7 @@ class _Client:
         self.out: list[bytes] = []  # replies waiting for the end of this loop iteration
         self.last_line = time.monotonic()
         self.taken_over = False
+        self.idle_closed = False
 
     def send(self, reply: bytes) -> None:
         """Queue a whole reply; the outbox writes it after the journal and the peer links."""
@@ -131,7 +133,9 @@ class HerdServer:
         self.peers = PeerManager(config, name, self.accept, self.store, self.outbox)
         self._sub_lines: list[bytes] = []  # records for subscribers, this iteration
         self.places = places or places_mod.make_provider(config.places, config.data_dir / "places")
-        self._subscribers: set[asyncio.StreamWriter] = set()
+        # Each subscriber's allowance of unsent bytes: the limit plus its snapshot, which it
+        # is still reading when the first live records come.
+        self._subscribers: dict[asyncio.StreamWriter, int] = {}
         self._clients: dict[asyncio.Task[None], _Client] = {}
         self._closing = False
         self._server: asyncio.Server | None = None
@@ -182,6 +186,7 @@ class HerdServer:
         if self.retention:
             self._tasks.append(asyncio.create_task(self._expire_forever(), name="expire"))
         self._tasks.append(asyncio.create_task(self._close_idle(), name="close-idle"))
+        self._tasks.append(asyncio.create_task(self._ping_subscribers(), name="ping-subscribers"))
 
     async def close(self) -> None:
         """Shut down in order: stop accepting; close idle connections and let those in the
@@ -240,12 +245,12 @@ class HerdServer:
     def _push_to_subscribers(self) -> None:
         data = b"".join(self._sub_lines)
         self._sub_lines.clear()
-        for writer in list(self._subscribers):
-            if writer.transport.get_write_buffer_size() > self.limits.subscriber_buffer:
+        for writer, allowance in list(self._subscribers.items()):
+            if writer.transport.get_write_buffer_size() > allowance:
                 log.warning(
                     "subscriber %s too slow, disconnected", _addr(writer.get_extra_info("peername"))
                 )
-                self._subscribers.discard(writer)
+                self._subscribers.pop(writer, None)
                 writer.close()
             elif not writer.is_closing():
                 writer.write(data)
@@ -270,6 +275,9 @@ class HerdServer:
         task = asyncio.current_task()
         assert task is not None
         client = _Client(reader, writer, self.outbox)
+        if self._closing:
+            writer.close()  # accepted just before the server stopped listening
+            return
         if len(self._clients) >= self.limits.max_connections:
             log.warning("refused %s: %d connections already open", client.peer, len(self._clients))
             writer.close()
@@ -291,7 +299,7 @@ class HerdServer:
             log.exception("bug while serving %s", client.peer)
         finally:
             self._clients.pop(task, None)
-            self._subscribers.discard(writer)
+            self._subscribers.pop(writer, None)
             self.outbox.flush()  # this connection's last replies go out before it closes
             writer.close()
             self.outbox.log(client.peer, b"--", b"closed")
@@ -303,9 +311,10 @@ class HerdServer:
         while True:
             data = await reader.read(READ_SIZE)
             if not data:
-                # A last line ended by end-of-stream is still a command.
+                # A last line ended by end-of-stream is still a command (unless we closed the
+                # connection for idling, and the "end" is ours).
                 last = lines.end()
-                if last is not None:
+                if last is not None and not client.idle_closed:
                     client.busy = True
                     await self._answer(client, last)
                 self.outbox.flush()
@@ -318,6 +327,7 @@ class HerdServer:
                     continue
                 client.last_line = clock()  # see _close_idle
                 client.busy = True
+                tls_before = client.tls
                 try:
                     await self._answer(client, item)
                 except _Takeover as takeover:
@@ -328,12 +338,25 @@ class HerdServer:
                     raise
                 finally:
                     client.busy = False  # also when the connection is taken over
+                if client.tls and not tls_before and (i + 1 < len(items) or lines.pending):
+                    # Bytes that came in the clear behind STARTTLS must not pass as encrypted.
+                    log.warning("refused %s: it sent data after STARTTLS in the clear", client.peer)
+                    raise _Takeover
                 if self._closing:
                     self.outbox.flush()
                     await writer.drain()
                     return
             if writer.transport.get_write_buffer_size() > 65536:
                 await writer.drain()
+
+    async def _ping_subscribers(self) -> None:
+        """A PING to every subscriber each heartbeat, so that a subscriber whose server
+        vanished without closing the connection notices the silence and moves on."""
+        while True:
+            await asyncio.sleep(self.config.peers.heartbeat)
+            for writer in list(self._subscribers):
+                if not writer.is_closing():
+                    writer.write(b"PING\n")
 
     async def _close_idle(self) -> None:
         """Close client connections that sent no line for ``limits.idle_timeout`` seconds.
@@ -348,6 +371,7 @@ class HerdServer:
             for client in list(self._clients.values()):
                 if client.last_line < cutoff and not client.busy and not client.taken_over:
                     log.info("closing %s: idle for %g s", client.peer, idle)
+                    client.idle_closed = True  # its unfinished line is dropped, not answered
                     client.writer.close()
 
     async def _answer(self, client: _Client, line: bytes) -> None:
@@ -367,6 +391,9 @@ class HerdServer:
             client.invalid += 1
         if reply:
             client.send(reply)
+        self._check_budget(client)
+
+    def _check_budget(self, client: _Client) -> None:
         if client.invalid > self.limits.max_invalid_lines:
             log.warning(
                 "hanging up on %s: more than %d invalid lines",
@@ -381,6 +408,7 @@ class HerdServer:
         log.warning("line from %s over %d bytes", client.peer, self.limits.max_line_bytes)
         client.invalid += 1
         client.send(invalid_reply(head))
+        self._check_budget(client)
 
     # -- handlers: each returns the whole reply, written in one write --------------------
 
@@ -437,7 +465,8 @@ class HerdServer:
         for i in range(0, len(records), SNAPSHOT_CHUNK):
             writer.write(b"".join(r.line + b"\n" for r in records[i : i + SNAPSHOT_CHUNK]))
         writer.write(b"SYNCED %d\n" % len(records))
-        self._subscribers.add(writer)
+        snapshot = writer.transport.get_write_buffer_size()
+        self._subscribers[writer] = self.limits.subscriber_buffer + snapshot
         log.info("%s subscribed (%d records in snapshot)", client.peer, len(records))
         raise _Takeover(lambda rest: self._subscription(client, rest))
 

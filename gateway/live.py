@@ -41,9 +41,18 @@ Listener = Callable[[Record], None]
 class LiveFeed:
     """The herd's records as they arrive, from one subscription at a time, with failover."""
 
-    def __init__(self, servers: Sequence[Server], timeout: float = 5.0, retry: float = 0.2) -> None:
+    def __init__(
+        self,
+        servers: Sequence[Server],
+        timeout: float = 5.0,
+        retry: float = 0.2,
+        silence: float = 15.0,
+    ) -> None:
         self.servers = list(servers)
         self.timeout = timeout
+        # Servers PING subscribers every heartbeat; this long without a line, the server (or
+        # the path to it) is gone even if the connection never closed.
+        self.silence = silence
         self.retry = retry
         self.records: dict[str, Record] = {}
         self.subscribed_to: str | None = None
@@ -102,7 +111,10 @@ class LiveFeed:
         try:
             writer.write(b"SUBSCRIBE\n")
             while True:
-                line = await reader.readuntil(b"\n")
+                async with asyncio.timeout(self.silence):
+                    line = await reader.readuntil(b"\n")
+                if line == b"PING\n":
+                    continue
                 if line.startswith(b"SYNCED "):
                     self.subscribed_to = server.name
                     self.synced.set()
