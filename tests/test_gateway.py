@@ -440,3 +440,36 @@ async def test_subscription_loses_nothing_when_its_server_is_killed(
                 got[update["record"]["client_id"]] = update["record"]["at"]
             assert got == expected
         assert client.app[FEED].subscribed_to not in (None, victim)
+
+
+async def test_a_frozen_subscription_server_is_left_after_three_silent_heartbeats(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """SIGSTOP keeps the server's connections open but silent, like a host cut off without
+    a reset: the gateway must notice (no PING for three heartbeats) and subscribe elsewhere."""
+    import signal
+
+    from gateway.keys import FEED
+
+    with Herd(tmp_path) as herd:
+        herd.wait_links()
+        client = await aiohttp_client(create_app(load_config(herd.config, env={})))
+        await until_synced(client)
+        victim = client.app[FEED].subscribed_to
+        assert victim is not None
+        herd.procs[victim].send_signal(signal.SIGSTOP)
+        try:
+            other = next(n for n in NAMES if n != victim and n not in herd.neighbours(victim))
+            async with client.ws_connect("/api/v1/ws") as ws:
+                await receive(ws, "snapshot")
+                reply = await asyncio.to_thread(herd.ask, other, iamat("after-freeze"))
+                update = await receive(ws, "update", timeout=20)  # heartbeat 1 s: ~3 s + retry
+                assert update["record"]["at"] + "\n" == reply.decode()
+            # Following another server now (allowing for a resubscription in between).
+            for _ in range(100):
+                if client.app[FEED].subscribed_to not in (None, victim):
+                    break
+                await asyncio.sleep(0.1)
+            assert client.app[FEED].subscribed_to not in (None, victim)
+        finally:
+            herd.procs[victim].send_signal(signal.SIGCONT)
