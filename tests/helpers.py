@@ -127,6 +127,8 @@ class Herd:
             err.close()
         for name in names:
             poll(lambda name=name: self._up(name), what=f"{name} to listen")  # type: ignore[misc]
+            # The port answers as this server, not as something else that took it meanwhile.
+            assert self.status(name)["server"] == name, f"port {self.ports[name]} is not {name}"
 
     def _up(self, name: str) -> bool:
         code = self.procs[name].poll()

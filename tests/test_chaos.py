@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import NAMES, Herd
 
+from backend.config import DEFAULT_LINKS
+
 pytestmark = pytest.mark.timeout(240)
 
 CLIENTS = 40
@@ -25,8 +27,8 @@ MAX_DOWN = 2  # servers down at once
 class LinkProxy:
     """A TCP relay standing in for one link's wire, which the test can cut and heal."""
 
-    def __init__(self, target: int) -> None:
-        self.target = target
+    def __init__(self) -> None:
+        self.target = 0  # the acceptor's port, set once the herd has its ports
         self.is_cut = False
         self.port = 0
         self._pipes: set[asyncio.StreamWriter] = set()
@@ -134,11 +136,14 @@ def problems(client: Client, held: bytes | None) -> str | None:
 
 async def test_chaos_converges_to_the_newest_acknowledged_records(tmp_path: Path) -> None:
     rng = random.Random()
-    herd = Herd(tmp_path)
-    dialers = [(min(a, b), max(a, b)) for a, b in herd.links]
-    proxies = {pair: LinkProxy(herd.ports[pair[1]]) for pair in dialers}
+    # The relays listen first, so the ports the herd then picks can never be one of theirs.
+    dialers = [(min(a, b), max(a, b)) for a, b in DEFAULT_LINKS]
+    proxies = {pair: LinkProxy() for pair in dialers}
     for proxy in proxies.values():
         await proxy.start()
+    herd = Herd(tmp_path)
+    for (_, acceptor), proxy in proxies.items():
+        proxy.target = herd.ports[acceptor]
     herd.write_config({pair: proxy.port for pair, proxy in proxies.items()})
     events: list[str] = []
     stats = {"acked": 0, "unsure": 0, "refused": 0}
