@@ -37,7 +37,7 @@ from .protocol import (
 from .store import Store
 from .tls import client_context
 
-__all__ = ["HandshakeError", "PeerLink", "PeerManager"]
+__all__ = ["HandshakeError", "PeerLink", "PeerManager", "format_address"]
 
 log = logging.getLogger("herd.peers")
 
@@ -87,7 +87,6 @@ class PeerLink:
         self._writer: asyncio.StreamWriter | None = None
         self._tls = client_context(config.tls) if config.tls is not None else None
         self.overflowed = False
-        self.up_since: float | None = None
 
     @property
     def up(self) -> bool:
@@ -215,11 +214,10 @@ class PeerLink:
             log.info("link to %s: replaced by a new connection", self.name)
             old.transport.abort()  # at once: a black-holed old path must not linger
         self._writer = writer
-        self.up_since = time.time()
         self._last_line = time.monotonic()
         peername = writer.get_extra_info("peername")
         tls = " over TLS" if writer.get_extra_info("ssl_object") is not None else ""
-        log.info("link to %s up (%s%s)", self.name, _addr(peername), tls)
+        log.info("link to %s up (%s%s)", self.name, format_address(peername), tls)
         # Anti-entropy: each side sends its range digests; each answers differing ranges with
         # its records there (see docs/anti-entropy.md).
         writer.write(format_digests(self.store.digests))
@@ -239,7 +237,6 @@ class PeerLink:
                 task.cancel()
             if self._writer is writer:
                 self._writer = None
-                self.up_since = None
             writer.close()
 
     async def _read(
@@ -390,7 +387,8 @@ class PeerManager:
             link.close()
 
 
-def _addr(peername: object) -> str:
+def format_address(peername: object) -> str:
+    """``host:port`` of a socket's peer name, for logs."""
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"{peername[0]}:{peername[1]}"
     return str(peername)

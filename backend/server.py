@@ -21,7 +21,7 @@ from .config import HerdConfig
 from .framing import LineBuffer, TooLong
 from .journal import Journal
 from .outbox import Outbox, TrafficLog
-from .peers import HandshakeError, PeerManager
+from .peers import HandshakeError, PeerManager, format_address
 from .protocol import (
     At,
     Command,
@@ -77,7 +77,7 @@ class _Client:
         self.writer = writer
         self.outbox = outbox
         peername = writer.get_extra_info("peername")
-        self.peer = _addr(peername)
+        self.peer = format_address(peername)
         self.host = str(peername[0]) if isinstance(peername, tuple) else self.peer
         self.invalid = 0
         self.busy = False  # between reading a line and writing its reply
@@ -248,7 +248,8 @@ class HerdServer:
         for writer, allowance in list(self._subscribers.items()):
             if writer.transport.get_write_buffer_size() > allowance:
                 log.warning(
-                    "subscriber %s too slow, disconnected", _addr(writer.get_extra_info("peername"))
+                    "subscriber %s too slow, disconnected",
+                    format_address(writer.get_extra_info("peername")),
                 )
                 self._subscribers.pop(writer, None)
                 writer.close()
@@ -521,9 +522,3 @@ class HerdServer:
 
 def _limiter(rate: float) -> RateLimiter | None:
     return RateLimiter(rate, max(1.0, 2 * rate)) if rate > 0 else None
-
-
-def _addr(peername: object) -> str:
-    if isinstance(peername, tuple) and len(peername) >= 2:
-        return f"{peername[0]}:{peername[1]}"
-    return str(peername)
