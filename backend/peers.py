@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable
 
 from .config import HerdConfig, ServerAddress
-from .framing import LineBuffer, TooLong
+from .connection import LineConnection, Lines
+from .framing import TooLong
 from .outbox import Outbox
 from .protocol import (
     At,
@@ -49,8 +50,6 @@ WRITE_HIGH_WATER = 1024 * 1024
 FLUSH_BATCH = 512
 
 PING_LINE = b"PING\n"
-# Bytes asked of the socket per read: a flood's whole backlog at once.
-READ_SIZE = 65536
 
 
 class HandshakeError(Exception):
@@ -84,13 +83,13 @@ class PeerLink:
         self._on_record = on_record
         self._queue: deque[bytes] = deque(maxlen=config.limits.peer_queue)
         self._wake = asyncio.Event()
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: LineConnection | None = None
         self._tls = client_context(config.tls) if config.tls is not None else None
         self.overflowed = False
 
     @property
     def up(self) -> bool:
-        return self._writer is not None
+        return self._conn is not None
 
     def send(self, line: bytes) -> None:
         """Send one line at the end of this loop iteration if the link can take it, else queue
@@ -101,7 +100,7 @@ class PeerLink:
         sent it has its reply.
         """
         self._outbox.log(self.name, b"<<", line)
-        if self._writer is not None and not self._queue:
+        if self._conn is not None and not self._queue:
             if not self._out:
                 self._outbox.later(Outbox.PEERS, self._flush_out)
             self._out.append(line)
@@ -110,13 +109,9 @@ class PeerLink:
 
     def _flush_out(self) -> None:
         lines, self._out = self._out, []
-        writer = self._writer
-        if (
-            writer is not None
-            and not self._queue
-            and writer.transport.get_write_buffer_size() < WRITE_HIGH_WATER
-        ):
-            writer.write(b"".join(lines))
+        conn = self._conn
+        if conn is not None and not self._queue and conn.write_buffer_size() < WRITE_HIGH_WATER:
+            conn.write(b"".join(lines))
         else:
             for line in lines:
                 self._enqueue(line)
@@ -129,17 +124,19 @@ class PeerLink:
         self._wake.set()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._conn is not None:
+            self._conn.close()
 
     async def dial_forever(self) -> None:
         """Keep a link to the neighbour open, reconnecting with capped exponential backoff."""
         timings = self.config.peers
+        limit = self.config.limits.max_line_bytes
+        loop = asyncio.get_running_loop()
         delay = timings.reconnect_min
         while True:
             try:
-                reader, writer = await asyncio.open_connection(
-                    self.address.host, self.address.port, limit=self.config.limits.max_line_bytes
+                _, conn = await loop.create_connection(
+                    lambda: LineConnection(limit), self.address.host, self.address.port
                 )
             except OSError:
                 await asyncio.sleep(delay)
@@ -147,36 +144,29 @@ class PeerLink:
                 continue
             try:
                 async with asyncio.timeout(timings.handshake_timeout):
-                    await self._handshake_dial(reader, writer)
-            except (
-                HandshakeError,
-                ProtocolError,
-                OSError,
-                TimeoutError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-            ) as exc:
+                    await self._handshake_dial(conn)
+            except (HandshakeError, ProtocolError, OSError, TimeoutError, ValueError) as exc:
                 log.warning(
                     "link to %s: handshake failed: %s", self.name, exc or type(exc).__name__
                 )
-                writer.close()
+                conn.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, timings.reconnect_max)
                 continue
             delay = timings.reconnect_min
-            await self.serve(reader, writer)
+            await self.serve(conn)
 
-    async def _handshake_dial(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _handshake_dial(self, conn: LineConnection) -> None:
         if self._tls is not None:
-            writer.write(b"STARTTLS\n")
-            if await reader.readuntil(b"\n") != b"STARTTLS\n":
+            conn.write(b"STARTTLS\n")
+            if await conn.readline() != b"STARTTLS\n":
                 raise HandshakeError(f"{self.name} did not agree to STARTTLS")
-            await writer.start_tls(self._tls)
+            if conn.buffered:
+                raise HandshakeError(f"{self.name} sent data in the clear after STARTTLS")
+            await conn.start_tls(self._tls, server_side=False)
         nonce_d = secrets.token_hex(16)
-        writer.write(f"PEER {self.local} {nonce_d}\n".encode())
-        reply = parse_line(await reader.readuntil(b"\n"))
+        conn.write(f"PEER {self.local} {nonce_d}\n".encode())
+        reply = parse_line(await conn.readline())
         if not isinstance(reply, Challenge) or reply.server_id != self.name:
             raise HandshakeError(f"expected CHALLENGE from {self.name}, got {reply!r}")
         secret = self.config.secret
@@ -184,90 +174,84 @@ class PeerLink:
         if not secrets.compare_digest(expected, reply.proof):
             raise HandshakeError(f"{self.name} does not know the herd secret")
         proof = peer_proof(secret, "dialer", self.local, self.name, nonce_d, reply.nonce)
-        writer.write(f"PROOF {proof}\n".encode())
-        welcome = parse_line(await reader.readuntil(b"\n"))
+        conn.write(f"PROOF {proof}\n".encode())
+        welcome = parse_line(await conn.readline())
         if not isinstance(welcome, Welcome) or welcome.server_id != self.name:
             raise HandshakeError(f"{self.name} refused our proof: {welcome!r}")
 
-    async def accept(
-        self, hello: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def accept(self, hello: Peer, conn: LineConnection) -> None:
         """Finish the handshake that ``hello`` began, then serve the link until it drops."""
         nonce_a = secrets.token_hex(16)
         secret = self.config.secret
         proof = peer_proof(secret, "acceptor", self.name, self.local, hello.nonce, nonce_a)
-        writer.write(f"CHALLENGE {self.local} {nonce_a} {proof}\n".encode())
+        conn.write(f"CHALLENGE {self.local} {nonce_a} {proof}\n".encode())
         async with asyncio.timeout(self.config.peers.handshake_timeout):
-            line = await reader.readuntil(b"\n")
+            line = await conn.readline()
         answer = parse_line(line)
         expected = peer_proof(secret, "dialer", self.name, self.local, hello.nonce, nonce_a)
         if not isinstance(answer, Proof) or not secrets.compare_digest(expected, answer.proof):
             raise HandshakeError(f"{self.name} failed to prove the herd secret")
-        writer.write(f"WELCOME {self.local}\n".encode())
-        await self.serve(reader, writer)
+        conn.write(f"WELCOME {self.local}\n".encode())
+        await self.serve(conn)
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Run an authenticated connection: read the peer's lines, flush our queue, send
-        heartbeats; return when it drops. A newer connection from the same peer replaces it."""
-        old = self._writer
+    async def serve(self, conn: LineConnection) -> None:
+        """Run an authenticated connection: take the peer's lines as they arrive, flush our
+        queue, send heartbeats; return when it drops. A newer connection from the same peer
+        replaces it."""
+        old = self._conn
         if old is not None:
             log.info("link to %s: replaced by a new connection", self.name)
-            old.transport.abort()  # at once: a black-holed old path must not linger
-        self._writer = writer
+            old.abort()  # at once: a black-holed old path must not linger
+        self._conn = conn
         self._last_line = time.monotonic()
-        peername = writer.get_extra_info("peername")
-        tls = " over TLS" if writer.get_extra_info("ssl_object") is not None else ""
-        log.info("link to %s up (%s%s)", self.name, format_address(peername), tls)
+        tls = " over TLS" if conn.get_extra_info("ssl_object") is not None else ""
+        log.info(
+            "link to %s up (%s%s)", self.name, format_address(conn.get_extra_info("peername")), tls
+        )
         # Anti-entropy: each side sends its range digests; each answers differing ranges with
         # its records there (see docs/anti-entropy.md).
-        writer.write(format_digests(self.store.digests))
+        conn.write(format_digests(self.store.digests))
         helpers = {
-            asyncio.create_task(self._flush(writer)),
-            asyncio.create_task(self._heartbeat(writer)),
+            asyncio.create_task(self._flush(conn)),
+            asyncio.create_task(self._heartbeat(conn)),
         }
         self._wake.set()
-        try:
-            await self._read(reader, writer, helpers)
-        except asyncio.IncompleteReadError:
-            log.warning("link to %s dropped: closed by peer", self.name)
-        except (OSError, asyncio.LimitOverrunError) as exc:
-            log.warning("link to %s dropped: %s", self.name, exc or type(exc).__name__)
-        finally:
-            for task in helpers:
-                task.cancel()
-            if self._writer is writer:
-                self._writer = None
-            writer.close()
-
-    async def _read(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        helpers: set[asyncio.Task[None]],
-    ) -> None:
-        # Any line proves the peer alive (the heartbeat task checks how long ago the last came).
         clock = time.monotonic
-        lines = LineBuffer(self.config.limits.max_line_bytes)
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                raise ConnectionResetError("closed by peer")
+
+        def on_lines(lines: Lines) -> None:
+            # Any line proves the peer alive (the heartbeat task checks how long ago the
+            # last came).
             self._last_line = clock()
-            for line in lines.feed(data):
+            for line in lines:
                 if isinstance(line, TooLong):
-                    raise ConnectionResetError(f"a line over {lines.limit} bytes")
+                    log.warning(
+                        "link to %s dropped: a line over %d bytes", self.name, len(line.head)
+                    )
+                    conn.abort()
+                    return
                 command = self._on_line(line)
                 if isinstance(command, Sync):
-                    writer.write(format_digests(self.store.digests))
+                    conn.write(format_digests(self.store.digests))
                 elif command is not None:
-                    task = asyncio.create_task(self._send_ranges(writer, command))
+                    task = asyncio.create_task(self._send_ranges(conn, command))
                     helpers.add(task)
                     task.add_done_callback(helpers.discard)
             # End of a batch: pass what it brought on now rather than at the end of the loop
             # iteration; each hop of a flood then costs one iteration less.
             self._outbox.flush()
 
-    async def _send_ranges(self, writer: asyncio.StreamWriter, theirs: Digests) -> None:
+        try:
+            conn.deliver(on_lines)
+            reason = await conn.closed
+            log.warning("link to %s dropped: %s", self.name, reason)
+        finally:
+            for task in helpers:
+                task.cancel()
+            if self._conn is conn:
+                self._conn = None
+            conn.close()
+
+    async def _send_ranges(self, conn: LineConnection, theirs: Digests) -> None:
         """Send our records in every range whose digest differs from the peer's."""
         ours = self.store.digests
         differ = [i for i, (a, b) in enumerate(zip(ours, theirs.values, strict=False)) if a != b]
@@ -277,9 +261,9 @@ class PeerLink:
         for index in differ:
             lines = [r.line + b"\n" for r in self.store.bucket(index)]
             if lines:
-                writer.write(b"".join(lines))
+                conn.write(b"".join(lines))
                 sent += len(lines)
-                await writer.drain()
+                await conn.drain()
         if differ:
             log.info(
                 "sync with %s: %d ranges differ, sent %d records", self.name, len(differ), sent
@@ -301,40 +285,40 @@ class PeerLink:
             log.warning("link to %s: unexpected %s", self.name, type(command).__name__)
         return None
 
-    async def _flush(self, writer: asyncio.StreamWriter) -> None:
+    async def _flush(self, conn: LineConnection) -> None:
         queue = self._queue
         while True:
             await self._wake.wait()
-            if self._writer is not writer:
+            if self._conn is not conn:
                 return  # replaced by a newer connection, whose own flusher takes over
             self._wake.clear()
             while queue:
                 n = min(len(queue), FLUSH_BATCH)
-                writer.write(b"".join([queue.popleft() for _ in range(n)]))
-                await writer.drain()
+                conn.write(b"".join([queue.popleft() for _ in range(n)]))
+                await conn.drain()
             if self.overflowed:
                 # Records were dropped from the queue: a digest exchange finds and repairs them.
                 self.overflowed = False
-                writer.write(b"SYNC\n")  # the peer answers with DIGESTS; we send what differs
+                conn.write(b"SYNC\n")  # the peer answers with DIGESTS; we send what differs
 
-    async def _heartbeat(self, writer: asyncio.StreamWriter) -> None:
+    async def _heartbeat(self, conn: LineConnection) -> None:
         timings = self.config.peers
         loop = asyncio.get_running_loop()
         next_sync = loop.time() + timings.sync_interval
         while True:
             await asyncio.sleep(timings.heartbeat)
-            if self._writer is not writer:
+            if self._conn is not conn:
                 return
             if time.monotonic() - self._last_line > 3 * timings.heartbeat:
                 # Three heartbeats of silence: the peer (or the path to it) is gone.
                 log.warning("link to %s dropped: silent for too long", self.name)
-                writer.transport.abort()
+                conn.abort()
                 return
             if loop.time() >= next_sync:
                 next_sync = loop.time() + timings.sync_interval
-                writer.write(format_digests(self.store.digests))
+                conn.write(format_digests(self.store.digests))
             else:
-                writer.write(PING_LINE)
+                conn.write(PING_LINE)
 
 
 class PeerManager:
@@ -354,6 +338,7 @@ class PeerManager:
             for name in config.neighbours(local)
         }
         self._tasks: list[asyncio.Task[None]] = []
+        self._accepting: set[asyncio.Task[None]] = set()  # handshakes and links accepted
 
     def start(self) -> None:
         for link in self.links.values():
@@ -369,20 +354,28 @@ class PeerManager:
             if link.name != source and link.name != record.server_id:
                 link.send(line)
 
-    async def accept(
-        self, hello: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """Take over a connection that opened with ``PEER``; raises ProtocolError if the
-        sender is not a neighbour, HandshakeError if it fails the challenge."""
-        link = self.links.get(hello.server_id)
-        if link is None:
-            raise ProtocolError(f"{hello.server_id} is not a neighbour of {self.local}")
-        await link.accept(hello, reader, writer)
+    def accept(self, hello: Peer, conn: LineConnection) -> None:
+        """Take over a connection that opened with ``PEER`` (the server checked that the
+        sender is a neighbour): finish the handshake and serve the link, in a task."""
+        link = self.links[hello.server_id]
+        task = asyncio.create_task(self._accept(link, hello, conn), name=f"accept-{link.name}")
+        self._accepting.add(task)
+        task.add_done_callback(self._accepting.discard)
+
+    async def _accept(self, link: PeerLink, hello: Peer, conn: LineConnection) -> None:
+        peer = format_address(conn.get_extra_info("peername"))
+        try:
+            await link.accept(hello, conn)
+        except (HandshakeError, ProtocolError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("refused peer connection from %s: %s", peer, exc or type(exc).__name__)
+        finally:
+            conn.close()
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._accepting]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for link in self.links.values():
             link.close()
 

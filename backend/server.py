@@ -1,8 +1,9 @@
 """One herd server: the TCP I/O adapter around the protocol core, the store and the links.
 
-The path of one IAMAT: ``_serve_client`` reads a line, ``parse_line`` makes an ``IAmAt``,
-``_on_iamat`` makes the record, ``accept`` stores it and floods it to the neighbours
-(written to their sockets at once), and only then is the reply written.
+The path of one IAMAT: ``ClientConnection.data_received`` splits the chunk into lines,
+``parse_line`` makes an ``IAmAt``, ``_on_iamat`` makes the record, ``accept`` stores it,
+journals it and floods it to the neighbours, and the reply is queued; at the end of the loop
+iteration the outbox writes the journal, then the peer links, then the replies.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from . import places as places_mod
 from .config import HerdConfig
+from .connection import LineConnection
 from .framing import LineBuffer, TooLong
 from .journal import Journal
 from .outbox import Outbox, TrafficLog
-from .peers import HandshakeError, PeerManager, format_address
+from .peers import PeerManager, format_address
 from .protocol import (
     At,
     Command,
@@ -46,46 +48,145 @@ __all__ = ["HerdServer"]
 
 log = logging.getLogger("herd.server")
 
-# Bytes asked of the socket per read: a whole pipelined batch of lines at once.
-READ_SIZE = 65536
 # Records per write while sending a subscriber its snapshot: big writes, bounded size.
 SNAPSHOT_CHUNK = 1024
 
+# What a handler gives back: the whole reply now, or a coroutine that makes it (a WHATSAT
+# waiting for places, an IAMAT waiting for its fsync, STARTTLS).
+Reply = bytes | Coroutine[Any, Any, bytes]
 
-class _Client:
-    """Per-connection state of a client connection."""
 
-    __slots__ = (
-        "busy",
-        "host",
-        "idle_closed",
-        "invalid",
-        "last_line",
-        "out",
-        "outbox",
-        "peer",
-        "reader",
-        "taken_over",
-        "tls",
-        "writer",
-    )
+class ClientConnection(asyncio.Protocol):
+    """A connection accepted on the server's port: a client, until it subscribes or proves
+    to be a neighbour (``PEER``), when it changes hands.
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outbox: Outbox
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.outbox = outbox
-        peername = writer.get_extra_info("peername")
-        self.peer = format_address(peername)
-        self.host = str(peername[0]) if isinstance(peername, tuple) else self.peer
+    Lines are answered in order, as they arrive, right in ``data_received``: most replies
+    (IAMAT, WHEREIS, STATUS) are made at once. A line whose reply must wait runs in a task;
+    reading pauses, and the lines behind it wait in ``backlog`` until it is answered.
+    """
+
+    def __init__(self, server: HerdServer) -> None:
+        self.server = server
+        self.outbox = server.outbox
+        self.lines = LineBuffer(server.limits.max_line_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.host = "?"
         self.invalid = 0
-        self.busy = False  # between reading a line and writing its reply
         self.tls = False
         self.out: list[bytes] = []  # replies waiting for the end of this loop iteration
         self.last_line = time.monotonic()
-        self.taken_over = False
-        self.idle_closed = False
+        self.task: asyncio.Task[None] | None = None  # a line being answered in a task
+        self.backlog: list[bytes | TooLong] = []  # lines waiting behind it
+        self.subscribed = False
+        self.closed = False
+        self._eof = False
+        self._write_paused = False
+        self._batch: list[bytes | TooLong] = []
+        self._at = 0
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        self.peer = format_address(peername)
+        self.host = str(peername[0]) if isinstance(peername, tuple) else self.peer
+        self.server._connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_line = time.monotonic()  # see _close_idle
+        items = self.lines.feed(data)
+        if self.task is not None:
+            self.backlog += items  # reading is paused; this chunk was already on its way
+        else:
+            self._answer_all(items)
+
+    def eof_received(self) -> bool:
+        # The client is done sending but still reads: answer everything, then close.
+        self._eof = True
+        if self.task is None:
+            self._end()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+        self.server._disconnected(self)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its requests until it does.
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.transport is not None and self.task is None and not self.closed:
+            self.transport.resume_reading()
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def _answer_all(self, items: list[bytes | TooLong]) -> None:
+        server = self.server
+        for i, item in enumerate(items):
+            if self.closed:
+                return
+            if self.subscribed:
+                server._after_subscribing(self, item)
+                continue
+            if isinstance(item, TooLong):
+                server._too_long(self, item.head)
+                continue
+            self._batch, self._at = items, i  # for followed()
+            pending = server._answer(self, item)
+            if pending is not None:
+                self.backlog = items[i + 1 :]
+                self._wait(pending)
+                return
+            if server._closing:
+                self.hang_up()  # each connection ends after its line in progress
+                return
+
+    def followed(self) -> bool:
+        """Whether the client sent anything after the line being answered."""
+        return self._at + 1 < len(self._batch) or bool(self.lines.pending)
+
+    def _wait(self, pending: Coroutine[Any, Any, None]) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.task = asyncio.create_task(self._finish(pending))
+
+    async def _finish(self, pending: Coroutine[Any, Any, None]) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("bug while serving %s", self.peer)
+            self.hang_up()
+        finally:
+            self.task = None
+        backlog, self.backlog = self.backlog, []
+        self._answer_all(backlog)
+        if self.task is not None or self.closed:
+            return
+        if self.server._closing:
+            self.hang_up()
+        elif self._eof:
+            self._end()
+        elif not self._write_paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _end(self) -> None:
+        """End of the client's stream: a last line without its newline is still a command;
+        then the replies go out and the connection closes."""
+        last = self.lines.end()
+        if last is not None and not self.subscribed:
+            self._answer_all([last])
+            if self.task is not None:
+                return  # _finish ends it
+        self.hang_up()
 
     def send(self, reply: bytes) -> None:
         """Queue a whole reply; the outbox writes it after the journal and the peer links."""
@@ -98,22 +199,27 @@ class _Client:
         if self.out:
             data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
             self.out.clear()
-            if not self.writer.is_closing():
-                self.writer.write(data)
+            self.write(data)
 
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
-class _Takeover(Exception):
-    """Raised by a handler that takes the connection over (peer link, subscription) or
-    ends it (too many invalid lines). ``then`` runs the connection from here on, outside
-    the idle timeout of client connections."""
+    def hang_up(self) -> None:
+        """Close after the replies already made (the transport writes them first)."""
+        if not self.closed:
+            self.closed = True
+            self.outbox.flush()
+            if self.transport is not None:
+                self.transport.close()
 
-    def __init__(self, then: Callable[[bytes], Coroutine[Any, Any, None]] | None = None) -> None:
-        super().__init__()
-        self.then = then
-        self.rest = b""  # bytes the client sent after the line that took over
-
-
-Handler = Callable[[Command, _Client], Awaitable[bytes]]
+    def hand_over(self, protocol: LineConnection) -> None:
+        """Give the connection to ``protocol`` (a peer link's), which reads it from now on."""
+        assert self.transport is not None
+        self.closed = True  # for this object: the connection lives on under its new owner
+        self.server._disconnected(self, handed_over=True)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
 
 
 class HerdServer:
@@ -135,12 +241,12 @@ class HerdServer:
         self.places = places or places_mod.make_provider(config.places, config.data_dir / "places")
         # Each subscriber's allowance of unsent bytes: the limit plus its snapshot, which it
         # is still reading when the first live records come.
-        self._subscribers: dict[asyncio.StreamWriter, int] = {}
-        self._clients: dict[asyncio.Task[None], _Client] = {}
+        self._subscribers: dict[ClientConnection, int] = {}
+        self._clients: set[ClientConnection] = set()
         self._closing = False
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._handlers: dict[type, Handler] = {
+        self._handlers: dict[type, Callable[[Any, ClientConnection], Reply]] = {
             IAmAt: self._on_iamat,
             WhatsAt: self._on_whatsat,
             WhereIs: self._on_whereis,
@@ -171,11 +277,11 @@ class HerdServer:
     async def start(self) -> None:
         recovered = self.recover()
         log.info("%s recovered %d records from %s", self.name, recovered, self.journal.directory)
-        self._server = await asyncio.start_server(
-            self._serve_client,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self),
             self.address.host,
             self.address.port,
-            limit=self.limits.max_line_bytes,
             reuse_address=True,
             backlog=1024,
         )
@@ -195,20 +301,21 @@ class HerdServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for writer in self._subscribers:
-            writer.close()
+        for conn in list(self._subscribers):
+            conn.hang_up()
         busy = []
-        for task, client in list(self._clients.items()):
-            if client.busy:
-                busy.append(task)
+        for conn in list(self._clients):
+            if conn.task is not None:
+                busy.append(conn.task)
             else:
-                task.cancel()
+                conn.hang_up()
         if busy:
             log.info("%s: finishing %d replies in flight", self.name, len(busy))
             await asyncio.wait(busy, timeout=self.limits.shutdown_grace)
-        for task in list(self._clients):
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        for conn in list(self._clients):
+            if conn.task is not None:
+                conn.task.cancel()
+            conn.hang_up()
         for task in self._tasks:
             task.cancel()
         await self.peers.close()
@@ -217,6 +324,24 @@ class HerdServer:
         await self.journal.close()
         self.outbox.traffic.close()
         log.info("%s stopped", self.name)
+
+    def _connected(self, conn: ClientConnection) -> None:
+        if self._closing:
+            conn.hang_up()  # accepted just before the server stopped listening
+        elif len(self._clients) >= self.limits.max_connections:
+            log.warning("refused %s: %d connections already open", conn.peer, len(self._clients))
+            conn.hang_up()
+        else:
+            self._clients.add(conn)
+            self.outbox.log(conn.peer, b"++", b"connected")
+
+    def _disconnected(self, conn: ClientConnection, handed_over: bool = False) -> None:
+        if conn in self._clients:
+            self._clients.discard(conn)
+            self._subscribers.pop(conn, None)
+            self.outbox.log(
+                conn.peer, b"--", b"handed to a peer link" if handed_over else b"closed"
+            )
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -245,16 +370,16 @@ class HerdServer:
     def _push_to_subscribers(self) -> None:
         data = b"".join(self._sub_lines)
         self._sub_lines.clear()
-        for writer, allowance in list(self._subscribers.items()):
-            if writer.transport.get_write_buffer_size() > allowance:
-                log.warning(
-                    "subscriber %s too slow, disconnected",
-                    format_address(writer.get_extra_info("peername")),
-                )
-                self._subscribers.pop(writer, None)
-                writer.close()
-            elif not writer.is_closing():
-                writer.write(data)
+        for conn, allowance in list(self._subscribers.items()):
+            transport = conn.transport
+            if transport is None or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > allowance:
+                log.warning("subscriber %s too slow, disconnected", conn.peer)
+                self._subscribers.pop(conn, None)
+                conn.hang_up()
+            else:
+                transport.write(data)
 
     def _expired(self, record: Record) -> bool:
         return bool(self.retention) and record.key[0] < time.time() - self.retention
@@ -270,181 +395,130 @@ class HerdServer:
 
     # -- client connections --------------------------------------------------------------
 
-    async def _serve_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        client = _Client(reader, writer, self.outbox)
-        if self._closing:
-            writer.close()  # accepted just before the server stopped listening
-            return
-        if len(self._clients) >= self.limits.max_connections:
-            log.warning("refused %s: %d connections already open", client.peer, len(self._clients))
-            writer.close()
-            return
-        self._clients[task] = client
-        self.outbox.log(client.peer, b"++", b"connected")
-        try:
-            try:
-                await self._client_loop(client)
-            except _Takeover as takeover:
-                if takeover.then is not None:
-                    client.taken_over = True  # a peer link or a subscription: never idle
-                    await takeover.then(takeover.rest)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("bug while serving %s", client.peer)
-        finally:
-            self._clients.pop(task, None)
-            self._subscribers.pop(writer, None)
-            self.outbox.flush()  # this connection's last replies go out before it closes
-            writer.close()
-            self.outbox.log(client.peer, b"--", b"closed")
-
-    async def _client_loop(self, client: _Client) -> None:
-        reader, writer = client.reader, client.writer
-        clock = time.monotonic
-        lines = LineBuffer(self.limits.max_line_bytes)
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                # A last line ended by end-of-stream is still a command (unless we closed the
-                # connection for idling, and the "end" is ours).
-                last = lines.end()
-                if last is not None and not client.idle_closed:
-                    client.busy = True
-                    await self._answer(client, last)
-                self.outbox.flush()
-                await writer.drain()
-                return
-            items = lines.feed(data)
-            for i, item in enumerate(items):
-                if isinstance(item, TooLong):
-                    self._too_long(client, item.head)
-                    continue
-                client.last_line = clock()  # see _close_idle
-                client.busy = True
-                tls_before = client.tls
-                try:
-                    await self._answer(client, item)
-                except _Takeover as takeover:
-                    # Whatever the client sent after the line that took the connection over.
-                    rest = items[i + 1 :]
-                    takeover.rest = b"".join(x for x in rest if isinstance(x, bytes))
-                    takeover.rest += lines.pending
-                    raise
-                finally:
-                    client.busy = False  # also when the connection is taken over
-                if client.tls and not tls_before and (i + 1 < len(items) or lines.pending):
-                    # Bytes that came in the clear behind STARTTLS must not pass as encrypted.
-                    log.warning("refused %s: it sent data after STARTTLS in the clear", client.peer)
-                    raise _Takeover
-                if self._closing:
-                    self.outbox.flush()
-                    await writer.drain()
-                    return
-            if writer.transport.get_write_buffer_size() > 65536:
-                await writer.drain()
-
     async def _ping_subscribers(self) -> None:
         """A PING to every subscriber each heartbeat, so that a subscriber whose server
         vanished without closing the connection notices the silence and moves on."""
         while True:
             await asyncio.sleep(self.config.peers.heartbeat)
-            for writer in list(self._subscribers):
-                if not writer.is_closing():
-                    writer.write(b"PING\n")
+            for conn in list(self._subscribers):
+                conn.write(b"PING\n")
 
     async def _close_idle(self) -> None:
-        """Close client connections that sent no line for ``limits.idle_timeout`` seconds.
+        """Close client connections that sent nothing for ``limits.idle_timeout`` seconds.
 
         One sweep every quarter of the timeout (so a connection may idle up to 25% longer)
-        costs far less than re-arming a timer on every line.
+        costs far less than re-arming a timer on every line. A half line left behind is
+        dropped with the connection, not answered.
         """
         idle = self.limits.idle_timeout
         while True:
             await asyncio.sleep(idle / 4)
             cutoff = time.monotonic() - idle
-            for client in list(self._clients.values()):
-                if client.last_line < cutoff and not client.busy and not client.taken_over:
-                    log.info("closing %s: idle for %g s", client.peer, idle)
-                    client.idle_closed = True  # its unfinished line is dropped, not answered
-                    client.writer.close()
+            for conn in list(self._clients):
+                if conn.last_line < cutoff and conn.task is None and not conn.subscribed:
+                    log.info("closing %s: idle for %g s", conn.peer, idle)
+                    conn.hang_up()
 
-    async def _answer(self, client: _Client, line: bytes) -> None:
-        self.outbox.log(client.peer, b">>", line)
+    def _answer(self, conn: ClientConnection, line: bytes) -> Coroutine[Any, Any, None] | None:
+        """Answer one line: the reply is queued now, or the coroutine returned queues it."""
+        self.outbox.log(conn.peer, b">>", line)
         try:
             command = parse_line(line)
             if command is None:
-                return
-            if self._line_limit is not None and self._line_limit.take([client.host]):
+                return None
+            if self._line_limit is not None and self._line_limit.take([conn.host]):
                 raise ProtocolError(
-                    f"over {self.limits.lines_per_address:g} lines/s from {client.host}"
+                    f"over {self.limits.lines_per_address:g} lines/s from {conn.host}"
                 )
-            reply = await self._handlers.get(type(command), self._refuse)(command, client)
+            reply = self._handlers.get(type(command), self._refuse)(command, conn)
         except ProtocolError as exc:
-            log.warning("invalid line from %s (%s)", client.peer, exc)
-            reply = invalid_reply(line)
-            client.invalid += 1
-        if reply:
-            client.send(reply)
-        self._check_budget(client)
+            reply = self._invalid(conn, line, exc)
+        if isinstance(reply, bytes):
+            if reply:
+                conn.send(reply)
+            self._check_budget(conn)
+            return None
+        return self._answer_later(conn, line, reply)
 
-    def _check_budget(self, client: _Client) -> None:
-        if client.invalid > self.limits.max_invalid_lines:
+    async def _answer_later(
+        self, conn: ClientConnection, line: bytes, pending: Coroutine[Any, Any, bytes]
+    ) -> None:
+        try:
+            reply = await pending
+        except ProtocolError as exc:
+            reply = self._invalid(conn, line, exc)
+        if reply:
+            conn.send(reply)
+        self._check_budget(conn)
+
+    def _invalid(self, conn: ClientConnection, line: bytes, exc: ProtocolError) -> bytes:
+        log.warning("invalid line from %s (%s)", conn.peer, exc)
+        conn.invalid += 1
+        return invalid_reply(line)
+
+    def _check_budget(self, conn: ClientConnection) -> None:
+        if conn.invalid > self.limits.max_invalid_lines:
             log.warning(
                 "hanging up on %s: more than %d invalid lines",
-                client.peer,
+                conn.peer,
                 self.limits.max_invalid_lines,
             )
-            raise _Takeover
+            conn.hang_up()
 
-    def _too_long(self, client: _Client, head: bytes) -> None:
+    def _too_long(self, conn: ClientConnection, head: bytes) -> None:
         """Answer a line longer than the limit with ``?`` and its first bytes (the framing
         skips the rest of it)."""
-        log.warning("line from %s over %d bytes", client.peer, self.limits.max_line_bytes)
-        client.invalid += 1
-        client.send(invalid_reply(head))
-        self._check_budget(client)
+        log.warning("line from %s over %d bytes", conn.peer, self.limits.max_line_bytes)
+        conn.invalid += 1
+        conn.send(invalid_reply(head))
+        self._check_budget(conn)
 
-    # -- handlers: each returns the whole reply, written in one write --------------------
+    def _after_subscribing(self, conn: ClientConnection, item: bytes | TooLong) -> None:
+        # A subscription lasts until the client closes; its further lines are not commands.
+        line = item.head if isinstance(item, TooLong) else item
+        if line.strip():
+            self.outbox.log(conn.peer, b">>", line)
+            conn.send(invalid_reply(line))
 
-    async def _refuse(self, command: Command, client: _Client) -> bytes:
+    # -- handlers: each returns the whole reply (or a coroutine making it) -------------------
+
+    def _refuse(self, command: Command, conn: ClientConnection) -> Reply:
         # AT from a client that is not an authenticated peer, or a handshake line out of turn.
         raise ProtocolError(f"{type(command).__name__} not allowed from a client")
 
-    async def _on_iamat(self, command: Command, client: _Client) -> bytes:
-        assert isinstance(command, IAmAt)
+    def _on_iamat(self, command: IAmAt, conn: ClientConnection) -> Reply:
         if self._report_limit is not None and self._report_limit.take([command.client_id]):
             raise ProtocolError(
                 f"over {self.limits.reports_per_client:g} reports/s for this client"
             )
         record = make_record(self.name, time.time_ns(), command)
-        if self.accept(record, None):
-            await self.journal.commit()  # with fsync on: wait for the group commit
-        return record.line + b"\n"
+        reply = record.line + b"\n"
+        if self.accept(record, None) and self.journal.fsync:
+            return self._after_commit(reply)  # wait for the group commit
+        return reply
 
-    async def _on_whatsat(self, command: Command, client: _Client) -> bytes:
-        assert isinstance(command, WhatsAt)
+    async def _after_commit(self, reply: bytes) -> bytes:
+        await self.journal.commit()
+        return reply
+
+    def _on_whatsat(self, command: WhatsAt, conn: ClientConnection) -> Reply:
         record = self.store.get(command.client_id)
         if record is None:
             raise ProtocolError("WHATSAT for an unknown client")
+        return self._places_reply(record, command)
+
+    async def _places_reply(self, record: Record, command: WhatsAt) -> bytes:
         lat, lng = record.lat_lng
         payload = await self.places.nearby(lat, lng, command.radius_m, command.bound)
         return record.line + b"\n" + places_mod.render(payload) + b"\n\n"
 
-    async def _on_whereis(self, command: Command, client: _Client) -> bytes:
-        assert isinstance(command, WhereIs)
+    def _on_whereis(self, command: WhereIs, conn: ClientConnection) -> Reply:
         record = self.store.get(command.client_id)
         if record is None:
             raise ProtocolError("WHEREIS for an unknown client")
         return record.line + b"\n"
 
-    async def _on_status(self, command: Command, client: _Client) -> bytes:
+    def _on_status(self, command: Status, conn: ClientConnection) -> Reply:
         status = {
             "server": self.name,
             "pid": os.getpid(),
@@ -456,68 +530,67 @@ class HerdServer:
         }
         return b"STATUS " + json.dumps(status, separators=(",", ":")).encode() + b"\n"
 
-    async def _on_subscribe(self, command: Command, client: _Client) -> bytes:
-        writer = client.writer
+    def _on_subscribe(self, command: Subscribe, conn: ClientConnection) -> Reply:
+        transport = conn.transport
+        assert transport is not None
         # Records accepted before now go out to the present subscribers (and this client's
-        # earlier replies to it); then the snapshot and the registration happen with no await
-        # in between, so no record can fall between the two or come twice.
+        # earlier replies to it); then the snapshot and the registration happen at once, so
+        # no record can fall between the two or come twice.
         self.outbox.flush()
         records = list(self.store)
         for i in range(0, len(records), SNAPSHOT_CHUNK):
-            writer.write(b"".join(r.line + b"\n" for r in records[i : i + SNAPSHOT_CHUNK]))
-        writer.write(b"SYNCED %d\n" % len(records))
-        snapshot = writer.transport.get_write_buffer_size()
-        self._subscribers[writer] = self.limits.subscriber_buffer + snapshot
-        log.info("%s subscribed (%d records in snapshot)", client.peer, len(records))
-        raise _Takeover(lambda rest: self._subscription(client, rest))
-
-    async def _subscription(self, client: _Client, rest: bytes) -> None:
-        # The subscription lasts until the client closes; its further lines are not commands.
-        lines = LineBuffer(self.limits.max_line_bytes)
-        data = rest
-        while True:
-            for item in lines.feed(data):
-                line = item.head if isinstance(item, TooLong) else item
-                if line.strip():
-                    self.outbox.log(client.peer, b">>", line)
-                    client.send(invalid_reply(line))
-            data = await client.reader.read(READ_SIZE)
-            if not data:
-                return
-
-    async def _on_starttls(self, command: Command, client: _Client) -> bytes:
-        if self._tls is None or client.tls:
-            raise ProtocolError("STARTTLS is not available here")
-        self.outbox.flush()
-        client.writer.write(b"STARTTLS\n")
-        try:
-            await client.writer.start_tls(self._tls)
-        except (ssl.SSLError, ConnectionError) as exc:
-            log.warning("refused TLS from %s: %s", client.peer, exc)
-            raise _Takeover from None
-        client.tls = True
+            conn.write(b"".join(r.line + b"\n" for r in records[i : i + SNAPSHOT_CHUNK]))
+        conn.write(b"SYNCED %d\n" % len(records))
+        snapshot = transport.get_write_buffer_size()
+        self._subscribers[conn] = self.limits.subscriber_buffer + snapshot
+        conn.subscribed = True
+        log.info("%s subscribed (%d records in snapshot)", conn.peer, len(records))
         return b""
 
-    async def _on_peer(self, command: Command, client: _Client) -> bytes:
-        assert isinstance(command, Peer)
-        if self._tls is not None and not client.tls:
+    def _on_starttls(self, command: StartTls, conn: ClientConnection) -> Reply:
+        if self._tls is None or conn.tls:
+            raise ProtocolError("STARTTLS is not available here")
+        if conn.followed():
+            # Bytes that came in the clear behind STARTTLS must not pass as encrypted.
+            log.warning("refused %s: it sent data after STARTTLS in the clear", conn.peer)
+            conn.hang_up()
+            return b""
+        return self._start_tls(conn, self._tls)
+
+    async def _start_tls(self, conn: ClientConnection, context: ssl.SSLContext) -> bytes:
+        transport = conn.transport
+        assert transport is not None
+        self.outbox.flush()
+        transport.write(b"STARTTLS\n")
+        loop = asyncio.get_running_loop()
+        try:
+            tls_transport = await loop.start_tls(transport, conn, context, server_side=True)
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            log.warning("refused TLS from %s: %s", conn.peer, exc)
+            conn.hang_up()
+            return b""
+        if tls_transport is None:
+            conn.hang_up()
+            return b""
+        conn.transport = tls_transport
+        conn.tls = True
+        return b""
+
+    def _on_peer(self, command: Peer, conn: ClientConnection) -> Reply:
+        if self._tls is not None and not conn.tls:
             raise ProtocolError("this herd's peers must STARTTLS first")
         if command.server_id not in self.peers.links:
             raise ProtocolError(f"{command.server_id} is not a neighbour of {self.name}")
         self.outbox.flush()
-        raise _Takeover(lambda rest: self._peer_link(command, client, rest))
-
-    async def _peer_link(self, hello: Peer, client: _Client, rest: bytes) -> None:
-        if rest:
+        if conn.followed():
             # A dialler waits for CHALLENGE before it sends anything else.
-            log.warning(
-                "refused peer connection from %s: it did not wait for CHALLENGE", client.peer
-            )
-            return
-        try:
-            await self.peers.accept(hello, client.reader, client.writer)
-        except (HandshakeError, ProtocolError, TimeoutError) as exc:
-            log.warning("refused peer connection from %s: %s", client.peer, exc)
+            log.warning("refused peer connection from %s: it did not wait for CHALLENGE", conn.peer)
+            conn.hang_up()
+            return b""
+        link = LineConnection(self.limits.max_line_bytes)
+        conn.hand_over(link)
+        self.peers.accept(command, link)
+        return b""
 
 
 def _limiter(rate: float) -> RateLimiter | None:
