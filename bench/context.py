@@ -75,8 +75,9 @@ def summarise(
     **extra: Any,
 ) -> Figure:
     """A figure from per-round values: the median of the herd's rounds and of each
-    baseline's. A string instead of values is the reason the figure is missing; so is a
-    median of zero (nothing a figure here measures is really zero)."""
+    baseline's, and the rounds themselves (for the ratios of paired rounds). A string instead
+    of values is the reason the figure is missing; so is a median of zero (nothing a figure
+    here measures is really zero)."""
     reasons: dict[str, str] = {}
 
     def med(who: str, values: Sequence[float] | str) -> float | None:
@@ -106,5 +107,10 @@ def summarise(
         baselines=base,
         target=target,
         rounds=[] if isinstance(herd, str) else [round(v, 6) for v in herd],
+        baseline_rounds={
+            b: [round(v, 6) for v in values]
+            for b, values in (baselines or {}).items()
+            if not isinstance(values, str) and base[b] is not None
+        },
         extra=extra,
     )

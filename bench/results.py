@@ -44,9 +44,11 @@ class Figure:
     """One measured number of a workload.
 
     ``value`` is the herd's figure (the median of its rounds), ``baselines`` the same figure
-    for each baseline, measured in the same run interleaved with the herd; ``ratio`` is
-    value / baseline for the first baseline (the one the target names). A figure that could
-    not be measured has ``value`` None and a ``reason``.
+    for each baseline, measured in the same run interleaved with the herd. ``ratio`` is to the
+    first baseline (the one the target names): the median of the per-round ratios, herd
+    round r over baseline round r (run back to back, so a slow spell of the shared machine
+    lands on both sides of a ratio), or value / baseline when the rounds do not pair up. A
+    figure that could not be measured has ``value`` None and a ``reason``.
     """
 
     name: str
@@ -56,6 +58,7 @@ class Figure:
     baselines: dict[str, float | None] = field(default_factory=dict)
     target: Target | None = None
     rounds: list[float] = field(default_factory=list)
+    baseline_rounds: dict[str, list[float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -66,6 +69,9 @@ class Figure:
         base = self.baselines.get(baseline)
         if self.value is None or base is None or base == 0:
             return None
+        paired = self.baseline_rounds.get(baseline, [])
+        if paired and len(paired) == len(self.rounds) and all(paired):
+            return median([h / b for h, b in zip(self.rounds, paired, strict=True)])
         return self.value / base
 
     @property
@@ -93,6 +99,7 @@ class Figure:
             "target_on": None if self.target is None else self.target.on,
             "pass": self.passed,
             "rounds": self.rounds,
+            "baseline_rounds": self.baseline_rounds,
             "extra": self.extra,
         }
 

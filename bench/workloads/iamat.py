@@ -34,6 +34,8 @@ class Mode:
     label: str
     connections: int
     depth: int
+    rounds: int
+    window: float
 
 
 async def run(ctx: Context) -> WorkloadResult:
@@ -70,9 +72,23 @@ async def run(ctx: Context) -> WorkloadResult:
         set_nice(pid, FELLOWS_NICE)
 
     modes = [
-        Mode("single", "1 connection", 1, 1),
-        Mode("conns", f"{sizes.connections} connections", sizes.connections, 1),
-        Mode("pipelined", f"pipelined (depth {sizes.pipeline_depth})", 1, sizes.pipeline_depth),
+        Mode("single", "1 connection", 1, 1, sizes.rounds, sizes.window),
+        Mode(
+            "conns",
+            f"{sizes.connections} connections",
+            sizes.connections,
+            1,
+            sizes.headline_rounds,
+            sizes.headline_window,
+        ),
+        Mode(
+            "pipelined",
+            f"pipelined (depth {sizes.pipeline_depth})",
+            1,
+            sizes.pipeline_depth,
+            sizes.rounds,
+            sizes.window,
+        ),
     ]
     targets = [*baselines, HERD]
     if ctx.server_cpus is not None:
@@ -113,7 +129,7 @@ async def _mode(
     # The herd's connections stop when they run out (which ends the window early, and says
     # so), because a line sent twice is not newer and would be neither stored nor flooded;
     # the baselines, faster than any herd, send them again from the first.
-    per_conn = int(sizes.max_rate * (sizes.warmup + sizes.window) * 1.5 / mode.connections) + 1
+    per_conn = int(sizes.max_rate * (sizes.warmup + mode.window) * 1.5 / mode.connections) + 1
     per_conn = max(per_conn, 2 * mode.depth)
     prepared: dict[int, list[list[bytes]]] = {}
 
@@ -139,12 +155,12 @@ async def _mode(
             prepared[r],
             mode.depth,
             sizes.warmup,
-            sizes.window,
+            mode.window,
             watch,
             cycle=target != HERD,
         )
 
-    rounds = await interleave(targets, sizes.rounds, one)
+    rounds = await interleave(targets, mode.rounds, one)
     _check(rounds)
     result.notes.extend(
         f"{mode.label}: {t}: {note}" for t in targets for r in rounds[t] for note in r.notes
