@@ -6,6 +6,8 @@ import json
 import re
 import secrets
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +78,75 @@ def test_one_line_half_close_and_a_single_read_gets_the_whole_reply(herd: Herd) 
     assert rest.endswith(b"}\n\n") and b"\n\n" not in rest[:-2]
     places = json.loads(rest)
     assert places["status"] == "OK" and 1 <= len(places["results"]) <= 20
+
+
+def test_pipelined_lines_are_answered_in_order_around_replies_that_wait(herd: Herd) -> None:
+    # A WHATSAT waits for the places; the lines sent behind it in the same write must still
+    # be answered after it, in the order sent.
+    first, second = iamat("pipe-1", "+34.05-118.25"), iamat("pipe-2", "+40.7128-74.0060")
+    reply = herd.ask(
+        "Campbell",
+        first
+        + b"WHATSAT pipe-1 10 2\n"
+        + b"WHEREIS pipe-1\n"
+        + second
+        + b"WHATSAT pipe-2 50 3\n"
+        + b"not a command\n"
+        + b"WHEREIS pipe-2",  # the last line ended by end-of-stream
+    )
+    at1, rest = reply.split(b"\n", 1)
+    assert AT_LINE.fullmatch(at1 + b"\n") and at1.split()[3:] == first.split()[1:]
+    places1, rest = rest.split(b"\n\n", 1)
+    assert places1.startswith(at1 + b"\n{")
+    assert len(json.loads(places1[len(at1) + 1 :])["results"]) <= 2
+    whereis1, at2, rest = rest.split(b"\n", 2)
+    assert whereis1 == at1
+    assert at2.split()[3:] == second.split()[1:]
+    places2, rest = rest.split(b"\n\n", 1)
+    assert places2.startswith(at2 + b"\n{")
+    assert rest == b"? not a command\n" + at2 + b"\n"
+
+
+def test_a_client_that_does_not_read_is_not_read_either_and_gets_every_reply(herd: Herd) -> None:
+    # 600 WHATSATs (20 places, some 18 KB) padded to 4 KB a line, sent in one go, replies
+    # unread: once the replies fill the socket the server stops reading this client (the
+    # rest of its requests wait in the kernel, not in the server's memory), serves others
+    # meanwhile, and answers every line once the client reads.
+    count = 600
+    line = b"WHATSAT unread 50 20".ljust(4000) + b"\n"
+    herd.ask("Jaquez", iamat("unread", "+34.052235-118.243683"))
+    one = herd.ask("Jaquez", line)
+    with socket.create_connection(("127.0.0.1", herd.ports["Jaquez"]), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(line * count,))
+        sender.start()
+        server_side = (herd.ports["Jaquez"], sock.getsockname()[1])
+
+        def stalled() -> bool:
+            # Requests are left unread and the server has stopped taking them.
+            before = unread_by_server(*server_side)
+            time.sleep(0.2)
+            return before > 0 and unread_by_server(*server_side) == before
+
+        poll(stalled, what="the server to stop reading a client that does not read")
+        assert AT_LINE.fullmatch(herd.ask("Jaquez", iamat("bystander")))
+        assert unread_by_server(*server_side) > 0
+        replies = []
+        while sum(map(len, replies)) < len(one) * count:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed the connection"
+            replies.append(chunk)
+        sender.join()
+    assert b"".join(replies) == one * count
+
+
+def unread_by_server(port: int, client_port: int) -> int:
+    """Bytes waiting in the receive queue of the server's end of a loopback connection."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(a.split(":")[1], 16) for a in fields[1:3])
+        if (local, remote) == (port, client_port):
+            return int(fields[4].split(":")[1], 16)
+    raise AssertionError("no such connection")
 
 
 # Every kind of invalid line the protocol file names, sent on one connection.
