@@ -11,6 +11,7 @@ reply), then the replies. The traffic log follows within ``LOG_DELAY``.
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import time
 from collections.abc import Callable
@@ -27,8 +28,10 @@ LOG_BATCH = 2000
 class TrafficLog:
     """Every line in and out of a server, appended to its log file in batches.
 
-    Lines are kept as raw parts and formatted at flush time with one timestamp for the batch
-    (a batch spans microseconds), so logging a line costs one list append on the hot path.
+    A log line is ``<time> TRAFFIC <who> <arrow> <line>``. A caller makes its ``who arrow``
+    tag once (``tag``) and hands over each line with its newline; a batch shares one
+    timestamp (it spans at most LOG_DELAY) and becomes one log text with a single join, so
+    logging a line costs a concatenation and an append on the hot path.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -36,13 +39,19 @@ class TrafficLog:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        self._lines: list[tuple[str, bytes, bytes]] = []
+        self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, who: str, arrow: bytes, data: bytes) -> None:
-        """Log one line (``arrow`` is b">>" for in, b"<<" for out)."""
+    @staticmethod
+    def tag(who: str, arrow: str) -> bytes:
+        """The ``who arrow`` part of a log line (``>>`` in, ``<<`` out, ``++``/``--``
+        connected/closed)."""
+        return f"{who} {arrow} ".encode()
+
+    def add(self, tag: bytes, data: bytes) -> None:
+        """Log ``data`` (a line with its newline, or a multi-line reply) under ``tag``."""
         if self._fd >= 0:
-            self._lines.append((who, arrow, data))
+            self._lines.append(tag + data)
 
     def flush_soon(self) -> None:
         """Write within LOG_DELAY, or now if much is waiting: the log never delays a reply or
@@ -56,25 +65,36 @@ class TrafficLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lines:
+        lines = self._lines
+        if not lines:
             return
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
         head = f"{stamp}.{int(now * 1000) % 1000:03d} TRAFFIC ".encode()
-        parts = []
-        for who, arrow, data in self._lines:
-            # One log line per protocol line: a multi-line reply (WHATSAT) is logged whole,
-            # with its inner newlines escaped.
-            body = data.rstrip(b"\r\n").replace(b"\n", b"\\n")
-            parts.append(b"%s%s %s %s\n" % (head, who.encode(), arrow, body))
-        self._lines.clear()
-        os.write(self._fd, b"".join(parts))
+        text = head.join(lines)
+        # The common batch: every entry is one line ending in its newline, and no CR. Then the
+        # joined text already has one log line per entry. Otherwise each entry is made one
+        # log line, its inner line breaks escaped (a WHATSAT reply, a CRLF line).
+        if not (
+            text.count(b"\n") == len(lines) and all(map(_ends_line, lines)) and b"\r" not in text
+        ):
+            text = head.join(map(_one_line, lines))
+        self._lines = []
+        os.write(self._fd, head + text)
 
     def close(self) -> None:
         self.flush()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+_ends_line = operator.methodcaller("endswith", b"\n")
+
+
+def _one_line(entry: bytes) -> bytes:
+    body = entry.rstrip(b"\r\n").replace(b"\r", b"\\r").replace(b"\n", b"\\n")
+    return body + b"\n"
 
 
 class Outbox:
@@ -93,8 +113,9 @@ class Outbox:
         self._stages[stage].append(flush)
         self._schedule()
 
-    def log(self, who: str, arrow: bytes, data: bytes) -> None:
-        self.traffic.add(who, arrow, data)
+    def log(self, tag: bytes, data: bytes) -> None:
+        """Log ``data`` under ``tag`` (see ``TrafficLog.tag``)."""
+        self.traffic.add(tag, data)
         self._schedule()
 
     def _schedule(self) -> None:

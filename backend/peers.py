@@ -19,7 +19,7 @@ from collections.abc import Callable
 from .config import HerdConfig, ServerAddress
 from .connection import LineConnection, Lines
 from .framing import TooLong
-from .outbox import Outbox
+from .outbox import Outbox, TrafficLog
 from .protocol import (
     At,
     Challenge,
@@ -78,6 +78,7 @@ class PeerLink:
         self._last_line = time.monotonic()
         self.local = local
         self.name = name
+        self._tag_in, self._tag_out = TrafficLog.tag(name, ">>"), TrafficLog.tag(name, "<<")
         self.address: ServerAddress = config.dial_address(local, name)
         self.dialer = local < name
         self._on_record = on_record
@@ -99,7 +100,7 @@ class PeerLink:
         task in between: that is what lets a neighbour hold a record before the client that
         sent it has its reply.
         """
-        self._outbox.log(self.name, b"<<", line)
+        self._outbox.log(self._tag_out, line)
         if self._conn is not None and not self._queue:
             if not self._out:
                 self._outbox.later(Outbox.PEERS, self._flush_out)
@@ -270,7 +271,7 @@ class PeerLink:
             )
 
     def _on_line(self, line: bytes) -> Digests | Sync | None:
-        self._outbox.log(self.name, b">>", line)
+        self._outbox.log(self._tag_in, line)
         try:
             command = parse_line(line)
         except ProtocolError as exc:

@@ -71,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
         self.lines = LineBuffer(server.limits.max_line_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.tag_in = self.tag_out = b""
         self.host = "?"
         self.invalid = 0
         self.tls = False
@@ -92,6 +93,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         self.peer = format_address(peername)
+        self.tag_in = TrafficLog.tag(self.peer, ">>")
+        self.tag_out = TrafficLog.tag(self.peer, "<<")
         self.host = str(peername[0]) if isinstance(peername, tuple) else self.peer
         self.server._connected(self)
 
@@ -183,7 +186,7 @@ class ClientConnection(asyncio.Protocol):
         then the replies go out and the connection closes."""
         last = self.lines.end()
         if last is not None and not self.subscribed:
-            self._answer_all([last])
+            self._answer_all([last + b"\n"])
             if self.task is not None:
                 return  # _finish ends it
         self.hang_up()
@@ -193,7 +196,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.out:
             self.outbox.later(Outbox.CLIENTS, self.flush)
         self.out.append(reply)
-        self.outbox.log(self.peer, b"<<", reply)
+        self.outbox.log(self.tag_out, reply)
 
     def flush(self) -> None:
         if self.out:
@@ -333,15 +336,14 @@ class HerdServer:
             conn.hang_up()
         else:
             self._clients.add(conn)
-            self.outbox.log(conn.peer, b"++", b"connected")
+            self.outbox.log(TrafficLog.tag(conn.peer, "++"), b"connected\n")
 
     def _disconnected(self, conn: ClientConnection, handed_over: bool = False) -> None:
         if conn in self._clients:
             self._clients.discard(conn)
             self._subscribers.pop(conn, None)
-            self.outbox.log(
-                conn.peer, b"--", b"handed to a peer link" if handed_over else b"closed"
-            )
+            what = b"handed to a peer link\n" if handed_over else b"closed\n"
+            self.outbox.log(TrafficLog.tag(conn.peer, "--"), what)
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -421,7 +423,7 @@ class HerdServer:
 
     def _answer(self, conn: ClientConnection, line: bytes) -> Coroutine[Any, Any, None] | None:
         """Answer one line: the reply is queued now, or the coroutine returned queues it."""
-        self.outbox.log(conn.peer, b">>", line)
+        self.outbox.log(conn.tag_in, line)
         try:
             command = parse_line(line)
             if command is None:
@@ -477,7 +479,7 @@ class HerdServer:
         # A subscription lasts until the client closes; its further lines are not commands.
         line = item.head if isinstance(item, TooLong) else item
         if line.strip():
-            self.outbox.log(conn.peer, b">>", line)
+            self.outbox.log(conn.tag_in, line)
             conn.send(invalid_reply(line))
 
     # -- handlers: each returns the whole reply (or a coroutine making it) -------------------

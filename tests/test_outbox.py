@@ -1,0 +1,62 @@
+"""The traffic log: one log line per protocol line, whatever the batch holds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from backend.outbox import TrafficLog
+
+STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} TRAFFIC "
+
+
+def logged(tmp_path: Path, entries: list[tuple[str, str, bytes]]) -> list[bytes]:
+    log = TrafficLog(tmp_path / "server.log")
+    for who, arrow, data in entries:
+        log.add(TrafficLog.tag(who, arrow), data)
+    log.close()
+    lines = (tmp_path / "server.log").read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    for line in lines[:-1]:
+        assert re.match(STAMP, line), line
+    return [re.sub(STAMP, b"", line, count=1) for line in lines[:-1]]
+
+
+def test_a_batch_of_plain_lines_is_logged_one_line_each(tmp_path: Path) -> None:
+    entries = [
+        ("127.0.0.1:4000", ">>", b"IAMAT kiwi +1+1 1.5\n"),
+        ("127.0.0.1:4000", "<<", b"AT Riley +0.1 kiwi +1+1 1.5\n"),
+        ("Jaquez", "<<", b"AT Riley +0.1 kiwi +1+1 1.5\n"),
+    ]
+    assert logged(tmp_path, entries) == [
+        b"127.0.0.1:4000 >> IAMAT kiwi +1+1 1.5",
+        b"127.0.0.1:4000 << AT Riley +0.1 kiwi +1+1 1.5",
+        b"Jaquez << AT Riley +0.1 kiwi +1+1 1.5",
+    ]
+
+
+def test_multi_line_replies_crlf_and_unended_lines_stay_one_log_line_each(tmp_path: Path) -> None:
+    entries = [
+        ("a:1", ">>", b"WHATSAT kiwi 10 1\r\n"),
+        ("a:1", "<<", b'AT Riley +0.1 kiwi +1+1 1.5\n{\n  "results": []\n}\n\n'),
+        ("a:1", ">>", b"a half line, never ended"),
+        ("a:1", ">>", b"CR\rinside\n"),
+        ("a:1", "--", b"closed\n"),
+    ]
+    assert logged(tmp_path, entries) == [
+        b"a:1 >> WHATSAT kiwi 10 1",
+        b'a:1 << AT Riley +0.1 kiwi +1+1 1.5\\n{\\n  "results": []\\n}',
+        b"a:1 >> a half line, never ended",
+        b"a:1 >> CR\\rinside",
+        b"a:1 -- closed",
+    ]
+
+
+def test_a_line_that_forges_a_log_line_cannot_split_its_own(tmp_path: Path) -> None:
+    # A client's line holds a newline only at its end, but a reply's body could hold text that
+    # looks like a log line; it is escaped, never a log line of its own.
+    forged = b"x\n2026-01-01T00:00:00.000 TRAFFIC Riley >> IAMAT forged +1+1 1\n"
+    assert logged(tmp_path, [("a:1", "<<", forged), ("a:1", ">>", b"y")]) == [
+        b"a:1 << x\\n2026-01-01T00:00:00.000 TRAFFIC Riley >> IAMAT forged +1+1 1",
+        b"a:1 >> y",
+    ]
