@@ -338,6 +338,7 @@ class PeerManager:
             name: PeerLink(config, local, name, on_record, store, outbox)
             for name in config.neighbours(local)
         }
+        self._all = list(self.links.values())
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting: set[asyncio.Task[None]] = set()  # handshakes and links accepted
 
@@ -348,11 +349,13 @@ class PeerManager:
                     asyncio.create_task(link.dial_forever(), name=f"dial-{link.name}")
                 )
 
-    def flood(self, record: Record, source: str | None) -> None:
-        """Send ``record`` to every neighbour but the one it came from and its origin."""
-        line = record.line + b"\n"
-        for link in self.links.values():
-            if link.name != source and link.name != record.server_id:
+    def flood(self, record: Record, line: bytes, source: str | None) -> None:
+        """Send ``record`` (``line``: its line with the newline) to every neighbour but the
+        one it came from and its origin."""
+        origin = record.server_id
+        for link in self._all:
+            name = link.name
+            if name != source and name != origin:
                 link.send(line)
 
     def accept(self, hello: Peer, conn: LineConnection) -> None:

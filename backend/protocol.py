@@ -40,6 +40,7 @@ __all__ = [
     "format_time_diff",
     "invalid_reply",
     "make_record",
+    "parse_fields",
     "parse_line",
     "parse_location",
     "peer_proof",
@@ -264,9 +265,13 @@ def format_time_diff(ns: int) -> str:
 
 def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
     """The AT record a server makes for an IAMAT it received at ``received_ns`` (POSIX ns)."""
-    diff = format_time_diff(received_ns - time_to_ns(cmd.client_time))
-    line = f"AT {server_id} {diff} {cmd.client_id} {cmd.location} {cmd.client_time}".encode()
     sec, frac = cmd.time_key or _time_key(cmd.client_time.encode())
+    # The client's time in whole nanoseconds, rounded half up (as time_to_ns), from its key.
+    ns = received_ns - sec * _NS_PER_S - int(frac[:9].ljust(9, "0")) - (frac[9:10] >= "5")
+    sign = "-" if ns < 0 else "+"
+    seconds, nanos = divmod(abs(ns), _NS_PER_S)
+    diff = f"{sign}{seconds}.{nanos:09d}"
+    line = f"AT {server_id} {diff} {cmd.client_id} {cmd.location} {cmd.client_time}".encode()
     return Record(
         server_id,
         diff,
@@ -298,7 +303,8 @@ def _parse_iamat(f: list[bytes]) -> IAmAt:
     if len(f) != 4:
         raise ProtocolError("IAMAT takes 3 fields")
     parse_location(f[2])
-    return IAmAt(_text(f[1]), f[2].decode(), f[3].decode(), _time_key(f[3]))
+    key = _time_key(f[3])  # before decoding: it refuses anything but digits and a dot
+    return IAmAt(_text(f[1]), f[2].decode(), f[3].decode(), key)
 
 
 def _parse_whatsat(f: list[bytes]) -> WhatsAt:
@@ -412,7 +418,29 @@ def parse_line(line: bytes) -> Command | None:
     Fields are split on the protocol's six white-space bytes only (space, tab, CR, LF, FF,
     VT), which is what ``bytes.split()`` does; a Unicode space inside a client ID is part of
     the ID. Raises ProtocolError for anything invalid.
+
+    The two lines a busy herd is made of, IAMAT from clients and AT from peers, are first
+    tried against one regular expression each (``_IAMAT``, ``_AT``); a line that does not
+    match plainly goes the general way, which gives the same result and the precise error.
     """
+    head = line[:3]
+    if head == b"IAM":
+        m = _IAMAT.fullmatch(line)
+        if m is not None:
+            command = _fast_iamat(m)
+            if command is not None:
+                return command
+    elif head == b"AT ":
+        m = _AT.fullmatch(line)
+        if m is not None:
+            at = _fast_at(m)
+            if at is not None:
+                return at
+    return parse_fields(line)
+
+
+def parse_fields(line: bytes) -> Command | None:
+    """``parse_line`` the general way: split the fields, then parse by command."""
     fields = line.split()
     if not fields:
         return None
@@ -420,3 +448,41 @@ def parse_line(line: bytes) -> Command | None:
     if parser is None:
         raise ProtocolError("unknown command")
     return parser(fields)
+
+
+_NUMBER = rb"[0-9]+(?:\.[0-9]+)?"
+_IAMAT = re.compile(
+    rb"IAMAT\s+(\S+)\s+(([+-]"
+    + _NUMBER
+    + rb")([+-]"
+    + _NUMBER
+    + rb"))\s+(([0-9]+)(?:\.([0-9]+))?)\s*"
+)
+# Peers write AT lines with single spaces and a newline: the record's line is the match less
+# its terminator.
+_AT = re.compile(
+    rb"(AT (\S+) ([+-][0-9]+\.[0-9]+) (\S+) (([+-]"
+    + _NUMBER
+    + rb")([+-]"
+    + _NUMBER
+    + rb")) (([0-9]+)(?:\.([0-9]+))?))\r?\n?"
+)
+
+
+def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
+    if not (abs(float(m[3])) < 90 and abs(float(m[4])) < 180):
+        return None  # on or past the edge: the exact check decides
+    frac = m[7]
+    key = (int(m[6]), frac.rstrip(b"0").decode() if frac else "")
+    return IAmAt(_text(m[1]), m[2].decode(), m[5].decode(), key)
+
+
+def _fast_at(m: re.Match[bytes]) -> At | None:
+    if not (abs(float(m[6])) < 90 and abs(float(m[7])) < 180):
+        return None
+    frac = m[10]
+    line = m[1]
+    server_id = _text(m[2])
+    key = (int(m[9]), frac.rstrip(b"0").decode() if frac else "", server_id, line)
+    record = Record(server_id, m[3].decode(), _text(m[4]), m[5].decode(), m[8].decode(), line, key)
+    return At(record)

@@ -362,7 +362,7 @@ class HerdServer:
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)
         if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
             self.journal.compact(r.line + b"\n" for r in self.store)
-        self.peers.flood(record, source)
+        self.peers.flood(record, line, source)
         if self._subscribers:
             if not self._sub_lines:
                 self.outbox.later(Outbox.CLIENTS, self._push_to_subscribers)

@@ -53,15 +53,28 @@ class Context:
 
 
 async def interleave(
-    targets: Sequence[T], rounds: int, run: Callable[[T, int], Awaitable[R]]
+    targets: Sequence[T],
+    rounds: int,
+    run: Callable[[T, int], Awaitable[R]],
+    pair: tuple[T, T] | None = None,
 ) -> dict[T, list[R]]:
     """Run ``rounds`` rounds of every target, rotating the order each round (ABC, BCA, CAB:
     with a baseline and the herd, that alternates them), so drift on a shared machine lands
-    on every target alike."""
+    on every target alike.
+
+    With ``pair`` (the herd and the baseline a target's ratio is taken to), each round runs
+    those two first and back to back, in alternating order, then the rest: a ratio of
+    paired rounds then compares runs seconds apart.
+    """
     results: dict[T, list[R]] = {t: [] for t in targets}
     n = len(targets)
     for r in range(rounds):
-        for target in [*targets[r % n :], *targets[: r % n]]:
+        if pair is None:
+            order = [*targets[r % n :], *targets[: r % n]]
+        else:
+            first = list(pair) if r % 2 == 0 else list(reversed(pair))
+            order = [*first, *(t for t in targets if t not in pair)]
+        for target in order:
             results[target].append(await run(target, r))
     return results
 

@@ -58,10 +58,10 @@ DEFAULT = Sizes(
     # 70 clock ticks of a busy server: its CPU time to within 1.5%.
     window=0.7,
     connections=64,
-    # The target's figure: five longer rounds, so that one slow spell of this shared machine
-    # moves neither the median nor the ratio of paired rounds.
-    headline_rounds=5,
-    headline_window=1.5,
+    # The target's figure: seven rounds, so that a slow spell of this shared machine in one
+    # or two of them moves neither the median nor the median of the paired ratios.
+    headline_rounds=7,
+    headline_window=1.0,
     # Deep enough to keep the server busy between the client's reads, shallow enough that
     # the latency figures stay meaningful (a reply waits behind at most 128 others).
     pipeline_depth=128,

@@ -23,6 +23,7 @@ from backend.protocol import (
     WhatsAt,
     invalid_reply,
     make_record,
+    parse_fields,
     parse_line,
 )
 
@@ -40,6 +41,84 @@ field_text = st.text(
 def test_any_bytes_parse_or_raise_protocol_error(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         parse_line(data)
+
+
+def outcome(parse: object, line: bytes) -> object:
+    try:
+        command = parse(line)  # type: ignore[operator]
+    except ProtocolError:
+        return ProtocolError
+    if isinstance(command, At):
+        return command, command.record.key, command.record.line
+    if isinstance(command, IAmAt):
+        return command, command.time_key
+    return command
+
+
+# IAMAT and AT lines made of plausible and implausible pieces, for the fast paths' sake.
+number = st.sampled_from(
+    [
+        b"0",
+        b"1",
+        b"90",
+        b"180",
+        b"89.999999",
+        b"90.0",
+        b"180.0000001",
+        b"1.",
+        b".5",
+        b"007",
+        b"1e3",
+        b"nan",
+    ]
+) | st.from_regex(rb"\A[0-9]{1,4}(\.[0-9]{0,12})?\Z")
+sign = st.sampled_from([b"+", b"-", b""])
+gap = st.sampled_from([b" ", b"  ", b"\t", b" \x0b", b""])
+piece = st.sampled_from(
+    [b"kiwi", b"\xff\xfe", b"caf\xc3\xa9", b"a\xc2\xa0b", b"Riley"]
+) | st.binary(min_size=1, max_size=6)
+end = st.sampled_from([b"\n", b"\r\n", b"", b" \n", b"\n\n"])
+
+
+@given(
+    st.sampled_from([b"IAMAT", b"AT", b"IAMAT ", b" IAMAT", b"IAMATX", b"AT  "]),
+    st.lists(
+        st.one_of(
+            piece,
+            st.builds(lambda *p: b"".join(p), sign, number, sign, number),
+            st.builds(lambda *p: b"".join(p), sign, number),
+        ),
+        max_size=6,
+    ),
+    gap,
+    end,
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_fast_paths_parse_exactly_as_the_general_one(
+    word: bytes, fields: list[bytes], sep: bytes, terminator: bytes
+) -> None:
+    line = (sep or b" ").join([word, *fields]) + terminator
+    assert outcome(parse_line, line) == outcome(parse_fields, line)
+
+
+@given(
+    client=field_text,
+    lat=st.decimals(min_value=-90, max_value=90, places=7),
+    lng=st.decimals(min_value=-180, max_value=180, places=7),
+    fraction=st.text(alphabet="0123456789", max_size=12),
+)
+@settings(max_examples=500, deadline=None)
+def test_the_fast_paths_agree_on_valid_lines(
+    client: str, lat: object, lng: object, fraction: str
+) -> None:
+    stamp = f"1614209128.{fraction}" if fraction else "1614209128"
+    for line in (
+        f"IAMAT {client} {lat:+f}{lng:+f} {stamp}\n".encode(),
+        f"AT Riley +0.263873386 {client} {lat:+f}{lng:+f} {stamp}\n".encode(),
+    ):
+        fast = outcome(parse_line, line)
+        assert fast == outcome(parse_fields, line)
+        assert fast is not ProtocolError
 
 
 @given(

@@ -160,7 +160,9 @@ async def _mode(
             cycle=target != HERD,
         )
 
-    rounds = await interleave(targets, mode.rounds, one)
+    # The target's ratio pairs each herd round with an asyncio echo round run next to it.
+    pair = (HERD, "asyncio echo") if "asyncio echo" in targets else None
+    rounds = await interleave(targets, mode.rounds, one, pair=pair)
     _check(rounds)
     result.notes.extend(
         f"{mode.label}: {t}: {note}" for t in targets for r in rounds[t] for note in r.notes
