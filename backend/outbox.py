@@ -3,9 +3,10 @@
 Every record a server accepts costs a journal write, a write per neighbour, a reply and
 traffic-log lines. Made one by one, that is a system call each; gathered over one loop
 iteration they become one write per file and per socket, however many records the iteration
-handled. The order of the flush is the server's promise: the journal first (an answered record
-is in the kernel), then the peer links (a neighbour has the record before the client has its
-reply), then the replies. The traffic log follows within ``LOG_DELAY``.
+handled. The order of the flush is the server's promise: the peer links first (a record moves on
+through the herd as soon as it can, and a neighbour has it before the client has its reply),
+then the journal (an answered record is in the kernel), then the replies and subscribers. The
+traffic log follows within ``LOG_DELAY``.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class Outbox:
     """Collects flush callbacks for the end of this iteration and runs them in stage order,
     then writes the traffic log."""
 
-    JOURNAL, PEERS, CLIENTS = range(3)
+    PEERS, JOURNAL, CLIENTS = range(3)  # the order of the flush
 
     def __init__(self, traffic: TrafficLog) -> None:
         self.traffic = traffic
