@@ -295,3 +295,21 @@ json_values = st.recursive(
 def test_render_writes_what_json_dumps_writes_in_googles_style(payload: dict[str, Any]) -> None:
     expected = json.dumps(payload, indent=3, separators=(",", " : "), ensure_ascii=False)
     assert render(payload) == re.sub("\n{2,}", "\n", expected).rstrip("\n").encode()
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=5), st.integers(0, 3))
+@settings(max_examples=100, deadline=None)
+def test_a_shared_result_renders_as_a_plain_one_at_every_depth(
+    place: dict[str, Any], depth: int
+) -> None:
+    # The embedded provider's results keep their JSON text: it must be what the plain dict
+    # would give, wherever it sits, however often it is rendered.
+    from backend.places import SharedResult
+
+    shared = SharedResult(place)
+    value: dict[str, Any] = shared
+    for _ in range(depth):
+        value = {"results": [value, value], "status": "OK", "first": shared}
+    expected = json.dumps(value, indent=3, separators=(",", " : "), ensure_ascii=False).encode()
+    assert render(value) == expected
+    assert render(value) == expected

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from backend.config import PlacesConfig
 
-__all__ = ["PlacesProvider", "error_payload", "make_provider", "render"]
-
-_BLANK_LINES = re.compile(r"\n{2,}")
+__all__ = ["PlacesProvider", "SharedResult", "error_payload", "make_provider", "render"]
 
 
 class PlacesProvider(Protocol):
@@ -71,7 +68,21 @@ def render(payload: dict[str, Any]) -> bytes:
     """
     parts: list[str] = []
     _pretty(payload, "\n", parts)
-    return _BLANK_LINES.sub("\n", "".join(parts)).rstrip("\n").encode()
+    # Nothing to collapse or strip: a newline inside a value is escaped (\n), and every
+    # newline this writes is followed by an indent and a token, so no blank line can occur.
+    return "".join(parts).encode()
+
+
+class SharedResult(dict[str, Any]):
+    """A place's result object that answers many queries unchanged (the embedded provider
+    keeps them): ``render`` makes its JSON text once per indent and reuses it, which is most
+    of a WHATSAT's cost saved. Must not be modified once rendered."""
+
+    __slots__ = ("texts",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.texts: dict[str, str] = {}
 
 
 _encode_str = json.encoder.encode_basestring  # the C string escaper, as ensure_ascii=False uses
@@ -87,6 +98,13 @@ def _pretty(value: Any, newline: str, out: list[str]) -> None:
     """
     if isinstance(value, str):
         out.append(_encode_str(value))
+    elif type(value) is SharedResult:
+        text = value.texts.get(newline)
+        if text is None:
+            parts: list[str] = []
+            _pretty(dict(value), newline, parts)
+            text = value.texts[newline] = "".join(parts)
+        out.append(text)
     elif isinstance(value, dict):
         if not value:
             out.append("{}")

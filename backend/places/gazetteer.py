@@ -30,6 +30,8 @@ import numpy.typing as npt
 from openlocationcode import openlocationcode as olc
 from scipy.spatial import cKDTree
 
+from backend.places import SharedResult
+
 __all__ = ["ATTRIBUTION", "DEFAULT_GAZETTEER", "PlaceIndex", "load_index", "search"]
 
 log = logging.getLogger(__name__)
@@ -369,7 +371,7 @@ def place_result(index: PlaceIndex, row: int) -> dict[str, Any]:
 # the most asked-for ones built (~1 KB each). The dicts are shared, so callers must not modify.
 @functools.lru_cache(maxsize=16_384)
 def _cached_result(index: PlaceIndex, row: int) -> dict[str, Any]:
-    return place_result(index, row)
+    return SharedResult(place_result(index, row))  # its JSON text is kept with it
 
 
 def search(
