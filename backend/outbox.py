@@ -3,10 +3,10 @@
 Every record a server accepts costs a journal write, a write per neighbour, a reply and
 traffic-log lines. Made one by one, that is a system call each; gathered over one loop
 iteration they become one write per file and per socket, however many records the iteration
-handled. The order of the flush is the server's promise: the peer links first (a record moves on
-through the herd as soon as it can, and a neighbour has it before the client has its reply),
-then the journal (an answered record is in the kernel), then the replies and subscribers. The
-traffic log follows within ``LOG_DELAY``.
+handled. The order of the flush is the server's promise: the peer links and subscribers first (a
+record moves on as soon as it can, and a neighbour has it before the client has its reply),
+then the journal (an answered record is in the kernel), then the replies. The traffic log
+follows within ``LOG_DELAY``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The path of one IAMAT: ``ClientConnection.data_received`` splits the chunk into lines,
 ``parse_line`` makes an ``IAmAt``, ``_on_iamat`` makes the record, ``accept`` stores it,
 journals it and floods it to the neighbours, and the reply is queued; at the end of the loop
-iteration the outbox writes the peer links, then the journal, then the replies.
+iteration the outbox writes the peer links and subscribers, then the journal, then the replies.
 """
 
 from __future__ import annotations
@@ -356,8 +356,8 @@ class HerdServer:
         if self._expired(record) or not self.store.offer(record):
             return False
         line = record.line + b"\n"
-        # Into the kernel before any client or subscriber hears of it (the journal's stage of
-        # the outbox comes before theirs): an acknowledged record survives kill -9.
+        # Into the kernel before its client has the reply (the journal's stage of the outbox
+        # comes before the replies'): an acknowledged record survives kill -9.
         if self.journal.append(line):
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)
         if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
@@ -365,7 +365,8 @@ class HerdServer:
         self.peers.flood(record, line, source)
         if self._subscribers:
             if not self._sub_lines:
-                self.outbox.later(Outbox.CLIENTS, self._push_to_subscribers)
+                # With the peer links: subscribers pass records on too (the gateway's map).
+                self.outbox.later(Outbox.PEERS, self._push_to_subscribers)
             self._sub_lines.append(line)
         return True
 
