@@ -116,27 +116,29 @@ class Outbox:
         self.traffic = traffic
         self._log = traffic.append
         self._stages: list[list[Callable[[], None]]] = [[] for _ in range(3)]
-        self._scheduled = False
+        self._scheduled: asyncio.Handle | None = None
 
     def later(self, stage: int, flush: Callable[[], None]) -> None:
         """Run ``flush`` at the end of this iteration (the caller registers it once)."""
         self._stages[stage].append(flush)
-        if not self._scheduled:
+        if self._scheduled is None:
             self._schedule()
 
     def log(self, tag: bytes, data: bytes) -> None:
         """Log ``data`` under ``tag`` (see ``TrafficLog.tag``)."""
         self._log(tag + data)
-        if not self._scheduled:
+        if self._scheduled is None:
             self._schedule()
 
     def _schedule(self) -> None:
-        self._scheduled = True
-        asyncio.get_running_loop().call_soon(self.flush)
+        self._scheduled = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Run everything pending now, stage by stage (also called before a socket closes)."""
-        self._scheduled = False
+        """Run everything pending now, stage by stage (also called before a socket closes, and
+        by a peer link at the end of each batch it reads)."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()  # a no-op if this is that call
+            self._scheduled = None
         for stage in self._stages:
             while stage:
                 callbacks = stage[:]

@@ -85,7 +85,7 @@ async def run(ctx: Context) -> WorkloadResult:
             EVERYWHERE: FloodTarget(EVERYWHERE, herd.ports[ENTRY], dict(herd.ports), TWO_HOPS),
         }
         sizes = ctx.sizes
-        light = await _phase(ctx, targets, sizes.light_rate, "light")
+        light = await _phase(ctx, targets, sizes.light_rate, "light", sizes.target_rounds)
         _figures(result, light, f"{sizes.light_rate:,}/s", primary=True)
 
         rate, ladder = await _saturation(ctx, targets[EVERYWHERE])
@@ -98,7 +98,7 @@ async def run(ctx: Context) -> WorkloadResult:
             )
         )
         rate = rate or sizes.light_rate
-        saturated = await _phase(ctx, targets, rate, "saturated")
+        saturated = await _phase(ctx, targets, rate, "saturated", sizes.rounds)
         _figures(result, saturated, f"near saturation ({rate:,}/s)", primary=False)
         for label, rounds in (("light", light), ("saturated", saturated)):
             for name, rs in rounds.items():
@@ -122,14 +122,18 @@ def _relay(ctx: Context, relays: list[Proc], name: str, *args: str) -> int:
 
 
 async def _phase(
-    ctx: Context, targets: dict[str, FloodTarget], rate: int, label: str
+    ctx: Context, targets: dict[str, FloodTarget], rate: int, label: str, rounds: int
 ) -> dict[str, list[FloodRound]]:
+    """``rounds`` rounds of the herd and the relay chain, back to back in pairs (the two-hop
+    ratio is taken round by round), and ``sizes.rounds`` with every server watched."""
     n = max(1, int(rate * ctx.sizes.flood_seconds))
 
     async def one(name: str, r: int) -> FloodRound:
         return await _round(targets[name], f"{label[0]}{r}.", rate, n)
 
-    return await interleave(list(targets), ctx.sizes.rounds, one)
+    paired = await interleave([HERD, RELAY], rounds, one, pair=(HERD, RELAY))
+    watched = await interleave([EVERYWHERE], min(rounds, ctx.sizes.rounds), one)
+    return {**paired, **watched}
 
 
 async def _round(target: FloodTarget, prefix: str, rate: float, n: int) -> FloodRound:

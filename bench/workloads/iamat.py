@@ -78,7 +78,7 @@ async def run(ctx: Context) -> WorkloadResult:
             f"{sizes.connections} connections",
             sizes.connections,
             1,
-            sizes.headline_rounds,
+            sizes.target_rounds,
             sizes.headline_window,
         ),
         Mode(
