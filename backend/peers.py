@@ -128,6 +128,17 @@ class PeerLink:
         if self._conn is not None:
             self._conn.close()
 
+    def _say(self, conn: LineConnection, line: bytes) -> None:
+        """Write a line of the link's own (handshake, DIGESTS, SYNC, PING), logged like all."""
+        self._outbox.log(self._tag_out, line)
+        conn.write(line)
+
+    async def _hear(self, conn: LineConnection) -> bytes:
+        """The next handshake line from the peer, logged."""
+        line = await conn.readline()
+        self._outbox.log(self._tag_in, line)
+        return line
+
     async def dial_forever(self) -> None:
         """Keep a link to the neighbour open, reconnecting with capped exponential backoff."""
         timings = self.config.peers
@@ -159,15 +170,15 @@ class PeerLink:
 
     async def _handshake_dial(self, conn: LineConnection) -> None:
         if self._tls is not None:
-            conn.write(b"STARTTLS\n")
-            if await conn.readline() != b"STARTTLS\n":
+            self._say(conn, b"STARTTLS\n")
+            if await self._hear(conn) != b"STARTTLS\n":
                 raise HandshakeError(f"{self.name} did not agree to STARTTLS")
             if conn.buffered:
                 raise HandshakeError(f"{self.name} sent data in the clear after STARTTLS")
             await conn.start_tls(self._tls, server_side=False)
         nonce_d = secrets.token_hex(16)
-        conn.write(f"PEER {self.local} {nonce_d}\n".encode())
-        reply = parse_line(await conn.readline())
+        self._say(conn, f"PEER {self.local} {nonce_d}\n".encode())
+        reply = parse_line(await self._hear(conn))
         if not isinstance(reply, Challenge) or reply.server_id != self.name:
             raise HandshakeError(f"expected CHALLENGE from {self.name}, got {reply!r}")
         secret = self.config.secret
@@ -175,8 +186,8 @@ class PeerLink:
         if not secrets.compare_digest(expected, reply.proof):
             raise HandshakeError(f"{self.name} does not know the herd secret")
         proof = peer_proof(secret, "dialer", self.local, self.name, nonce_d, reply.nonce)
-        conn.write(f"PROOF {proof}\n".encode())
-        welcome = parse_line(await conn.readline())
+        self._say(conn, f"PROOF {proof}\n".encode())
+        welcome = parse_line(await self._hear(conn))
         if not isinstance(welcome, Welcome) or welcome.server_id != self.name:
             raise HandshakeError(f"{self.name} refused our proof: {welcome!r}")
 
@@ -185,14 +196,14 @@ class PeerLink:
         nonce_a = secrets.token_hex(16)
         secret = self.config.secret
         proof = peer_proof(secret, "acceptor", self.name, self.local, hello.nonce, nonce_a)
-        conn.write(f"CHALLENGE {self.local} {nonce_a} {proof}\n".encode())
+        self._say(conn, f"CHALLENGE {self.local} {nonce_a} {proof}\n".encode())
         async with asyncio.timeout(self.config.peers.handshake_timeout):
-            line = await conn.readline()
+            line = await self._hear(conn)
         answer = parse_line(line)
         expected = peer_proof(secret, "dialer", self.name, self.local, hello.nonce, nonce_a)
         if not isinstance(answer, Proof) or not secrets.compare_digest(expected, answer.proof):
             raise HandshakeError(f"{self.name} failed to prove the herd secret")
-        conn.write(f"WELCOME {self.local}\n".encode())
+        self._say(conn, f"WELCOME {self.local}\n".encode())
         await self.serve(conn)
 
     async def serve(self, conn: LineConnection) -> None:
@@ -211,7 +222,7 @@ class PeerLink:
         )
         # Anti-entropy: each side sends its range digests; each answers differing ranges with
         # its records there (see docs/anti-entropy.md).
-        conn.write(format_digests(self.store.digests))
+        self._say(conn, format_digests(self.store.digests))
         helpers = {
             asyncio.create_task(self._flush(conn)),
             asyncio.create_task(self._heartbeat(conn)),
@@ -232,7 +243,7 @@ class PeerLink:
                     return
                 command = self._on_line(line)
                 if isinstance(command, Sync):
-                    conn.write(format_digests(self.store.digests))
+                    self._say(conn, format_digests(self.store.digests))
                 elif command is not None:
                     task = asyncio.create_task(self._send_ranges(conn, command))
                     helpers.add(task)
@@ -262,6 +273,8 @@ class PeerLink:
         for index in differ:
             lines = [r.line + b"\n" for r in self.store.bucket(index)]
             if lines:
+                for line in lines:
+                    self._outbox.log(self._tag_out, line)
                 conn.write(b"".join(lines))
                 sent += len(lines)
                 await conn.drain()
@@ -300,7 +313,7 @@ class PeerLink:
             if self.overflowed:
                 # Records were dropped from the queue: a digest exchange finds and repairs them.
                 self.overflowed = False
-                conn.write(b"SYNC\n")  # the peer answers with DIGESTS; we send what differs
+                self._say(conn, b"SYNC\n")  # the peer answers with DIGESTS; we send what differs
 
     async def _heartbeat(self, conn: LineConnection) -> None:
         timings = self.config.peers
@@ -317,9 +330,9 @@ class PeerLink:
                 return
             if loop.time() >= next_sync:
                 next_sync = loop.time() + timings.sync_interval
-                conn.write(format_digests(self.store.digests))
+                self._say(conn, format_digests(self.store.digests))
             else:
-                conn.write(PING_LINE)
+                self._say(conn, PING_LINE)
 
 
 class PeerManager:

@@ -564,6 +564,7 @@ class HerdServer:
         transport = conn.transport
         assert transport is not None
         self.outbox.flush()
+        self.outbox.log(conn.tag_out, b"STARTTLS\n")
         transport.write(b"STARTTLS\n")
         loop = asyncio.get_running_loop()
         try:

@@ -66,6 +66,7 @@ class Herd:
         extra: str = "",
         gateway: str = "",
         env: dict[str, str] | None = None,
+        peers: str = "reconnect_max = 0.5\nheartbeat = 1.0",
     ) -> None:
         self.root = root
         self.names = tuple(names)
@@ -77,6 +78,7 @@ class Herd:
         self.config = root / "herd.toml"
         self._tables = f"[places]\n{places}\n\n[gateway]\nport = {self.gateway_port}\n{gateway}\n"
         self._extra = extra
+        self._peers = peers  # the [peers] table's body: TOML allows no second [peers] in extra
         self.write_config()
 
     def write_config(self, dial: dict[tuple[str, str], int] | None = None) -> None:
@@ -89,7 +91,7 @@ class Herd:
         self.config.write_text(
             f'secret = "test-secret"\nlinks = {json.dumps([list(p) for p in self.links])}\n\n'
             f'{servers}[paths]\nlogs = "logs"\ndata = "data"\n\n'
-            f"[peers]\nreconnect_max = 0.5\nheartbeat = 1.0\n\n{self._tables}\n{self._extra}\n"
+            f"[peers]\n{self._peers}\n\n{self._tables}\n{self._extra}\n"
         )
 
     def __enter__(self) -> Herd:

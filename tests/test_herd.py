@@ -239,6 +239,9 @@ def test_logs_hold_every_line_and_every_link(herd: Herd) -> None:
     for neighbour in herd.neighbours("Juzang"):
         assert f"link to {neighbour} up" in log
         assert f"{neighbour} << {reply.decode().strip()}" in log  # flooded on, also logged
+        # The links' own lines too: the handshake and the digests, both ways.
+        assert re.search(f"{neighbour} (<<|>>) (PEER|CHALLENGE|PROOF|WELCOME) ", log)
+        assert f"{neighbour} << DIGESTS " in log and f"{neighbour} >> DIGESTS " in log
 
 
 # -- killing servers ---------------------------------------------------------------------
