@@ -60,3 +60,22 @@ def test_a_line_that_forges_a_log_line_cannot_split_its_own(tmp_path: Path) -> N
         b"a:1 << x\\n2026-01-01T00:00:00.000 TRAFFIC Riley >> IAMAT forged +1+1 1",
         b"a:1 >> y",
     ]
+
+
+async def test_big_entries_are_written_in_pieces_not_held_for_the_batch(tmp_path: Path) -> None:
+    # Small lines wait up to LOG_DELAY to be written together; 18 KB WHATSAT replies are
+    # written once 64 KiB of them wait, so no write of the log holds the loop for long.
+    log = TrafficLog(tmp_path / "server.log")
+    tag = TrafficLog.tag("a:1", "<<")
+    log.add(tag, b"AT Riley +0.1 kiwi +1+1 1.5\n")
+    log.flush_soon()
+    assert (tmp_path / "server.log").read_bytes() == b""  # waits for more
+    reply = b"AT Riley +0.1 kiwi +1+1 1.5\n" + b'{\n   "results" : []\n}'.ljust(18_000) + b"\n\n"
+    for _ in range(3):
+        log.add(tag, reply)
+        log.flush_soon()
+    assert (tmp_path / "server.log").read_bytes() == b""  # 54 KB: still waits
+    log.add(tag, reply)
+    log.flush_soon()
+    assert (tmp_path / "server.log").read_bytes().count(b" TRAFFIC a:1 << ") == 5
+    log.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import heapq
 import importlib.metadata
 import json
 import logging
@@ -103,9 +102,17 @@ class PlaceIndex:
         chord = 2 * math.sin(angle / 2) * (1 + 1e-9)
         rows = np.asarray(self.tree.query_ball_point(unit_vectors(lat, lng), chord), dtype=np.intp)
         dist = haversine_m(lat, lng, self.lat[rows], self.lng[rows])
-        hits = ((float(d), self.place_ids[r], int(r)) for d, r in zip(dist, rows, strict=True))
-        best = heapq.nsmallest(limit, (hit for hit in hits if hit[0] <= radius_m))
-        return [(d, r) for d, _, r in best]
+        inside = dist <= radius_m
+        rows, dist = rows[inside], dist[inside]
+        if len(rows) > limit:
+            # A dense city has thousands of places within 50 km: keep, in numpy, only those no
+            # farther than the limit-th nearest (ties included), and order just those in Python.
+            kth = np.partition(dist, limit - 1)[limit - 1]
+            near = dist <= kth
+            rows, dist = rows[near], dist[near]
+        ids = self.place_ids
+        hits = sorted((float(d), ids[r], int(r)) for d, r in zip(dist, rows, strict=True))
+        return [(d, r) for d, _, r in hits[:limit]]
 
 
 def haversine_m(lat1: Any, lng1: Any, lat2: Any, lng2: Any) -> Any:
