@@ -208,11 +208,15 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def hang_up(self) -> None:
-        """Close after the replies already made (the transport writes them first)."""
+    def hang_up(self, flush: bool = True) -> None:
+        """Close after the replies already made (the transport writes them first).
+
+        ``flush=False`` from inside the outbox's own flush, which must not run again there
+        (it would write later stages before the rest of the current one)."""
         if not self.closed:
             self.closed = True
-            self.outbox.flush()
+            if flush:
+                self.outbox.flush()
             if self.transport is not None:
                 self.transport.close()
 
@@ -380,7 +384,7 @@ class HerdServer:
             if transport.get_write_buffer_size() > allowance:
                 log.warning("subscriber %s too slow, disconnected", conn.peer)
                 self._subscribers.pop(conn, None)
-                conn.hang_up()
+                conn.hang_up(flush=False)  # inside the outbox flush; a subscriber awaits no reply
             else:
                 transport.write(data)
 

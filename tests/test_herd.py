@@ -229,6 +229,34 @@ def test_subscribe_streams_a_snapshot_then_every_record(herd: Herd) -> None:
         assert sorted(pushed) == sorted(sent)
 
 
+def test_a_subscriber_that_stops_reading_is_cut_off_and_can_resubscribe(tmp_path: Path) -> None:
+    # A subscriber that lets more than subscriber_buffer bytes pile up unread is disconnected
+    # (its server's memory stays bounded); clients are served meanwhile and nothing is lost:
+    # a new subscription's snapshot holds every record.
+    limits = "[limits]\nsubscriber_buffer = 65536\n"
+    with Herd(tmp_path, names=["Riley"], links=[], extra=limits) as herd:
+        port = herd.ports["Riley"]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+            stalled.sendall(b"SUBSCRIBE\n")
+            sent = 0
+            # 1 KB records, a thousand at a time, until the server has had enough of it.
+            while "too slow, disconnected" not in herd.stderr("Riley"):
+                assert sent < 64_000, "a subscriber that never reads was never cut off"
+                batch = b"".join(
+                    iamat(f"slow-{i:05d}".ljust(1000, "x")) for i in range(sent, sent + 1000)
+                )
+                assert herd.ask("Riley", batch).count(b"\n") == 1000
+                sent += 1000
+            stalled.settimeout(10)
+            with pytest.raises(OSError):  # the connection ends: EOF or reset
+                while stalled.recv(1 << 20):
+                    pass
+                raise ConnectionResetError("closed")
+        assert herd.status("Riley")["records"] == sent
+        snapshot = herd.ask("Riley", b"SUBSCRIBE\n")  # half-closed: the snapshot, then EOF
+        assert snapshot.count(b"\n") == sent + 1 and b"SYNCED %d\n" % sent in snapshot
+
+
 def test_logs_hold_every_line_and_every_link(herd: Herd) -> None:
     reply = herd.ask("Juzang", iamat("logged"))
     expected = "<< " + reply.decode().strip()
