@@ -342,16 +342,21 @@ class Access:
 
     # -- the middleware -------------------------------------------------------------------
 
+    def charge(self, request: web.Request) -> None:
+        """Count one request (an HTTP request, or a command on a WebSocket) against its
+        address's rate; raise Refused (429) past it."""
+        if self.per_address is not None:
+            wait = self.per_address.take([address_key(request.remote)])
+            if wait:
+                retry = _retry_after(wait)
+                message = f"too many requests; retry in {retry[hdrs.RETRY_AFTER]} s"
+                raise self.refuse(request, 429, message, headers=retry)
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Rate-limit by address, check the route's need, answer refusals as JSON errors."""
         try:
-            if self.per_address is not None:
-                wait = self.per_address.take([address_key(request.remote)])
-                if wait:
-                    retry = _retry_after(wait)
-                    message = f"too many requests; retry in {retry[hdrs.RETRY_AFTER]} s"
-                    raise self.refuse(request, 429, message, headers=retry)
+            self.charge(request)
             cookie = None
             match need(request):
                 case Need.READ:

@@ -139,6 +139,12 @@ async def _command(request: web.Request, watcher: Watcher, data: str) -> dict[st
         handler = _COMMANDS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             raise CommandError(400, f"unknown command type {kind!r}; use report, nearby or filter")
+        try:
+            # A command costs the herd what an HTTP request does (a nearby one may cost a
+            # Google query): it counts against the address's rate like one.
+            request.app[ACCESS].charge(request)
+        except auth.Refused as exc:
+            raise CommandError(exc.status, exc.message) from None
         result = await handler(request, watcher, message)
         return {"type": "reply", "id": command_id, **result}
     except CommandError as exc:

@@ -398,6 +398,22 @@ async def test_requests_from_one_address_are_rate_limited(
         assert "too many requests" in error_of(await response.json(), 429)
 
 
+async def test_websocket_commands_count_against_the_address_rate(
+    herd: Herd, tmp_path: Path, aiohttp_client: Any
+) -> None:
+    # A socket is one request to open, but each command on it costs the herd like one (a
+    # nearby command may cost a Google query): commands are charged to the address too.
+    config = variant(herd, tmp_path, f"{TOKENS}\nrate_per_address = 0.5", WRITE_TOKENS)
+    client = await aiohttp_client(create_app(load_config(config, env={})))
+    async with client.ws_connect(f"/api/v1/ws?token={READ}") as ws:  # the burst: 1 request
+        await ws.receive()  # the snapshot
+        await ws.send_json({"type": "nearby", "id": 1, "client_id": "kiwi"})
+        answer = await asyncio.wait_for(ws.receive_json(), 10)
+        assert answer["type"] == "error" and answer["error"]["status"] == 429
+        assert "too many requests" in answer["error"]["message"]
+        assert not ws.closed  # refused, not hung up on
+
+
 async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``check`` on the loop until it holds."""
     async with asyncio.timeout(timeout):
