@@ -408,7 +408,8 @@ async def test_websocket_commands_count_against_the_address_rate(
     async with client.ws_connect(f"/api/v1/ws?token={READ}") as ws:  # the burst: 1 request
         await ws.receive()  # the snapshot
         await ws.send_json({"type": "nearby", "id": 1, "client_id": "kiwi"})
-        answer = await asyncio.wait_for(ws.receive_json(), 10)
+        while (answer := await asyncio.wait_for(ws.receive_json(), 10))["type"] == "update":
+            pass  # other tests' reports, live
         assert answer["type"] == "error" and answer["error"]["status"] == 429
         assert "too many requests" in answer["error"]["message"]
         assert not ws.closed  # refused, not hung up on
