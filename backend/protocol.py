@@ -423,19 +423,13 @@ def parse_line(line: bytes) -> Command | None:
     tried against one regular expression each (``_IAMAT``, ``_AT``); a line that does not
     match plainly goes the general way, which gives the same result and the precise error.
     """
-    head = line[:3]
-    if head == b"IAM":
-        m = _IAMAT.fullmatch(line)
-        if m is not None:
-            command = _fast_iamat(m)
-            if command is not None:
-                return command
-    elif head == b"AT ":
-        m = _AT.fullmatch(line)
-        if m is not None:
-            at = _fast_at(m)
-            if at is not None:
-                return at
+    fast = _FAST.get(line[:3])
+    if fast is not None:
+        pattern, make = fast
+        m = pattern.fullmatch(line)
+        command = make(m) if m is not None else None
+        if command is not None:
+            return command
     return parse_fields(line)
 
 
@@ -470,19 +464,28 @@ _AT = re.compile(
 
 
 def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
-    if not (abs(float(m[3])) < 90 and abs(float(m[4])) < 180):
+    client, location, lat, lng, stamp, sec, frac = m.groups()
+    if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None  # on or past the edge: the exact check decides
-    frac = m[7]
-    key = (int(m[6]), frac.rstrip(b"0").decode() if frac else "")
-    return IAmAt(_text(m[1]), m[2].decode(), m[5].decode(), key)
+    key = (int(sec), frac.rstrip(b"0").decode() if frac else "")
+    return IAmAt(_text(client), location.decode(), stamp.decode(), key)
 
 
 def _fast_at(m: re.Match[bytes]) -> At | None:
-    if not (abs(float(m[6])) < 90 and abs(float(m[7])) < 180):
+    line, server, diff, client, location, lat, lng, stamp, sec, frac = m.groups()
+    if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None
-    frac = m[10]
-    line = m[1]
-    server_id = _text(m[2])
-    key = (int(m[9]), frac.rstrip(b"0").decode() if frac else "", server_id, line)
-    record = Record(server_id, m[3].decode(), _text(m[4]), m[5].decode(), m[8].decode(), line, key)
+    server_id = _text(server)
+    key = (int(sec), frac.rstrip(b"0").decode() if frac else "", server_id, line)
+    record = Record(
+        server_id, diff.decode(), _text(client), location.decode(), stamp.decode(), line, key
+    )
     return At(record)
+
+
+# The first three bytes of a line, to its fast path: the pattern, and what makes the command
+# from a match (None where the general way must decide: a location on the edge of its range).
+_FAST: dict[bytes, tuple[re.Pattern[bytes], Callable[[re.Match[bytes]], Command | None]]] = {
+    b"IAM": (_IAMAT, _fast_iamat),
+    b"AT ": (_AT, _fast_at),
+}
