@@ -47,7 +47,7 @@ class TrafficLog:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
-        self.big_bytes = 0  # bytes of big entries waiting (see LOG_BYTES)
+        self._big_bytes = 0  # bytes of big entries waiting (see LOG_BYTES)
 
     @staticmethod
     def tag(who: str, arrow: str) -> bytes:
@@ -57,19 +57,15 @@ class TrafficLog:
 
     def add(self, tag: bytes, data: bytes) -> None:
         """Log ``data`` (a line with its newline, or a multi-line reply) under ``tag``."""
-        self.append(tag + data)
-        if len(data) > BIG_ENTRY:
-            self.big_bytes += len(data)
-
-    @property
-    def append(self) -> Callable[[bytes], None]:
-        """``add`` for a caller that made ``tag + data`` itself (one call less per line)."""
-        return self._lines.append if self._fd >= 0 else _discard
+        if self._fd >= 0:
+            self._lines.append(tag + data)
+            if len(data) > BIG_ENTRY:
+                self._big_bytes += len(data)
 
     def flush_soon(self) -> None:
         """Write within LOG_DELAY, or now if much is waiting: the log never delays a reply or
         a flood, and a busy server writes it in big pieces."""
-        if len(self._lines) >= LOG_BATCH or self.big_bytes >= LOG_BYTES:
+        if len(self._lines) >= LOG_BATCH or self._big_bytes >= LOG_BYTES:
             self.flush()
         elif self._lines and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(LOG_DELAY, self.flush)
@@ -79,7 +75,7 @@ class TrafficLog:
             self._timer.cancel()
             self._timer = None
         lines = self._lines
-        self.big_bytes = 0
+        self._big_bytes = 0
         if not lines:
             return
         now = time.time()
@@ -106,10 +102,6 @@ class TrafficLog:
 _ends_line = operator.methodcaller("endswith", b"\n")
 
 
-def _discard(entry: bytes) -> None:
-    pass
-
-
 def _one_line(entry: bytes) -> bytes:
     body = entry.rstrip(b"\r\n").replace(b"\r", b"\\r").replace(b"\n", b"\\n")
     return body + b"\n"
@@ -123,7 +115,6 @@ class Outbox:
 
     def __init__(self, traffic: TrafficLog) -> None:
         self.traffic = traffic
-        self._log = traffic.append
         self._stages: list[list[Callable[[], None]]] = [[] for _ in range(3)]
         self._scheduled: asyncio.Handle | None = None
 
@@ -135,9 +126,7 @@ class Outbox:
 
     def log(self, tag: bytes, data: bytes) -> None:
         """Log ``data`` under ``tag`` (see ``TrafficLog.tag``)."""
-        self._log(tag + data)
-        if len(data) > BIG_ENTRY:
-            self.traffic.big_bytes += len(data)
+        self.traffic.add(tag, data)
         if self._scheduled is None:
             self._schedule()
 

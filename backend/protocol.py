@@ -251,9 +251,13 @@ def _time_key(raw: bytes) -> tuple[int, str]:
 
 def time_to_ns(client_time: str) -> int:
     """Integer nanoseconds of a POSIX time string, rounded to the nearest nanosecond."""
-    seconds, _, fraction = client_time.partition(".")
-    ns = int(seconds) * _NS_PER_S + int(fraction[:9].ljust(9, "0"))
-    return ns + 1 if fraction[9:10] >= "5" else ns
+    return _key_ns(*_time_key(client_time.encode()))
+
+
+def _key_ns(seconds: int, fraction: str) -> int:
+    """Nanoseconds of a time from its sort key (fraction digits, trailing zeros stripped),
+    rounded half up."""
+    return seconds * _NS_PER_S + int(fraction[:9].ljust(9, "0")) + (fraction[9:10] >= "5")
 
 
 def format_time_diff(ns: int) -> str:
@@ -266,11 +270,7 @@ def format_time_diff(ns: int) -> str:
 def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
     """The AT record a server makes for an IAMAT it received at ``received_ns`` (POSIX ns)."""
     sec, frac = cmd.time_key or _time_key(cmd.client_time.encode())
-    # The client's time in whole nanoseconds, rounded half up (as time_to_ns), from its key.
-    ns = received_ns - sec * _NS_PER_S - int(frac[:9].ljust(9, "0")) - (frac[9:10] >= "5")
-    sign = "-" if ns < 0 else "+"
-    seconds, nanos = divmod(abs(ns), _NS_PER_S)
-    diff = f"{sign}{seconds}.{nanos:09d}"
+    diff = format_time_diff(received_ns - _key_ns(sec, frac))
     line = f"AT {server_id} {diff} {cmd.client_id} {cmd.location} {cmd.client_time}".encode()
     return Record(
         server_id,

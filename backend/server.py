@@ -134,6 +134,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _answer_all(self, items: list[bytes | TooLong]) -> None:
         server = self.server
+        self._batch = items  # for followed()
         for i, item in enumerate(items):
             if self.closed:
                 return
@@ -143,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
             if isinstance(item, TooLong):
                 server._too_long(self, item.head)
                 continue
-            self._batch, self._at = items, i  # for followed()
+            self._at = i
             pending = server._answer(self, item)
             if pending is not None:
                 self.backlog = items[i + 1 :]
@@ -208,17 +209,17 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def hang_up(self, flush: bool = True) -> None:
-        """Close after the replies already made (the transport writes them first).
-
-        ``flush=False`` from inside the outbox's own flush, which must not run again there
-        (it would write later stages before the rest of the current one)."""
+    def hang_up(self) -> None:
+        """Read no more, and close once the replies already made are written: the close is
+        the outbox's last step for this connection in this iteration."""
         if not self.closed:
             self.closed = True
-            if flush:
-                self.outbox.flush()
-            if self.transport is not None:
-                self.transport.close()
+            self.outbox.later(Outbox.CLIENTS, self._close)
+
+    def _close(self) -> None:
+        self.flush()  # a reply queued after the hang-up was registered
+        if self.transport is not None:
+            self.transport.close()
 
     def hand_over(self, protocol: LineConnection) -> None:
         """Give the connection to ``protocol`` (a peer link's), which reads it from now on."""
@@ -384,7 +385,7 @@ class HerdServer:
             if transport.get_write_buffer_size() > allowance:
                 log.warning("subscriber %s too slow, disconnected", conn.peer)
                 self._subscribers.pop(conn, None)
-                conn.hang_up(flush=False)  # inside the outbox flush; a subscriber awaits no reply
+                conn.hang_up()
             else:
                 transport.write(data)
 

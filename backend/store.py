@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from hashlib import blake2b
 
 from .protocol import Record
 
@@ -49,8 +48,7 @@ class Store:
     def offer(self, record: Record) -> bool:
         """Keep ``record`` if it is newer than the one held; say whether it was kept."""
         client_id = record.client_id
-        held = self._records.get(client_id)
-        if held is not None and not record.key > held.key:  # Record.newer_than, inlined
+        if not record.newer_than(self._records.get(client_id)):
             return False
         meta = self._meta.get(client_id)
         if meta is None:
@@ -58,7 +56,7 @@ class Store:
         else:
             b = meta[1]
             self.digests[b] ^= meta[0]
-        h = int.from_bytes(blake2b(record.line, digest_size=8).digest(), "big")  # _line_hash
+        h = _line_hash(record.line)
         self.digests[b] ^= h
         self._meta[client_id] = (h, b)
         self._records[client_id] = record
