@@ -13,12 +13,13 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import cast
 
 from .procs import cpu_seconds
+from .ticker import Ticker
 
 __all__ = [
     "ClosedLoopRound",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 now_ns = time.perf_counter_ns
+# The shortest tick of an open-loop sender: a wake-up per line above 10,000 lines/s would cost
+# the harness more CPU than the lines cost the server; faster rates send a few lines a tick.
+MIN_TICK = 0.0001
 
 
 def time_text(ns: int) -> str:
@@ -423,30 +427,46 @@ class Subscriber(asyncio.Protocol):
 
 
 async def send_open_loop(
-    sink: Sink,
-    lines: Sequence[bytes],
-    rate: float,
-    sent_ns: list[int],
-    tick: float = 0.0005,
-    on_sent: Callable[[int], None] | None = None,
+    sink: Sink, lines: Sequence[bytes], rate: float, sent_ns: list[int]
 ) -> float:
     """Write ``lines`` at ``rate`` per second on ``sink``'s connection, stamping each in
-    ``sent_ns``; every line that is due is written at each tick (so at 1,000/s nearly all
-    go one by one). Returns the seconds it took."""
+    ``sent_ns``, and return the seconds it took.
+
+    A tick comes every ``1 / rate`` seconds (at most every ``MIN_TICK``) and writes every line
+    that is due by then, so at 1,000/s each line goes alone, a millisecond after the one
+    before. Between ticks the harness sleeps: its CPU stays free for the processes under
+    test. An infinite rate writes everything at once (a burst).
+    """
     transport = sink.transport
     assert transport is not None
     start = time.perf_counter()
-    i, n = 0, len(lines)
-    while i < n:
-        # An infinite rate sends everything at once: a burst.
-        due = n if math.isinf(rate) else min(n, int((time.perf_counter() - start) * rate) + 1)
+    n = len(lines)
+    if math.isinf(rate):
+        sent_ns[:] = repeat(now_ns(), n)
+        transport.write(b"".join(lines))
+        return time.perf_counter() - start
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    ticker = Ticker(max(1 / rate, MIN_TICK))
+    i = 0
+
+    def tick() -> None:
+        nonlocal i
+        ticker.expirations()
+        due = min(n, int((time.perf_counter() - start) * rate) + 1)
         if due > i:
             t = now_ns()
             transport.write(b"".join(lines[i:due]))
             sent_ns[i:due] = repeat(t, due - i)
             i = due
-            if on_sent is not None:
-                on_sent(i)
-        if i < n:
-            await asyncio.sleep(tick)
+        if i == n and not done.done():
+            done.set_result(None)
+
+    tick()  # the first line goes at once
+    loop.add_reader(ticker.fd, tick)
+    try:
+        await done
+    finally:
+        loop.remove_reader(ticker.fd)
+        ticker.close()
     return time.perf_counter() - start

@@ -88,3 +88,50 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
         assert word in table
     # Everything the harness started is gone.
     assert _running_in(tmp_path) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the ticker is a timerfd")
+def test_open_loop_sender_keeps_its_rate_and_sleeps_between_lines() -> None:
+    """At 1,000 lines/s the flood's sender takes a second per thousand lines, delivers them in
+    order, and sleeps between them. It runs on uvloop, as the harness does: uvloop rounds a
+    sleep to whole milliseconds, so the 0.5 ms sleeps it used to pace with spun a CPU."""
+    import asyncio
+    import time
+
+    import uvloop
+
+    from bench.load import Sink, send_open_loop
+
+    n = 300
+    lines = [b"line %d\n" % i for i in range(n)]
+    received = bytearray()
+
+    async def main() -> tuple[float, float]:
+        got_all = asyncio.Event()
+
+        class Receiver(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                received.extend(data)
+                if received.count(b"\n") == n:
+                    got_all.set()
+
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Receiver, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, sink = await loop.create_connection(Sink, "127.0.0.1", port)
+        try:
+            cpu = time.process_time()
+            seconds = await send_open_loop(sink, lines, 1000, [0] * n)
+            cpu = time.process_time() - cpu
+            await asyncio.wait_for(got_all.wait(), 10)
+        finally:
+            assert sink.transport is not None
+            sink.transport.close()
+            server.close()
+        return seconds, cpu
+
+    seconds, cpu = uvloop.run(main())
+    assert bytes(received) == b"".join(lines)
+    assert seconds >= (n - 1) / 1000
+    # A spinning sender burns as much CPU as wall time; a sleeping one a small part of it.
+    assert cpu < seconds / 2, f"{cpu:.3f} s of CPU in {seconds:.3f} s: the sender spins"
