@@ -105,7 +105,7 @@ def cmd_gateway(args: argparse.Namespace, config: HerdConfig) -> int:
     from .logs import setup_logging
 
     level = logging.WARNING if args.quiet else logging.INFO
-    listener = setup_logging(config.logs_dir / "gateway.log", level)
+    listener = setup_logging(config.logs_dir / "gateway.log", level, config.log_rotation)
     try:
         return run_async(_gateway(config))
     finally:

@@ -22,6 +22,7 @@ __all__ = [
     "GatewayConfig",
     "HerdConfig",
     "Limits",
+    "LogRotation",
     "PeerTimings",
     "PlacesConfig",
     "ServerAddress",
@@ -137,6 +138,19 @@ class Durability:
 
 
 @dataclass(frozen=True, slots=True)
+class LogRotation:
+    """When log files are rotated: ``NAME.log`` becomes ``NAME.log.1``, ``.1`` becomes ``.2``,
+    and so on; the oldest is deleted. Unrotated, a busy server's traffic log would fill the
+    disk, and with it the journal that acknowledged records depend on."""
+
+    # A log file is rotated once it reaches this size; 0 never rotates. 64 MiB holds about
+    # 700,000 traffic lines: weeks of a few phones, seconds of a benchmark's full load.
+    max_bytes: int = 64 * 1024 * 1024
+    # Rotated files kept besides the current one.
+    backups: int = 4
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The HTTP/WebSocket gateway (``herd gateway``)."""
 
@@ -195,6 +209,7 @@ class HerdConfig:
     peers: PeerTimings = field(default_factory=PeerTimings)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     durability: Durability = field(default_factory=Durability)
+    log_rotation: LogRotation = field(default_factory=LogRotation)
     # Where one server dials another when that is not the address the other listens on
     # (port forwarding, NAT, a proxy): (dialler, neighbour) → address.
     dial: Mapping[tuple[str, str], ServerAddress] = field(default_factory=dict)
@@ -278,6 +293,7 @@ _TOP_KEYS = {
     "gateway",
     "durability",
     "tls",
+    "log_rotation",
 }
 
 
@@ -307,6 +323,7 @@ def _build(
         peers=_dataclass_table(PeerTimings, _table(raw, "peers"), "[peers]"),
         gateway=_gateway(_table(raw, "gateway"), servers),
         durability=_durability(_table(raw, "durability")),
+        log_rotation=_log_rotation(_table(raw, "log_rotation")),
         dial=_dial(raw.get("servers", {}), servers),
         tls=_tls(_table(raw, "tls"), base),
         source=source,
@@ -552,6 +569,14 @@ def _durability(table: dict[str, Any]) -> Durability:
     numbers = {k: v for k, v in table.items() if k not in {"fsync", "retention"}}
     tuned = _dataclass_table(Durability, numbers, "[durability]")
     return replace(tuned, fsync=fsync, retention=float(retention))
+
+
+def _log_rotation(table: dict[str, Any]) -> LogRotation:
+    max_bytes = table.get("max_bytes", LogRotation().max_bytes)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+        raise ConfigError("[log_rotation] max_bytes must be an integer >= 0 (0 never rotates)")
+    rest = {k: v for k, v in table.items() if k != "max_bytes"}
+    return replace(_dataclass_table(LogRotation, rest, "[log_rotation]"), max_bytes=max_bytes)
 
 
 def _tls(table: dict[str, Any], base: Path) -> TlsConfig | None:

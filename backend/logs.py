@@ -7,27 +7,57 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 from pathlib import Path
 
-__all__ = ["setup_logging"]
+from .config import LogRotation
+
+__all__ = ["rotate", "setup_logging"]
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATEFMT = "%Y-%m-%dT%H:%M:%S"
 
 
+def rotate(path: Path, backups: int) -> None:
+    """Rotate ``path`` as ``logging.handlers.RotatingFileHandler`` does: ``path.N`` is dropped,
+    ``path.K`` becomes ``path.K+1``, ``path`` becomes ``path.1``."""
+    for k in range(backups - 1, 0, -1):
+        older = Path(f"{path}.{k}")
+        if older.exists():
+            os.replace(older, f"{path}.{k + 1}")
+    if path.exists():
+        os.replace(path, f"{path}.1")
+
+
 def setup_logging(
-    log_file: Path | None, console_level: int = logging.INFO
+    log_file: Path | None,
+    console_level: int = logging.INFO,
+    rotation: LogRotation | None = None,
 ) -> logging.handlers.QueueListener:
     """Send all records to ``log_file`` (traffic included) and those at ``console_level`` and
     above to stderr. Creates the log directory. Returns the started listener; stop it at exit
-    to flush."""
+    to flush.
+
+    With ``rotation`` (and a size) the file is rotated here; otherwise something else rotates
+    it (a server's traffic log, which writes most of the file, or logrotate) and the file is
+    reopened whenever its name points to a new file.
+    """
     formatter = logging.Formatter(FORMAT, DATEFMT)
     handlers: list[logging.Handler] = []
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler: logging.FileHandler
+        if rotation is None or not rotation.max_bytes:
+            file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        else:
+            file_handler = logging.handlers.RotatingFileHandler(
+                log_file,
+                maxBytes=rotation.max_bytes,
+                backupCount=rotation.backups,
+                encoding="utf-8",
+            )
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(formatter)
         handlers.append(file_handler)

@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .config import LogRotation
+from .logs import rotate
+
 __all__ = ["Outbox", "TrafficLog"]
 
 # Seconds a traffic-log line may wait to be written, and the lines that make a write at once.
@@ -38,13 +41,19 @@ class TrafficLog:
     tag once (``tag``) and hands over each line with its newline; a batch shares one
     timestamp (it spans at most LOG_DELAY) and becomes one log text with a single join, so
     logging a line costs a concatenation and an append on the hot path.
+
+    The file is rotated (``rotation``) after the write that takes it to its size, and reopened
+    when something else renamed it (logrotate); the server's ``logging`` records go to the
+    same file and follow it (see ``logs.setup_logging``).
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, rotation: LogRotation | None = None) -> None:
+        self._path = path
+        self._rotation = rotation or LogRotation(max_bytes=0)
         self._fd = -1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            self._open(path)
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._big_bytes = 0  # bytes of big entries waiting (see LOG_BYTES)
@@ -91,6 +100,30 @@ class TrafficLog:
             text = head.join(map(_one_line, lines))
         lines.clear()
         os.write(self._fd, head + text)
+        if self._path is not None:
+            self._follow(self._path)
+
+    def _follow(self, path: Path) -> None:
+        """Rotate the file once it reaches its size; reopen it if something else rotated it
+        (logrotate renames it: the name then points to another file, or none)."""
+        held = os.fstat(self._fd)
+        max_bytes = self._rotation.max_bytes
+        if max_bytes and held.st_size >= max_bytes:
+            os.close(self._fd)
+            rotate(path, self._rotation.backups)
+            self._open(path)
+            return
+        try:
+            named = os.stat(path)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            os.close(self._fd)
+            self._open(path)
+
+    def _open(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(path, flags, 0o644)
 
     def close(self) -> None:
         self.flush()

@@ -240,7 +240,7 @@ class HerdServer:
         self.name = name
         self.address = config.server(name)
         self.limits = config.limits
-        self.outbox = Outbox(TrafficLog(config.logs_dir / f"{name}.log"))
+        self.outbox = Outbox(TrafficLog(config.logs_dir / f"{name}.log", config.log_rotation))
         self.store = Store()
         self.journal = Journal(config.data_dir / name, fsync=config.durability.fsync)
         self.retention = config.durability.retention

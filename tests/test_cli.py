@@ -117,6 +117,8 @@ SERVERS = "[servers.A]\nport = 1\n[servers.B]\nport = 2\n"
         ("links = []\n" + SERVERS + "[places]\nprovider = 'google'\n", "needs a key"),
         ("links = []\n" + SERVERS + "[limits]\nmax_line_bytes = -1\n", "max_line_bytes must be"),
         ("links = []\nsurprise = 1\n" + SERVERS, "unknown top-level key"),
+        ("links = []\n" + SERVERS + "[log_rotation]\nmax_bytes = -1\n", "max_bytes must be"),
+        ("links = []\n" + SERVERS + "[log_rotation]\nbackups = 0\n", "backups must be"),
     ],
 )
 def test_config_errors_are_reported_before_anything_starts(
@@ -165,3 +167,39 @@ def test_a_key_in_the_environment_selects_google_unless_the_config_says_otherwis
     pinned = bad_config(tmp_path, "links = []\n" + SERVERS + "[places]\nprovider = 'embedded'\n")
     assert load_config(pinned, env=env).places.provider == "embedded"
     assert default_config(env={}).places.provider == "embedded"
+
+
+def test_the_gateway_log_is_rotated_past_its_size(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    rotation = "[log_rotation]\nmax_bytes = 2048\nbackups = 1\n"
+    with Herd(tmp_path, names=["Riley"], links=[], extra=rotation) as herd:
+        err = open(tmp_path / "gateway.stderr", "wb")  # noqa: SIM115 - lives with the process
+        gateway = subprocess.Popen(
+            [*HERD, "gateway", "--config", str(herd.config), "--quiet"], stdout=err, stderr=err
+        )
+        err.close()
+        logs = tmp_path / "logs"
+        url = f"http://127.0.0.1:{herd.gateway_port}/healthz"
+
+        def request() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    response.read()
+            except urllib.error.HTTPError:
+                pass  # logged all the same
+            except OSError:
+                return False  # not listening yet
+            return (logs / "gateway.log.2").exists() or (logs / "gateway.log.1").exists()
+
+        try:
+            poll(request, 30, "the gateway's access log to fill a file")
+            for _ in range(40):  # another file's worth: the oldest is dropped
+                request()
+            assert (logs / "gateway.log.1").stat().st_size <= 2048
+            assert not (logs / "gateway.log.2").exists(), "more old files kept than backups"
+            assert "GET /healthz" in (logs / "gateway.log").read_text()
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=15)

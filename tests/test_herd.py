@@ -272,6 +272,31 @@ def test_logs_hold_every_line_and_every_link(herd: Herd) -> None:
         assert f"{neighbour} << DIGESTS " in log and f"{neighbour} >> DIGESTS " in log
 
 
+def test_a_full_log_is_rotated_and_the_servers_own_records_follow_it(tmp_path: Path) -> None:
+    rotated = "[log_rotation]\nmax_bytes = 4096\nbackups = 2\n"
+    with Herd(tmp_path, names=["Riley"], links=[], extra=rotated) as lone:
+        logs = tmp_path / "logs"
+
+        def rotated(batch: int) -> bool:
+            old = logs / "Riley.log.1"
+            return old.exists() and f" rotated{batch}.49 ".encode() in old.read_bytes()
+
+        with socket.create_connection(("127.0.0.1", lone.ports["Riley"])) as conn:
+            for batch in (1, 2, 3):
+                for i in range(50):  # ~12 KB of traffic-log lines, written as one batch
+                    conn.sendall(iamat(f"rotated{batch}.{i}"))
+                    conn.recv(4096)
+                poll(lambda b=batch: rotated(b), what=f"rotation {batch}")  # type: ignore[misc]
+        assert b" rotated2.49 " in (logs / "Riley.log.2").read_bytes()
+        assert not (logs / "Riley.log.3").exists(), "more old files kept than backups"
+        # A warning written after the rotation lands in the new file, not in a renamed one.
+        assert lone.ask("Riley", b"HELLO there\n") == b"? HELLO there\n"
+        poll(
+            lambda: re.search(r"WARNING .*invalid line from", lone.log("Riley")),
+            what="the warning in the current log",
+        )
+
+
 # -- killing servers ---------------------------------------------------------------------
 
 # The protocol file's graph with two servers down: these three leave the rest split.

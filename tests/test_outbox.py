@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from backend.config import LogRotation
 from backend.outbox import TrafficLog
 
 STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} TRAFFIC "
@@ -79,3 +80,56 @@ async def test_big_entries_are_written_in_pieces_not_held_for_the_batch(tmp_path
     log.flush_soon()
     assert (tmp_path / "server.log").read_bytes().count(b" TRAFFIC a:1 << ") == 5
     log.close()
+
+
+def test_the_log_is_rotated_past_its_size_keeping_whole_lines_and_the_newest_files(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "server.log"
+    log = TrafficLog(path, LogRotation(max_bytes=2000, backups=2))
+    tag = TrafficLog.tag("127.0.0.1:4000", ">>")
+    sent = [b"IAMAT c%03d +1+1 1.5\n" % i for i in range(200)]
+    for i in range(0, len(sent), 10):  # ten lines a batch, as a busy loop iteration writes
+        for line in sent[i : i + 10]:
+            log.add(tag, line)
+        log.flush()
+    log.close()
+
+    files = [Path(f"{path}.2"), Path(f"{path}.1"), path]
+    assert not Path(f"{path}.3").exists(), "more old files kept than backups"
+    batch_bytes = 10 * len(path.read_bytes().splitlines(keepends=True)[0])
+    for old in files[:2]:
+        assert 2000 <= old.stat().st_size < 2000 + batch_bytes, "not rotated at the batch past 2000"
+    kept = [
+        re.sub(STAMP + rb"127\.0\.0\.1:4000 >> ", b"", line) + b"\n"
+        for old in files
+        for line in old.read_bytes().splitlines()
+    ]
+    # The newest lines, in order, each whole; only the oldest files were dropped.
+    assert kept == sent[len(sent) - len(kept) :]
+    assert 0 < path.stat().st_size < 2000
+
+
+def test_a_log_without_a_size_is_never_rotated(tmp_path: Path) -> None:
+    path = tmp_path / "server.log"
+    log = TrafficLog(path, LogRotation(max_bytes=0, backups=2))
+    for i in range(200):
+        log.add(b"a ", b"line %d\n" % i)
+        log.flush()
+    log.close()
+    assert not Path(f"{path}.1").exists()
+    assert path.read_bytes().count(b"\n") == 200
+
+
+def test_a_log_renamed_by_logrotate_is_reopened_at_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "server.log"
+    log = TrafficLog(path, LogRotation(max_bytes=0, backups=1))
+    log.add(b"a ", b"before\n")
+    log.flush()
+    path.rename(tmp_path / "server.log.1")  # what logrotate does (without copytruncate)
+    log.add(b"a ", b"during\n")
+    log.flush()  # still into the renamed file, which the log then lets go
+    log.add(b"a ", b"after\n")
+    log.close()
+    assert path.read_bytes().endswith(b"TRAFFIC a after\n")
+    assert b"after" not in (tmp_path / "server.log.1").read_bytes()
