@@ -12,6 +12,7 @@ ctypes.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 __all__ = ["Ticker"]
@@ -33,7 +34,19 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library's prctl and timerfd calls, typed (on first use: Linux only)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+    libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.timerfd_settime.argtypes = [
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.POINTER(_Itimerspec),
+        ctypes.c_void_p,
+    ]
+    return libc
 
 
 def _check(result: int) -> int:
@@ -53,11 +66,12 @@ class Ticker:
     passed since the last call (more than one if the loop was late)."""
 
     def __init__(self, interval: float) -> None:
-        _check(_libc.prctl(_PR_SET_TIMERSLACK, _TIMER_SLACK_NS, 0, 0, 0))
-        self.fd = _check(_libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC))
+        libc = _libc()
+        _check(libc.prctl(_PR_SET_TIMERSLACK, _TIMER_SLACK_NS, 0, 0, 0))
+        self.fd = _check(libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC))
         spec = _Itimerspec(_timespec(interval), _timespec(interval))
         try:
-            _check(_libc.timerfd_settime(self.fd, 0, ctypes.byref(spec), None))
+            _check(libc.timerfd_settime(self.fd, 0, spec, None))
         except OSError:
             os.close(self.fd)
             raise
