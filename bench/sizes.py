@@ -56,9 +56,11 @@ class Sizes:
 
 DEFAULT = Sizes(
     rounds=3,
-    # Seven: a slow spell of this shared machine in one or two of them moves neither the
-    # median nor the median of the paired ratios.
-    target_rounds=7,
+    # Eleven: single paired IAMAT ratios spread from 0.40 to 0.69 within one run; the median
+    # of eleven moves about 0.38x as far as one round does (0.47x for seven), and a slow
+    # spell of the machine in two or three rounds moves it little. Only the herd and the
+    # baseline of the ratio take them; other baselines take ``rounds``.
+    target_rounds=11,
     warmup=0.15,
     # 70 clock ticks of a busy server: its CPU time to within 1.5%.
     window=0.7,

@@ -161,8 +161,14 @@ async def _mode(
         )
 
     # The target's ratio pairs each herd round with an asyncio echo round run next to it.
+    # Those two take the mode's rounds; the other baselines, reported for comparison and
+    # not paired, take the plain number of rounds.
     pair = (HERD, "asyncio echo") if "asyncio echo" in targets else None
-    rounds = await interleave(targets, mode.rounds, one, pair=pair)
+    if pair is not None and mode.rounds > sizes.rounds:
+        rounds = await interleave(list(pair), mode.rounds, one, pair=pair)
+        rounds |= await interleave([t for t in targets if t not in pair], sizes.rounds, one)
+    else:
+        rounds = await interleave(targets, mode.rounds, one, pair=pair)
     _check(rounds)
     result.notes.extend(
         f"{mode.label}: {t}: {note}" for t in targets for r in rounds[t] for note in r.notes
