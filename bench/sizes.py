@@ -1,4 +1,4 @@
-"""How big each workload is: the default run (about two minutes) and ``--quick`` (seconds).
+"""How big each workload is: the default run (about three minutes) and ``--quick`` (seconds).
 
 Every workload alternates baseline and herd rounds and reports the median round, so a round
 only has to be long enough for its own figure to be steady: most of a second for a rate read
