@@ -12,6 +12,7 @@ follows within ``LOG_DELAY``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import os
 import time
@@ -22,6 +23,8 @@ from .config import LogRotation
 from .logs import rotate
 
 __all__ = ["Outbox", "TrafficLog"]
+
+log = logging.getLogger("herd.traffic")
 
 # Seconds a traffic-log line may wait to be written, and the lines that make a write at once.
 # A killed server loses at most this much of its log, never a record (the journal has those).
@@ -53,7 +56,7 @@ class TrafficLog:
         self._fd = -1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._open(path)
+            self._fd = self._open(path)
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._big_bytes = 0  # bytes of big entries waiting (see LOG_BYTES)
@@ -105,25 +108,38 @@ class TrafficLog:
 
     def _follow(self, path: Path) -> None:
         """Rotate the file once it reaches its size; reopen it if something else rotated it
-        (logrotate renames it: the name then points to another file, or none)."""
+        (logrotate renames it: the name then points to another file, or none). Neither may
+        stop the server: if the file cannot be rotated or reopened, the log goes on in the file
+        it has, and stops following its name."""
         held = os.fstat(self._fd)
         max_bytes = self._rotation.max_bytes
-        if max_bytes and held.st_size >= max_bytes:
-            os.close(self._fd)
-            rotate(path, self._rotation.backups)
-            self._open(path)
+        try:
+            if max_bytes and held.st_size >= max_bytes:
+                rotate(path, self._rotation.backups)
+            else:
+                named = os.stat(path)
+                if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+                    return
+        except FileNotFoundError:
+            pass  # renamed or deleted: open it anew
+        except OSError as exc:
+            self._stop_following(f"cannot rotate or check {path}: {exc}")
             return
         try:
-            named = os.stat(path)
-        except FileNotFoundError:
-            named = None
-        if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
-            os.close(self._fd)
-            self._open(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = self._open(path)
+        except OSError as exc:
+            self._stop_following(f"cannot reopen {path}: {exc}")
+            return
+        os.close(self._fd)
+        self._fd = fd
 
-    def _open(self, path: Path) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        self._fd = os.open(path, flags, 0o644)
+    def _stop_following(self, why: str) -> None:
+        log.warning("%s; the traffic log goes on in the file it has", why)
+        self._path = None
+
+    def _open(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
     def close(self) -> None:
         self.flush()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
+
+import pytest
 
 from backend.config import LogRotation
 from backend.outbox import TrafficLog
@@ -133,3 +136,31 @@ def test_a_log_renamed_by_logrotate_is_reopened_at_its_name(tmp_path: Path) -> N
     log.close()
     assert path.read_bytes().endswith(b"TRAFFIC a after\n")
     assert b"after" not in (tmp_path / "server.log.1").read_bytes()
+
+
+def test_a_deleted_log_directory_is_made_again(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "server.log"
+    log = TrafficLog(path, LogRotation(max_bytes=0, backups=1))
+    log.add(b"a ", b"before\n")
+    log.flush()
+    shutil.rmtree(tmp_path / "logs")
+    log.add(b"a ", b"during\n")
+    log.flush()  # into the deleted file; the log then makes its directory and file again
+    log.add(b"a ", b"after\n")
+    log.close()
+    assert path.read_bytes().endswith(b"TRAFFIC a after\n")
+
+
+def test_a_log_that_cannot_be_rotated_goes_on_in_its_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "server.log"
+    (tmp_path / "server.log.1").mkdir()  # in the way of the rename
+    (tmp_path / "server.log.1" / "x").write_text("")
+    log = TrafficLog(path, LogRotation(max_bytes=10, backups=1))
+    for i in range(3):
+        log.add(b"a ", b"line %d\n" % i)
+        log.flush()
+    log.close()
+    assert path.read_bytes().count(b"\n") == 3
+    assert len([r for r in caplog.records if "cannot rotate" in r.getMessage()]) == 1
