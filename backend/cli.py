@@ -125,7 +125,13 @@ def cmd_config(args: argparse.Namespace, config: HerdConfig) -> int:
         neighbours = ", ".join(config.neighbours(name))
         print(f"  {name:<10} {address.host}:{address.port}  neighbours: {neighbours}")
     print(f"places: {config.places.provider}")
-    print(f"logs:   {config.logs_dir}")
+    rotation = config.log_rotation
+    kept = (
+        f"rotated at {rotation.max_bytes:,} bytes, {rotation.backups} kept"
+        if rotation.max_bytes
+        else "not rotated"
+    )
+    print(f"logs:   {config.logs_dir} ({kept})")
     print(f"data:   {config.data_dir}")
     return 0
 

@@ -203,3 +203,19 @@ def test_the_gateway_log_is_rotated_past_its_size(tmp_path: Path) -> None:
         finally:
             gateway.terminate()
             gateway.wait(timeout=15)
+
+
+def test_herd_config_prints_the_herd_it_describes(tmp_path: Path) -> None:
+    herd = Herd(tmp_path, extra="[log_rotation]\nmax_bytes = 1000000\nbackups = 2\n")
+    out = subprocess.run(
+        [*HERD, "config", "--config", str(herd.config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    for name, port in herd.ports.items():
+        neighbours = ", ".join(herd.neighbours(name))
+        assert re.search(rf"{name}\s+127\.0\.0\.1:{port}\s+neighbours: {neighbours}\n", out), out
+    assert f"logs:   {tmp_path / 'logs'} (rotated at 1,000,000 bytes, 2 kept)\n" in out
+    assert f"data:   {tmp_path / 'data'}\n" in out
