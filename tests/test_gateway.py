@@ -411,6 +411,18 @@ async def test_health_metrics_docs_and_map(client: TestClient[Any, Any]) -> None
     assert (await client.get("/static/vendor/leaflet/leaflet.js")).status == 200
 
 
+async def subscribed_gateway(herd: Herd, aiohttp_client: Any) -> tuple[TestClient[Any, Any], str]:
+    """A gateway app for ``herd`` once its feed is synced, and the server it subscribed to."""
+    from gateway.keys import FEED
+
+    herd.wait_links()
+    client = await aiohttp_client(create_app(load_config(herd.config, env={})))
+    await until_synced(client)
+    victim = client.app[FEED].subscribed_to
+    assert victim is not None
+    return client, victim
+
+
 async def test_subscription_loses_nothing_when_its_server_is_killed(
     tmp_path: Path, aiohttp_client: Any
 ) -> None:
@@ -418,11 +430,7 @@ async def test_subscription_loses_nothing_when_its_server_is_killed(
     from gateway.keys import FEED
 
     with Herd(tmp_path) as herd:
-        herd.wait_links()
-        client = await aiohttp_client(create_app(load_config(herd.config, env={})))
-        await until_synced(client)
-        victim = client.app[FEED].subscribed_to
-        assert victim is not None
+        client, victim = await subscribed_gateway(herd, aiohttp_client)
         others = [n for n in NAMES if n != victim]
         expected: dict[str, str] = {}
         async with client.ws_connect("/api/v1/ws") as ws:
@@ -452,11 +460,7 @@ async def test_a_frozen_subscription_server_is_left_after_three_silent_heartbeat
     from gateway.keys import FEED
 
     with Herd(tmp_path) as herd:
-        herd.wait_links()
-        client = await aiohttp_client(create_app(load_config(herd.config, env={})))
-        await until_synced(client)
-        victim = client.app[FEED].subscribed_to
-        assert victim is not None
+        client, victim = await subscribed_gateway(herd, aiohttp_client)
         herd.procs[victim].send_signal(signal.SIGSTOP)
         try:
             other = next(n for n in NAMES if n != victim and n not in herd.neighbours(victim))
