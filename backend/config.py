@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -572,11 +572,7 @@ def _durability(table: dict[str, Any]) -> Durability:
 
 
 def _log_rotation(table: dict[str, Any]) -> LogRotation:
-    max_bytes = table.get("max_bytes", LogRotation().max_bytes)
-    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
-        raise ConfigError("[log_rotation] max_bytes must be an integer >= 0 (0 never rotates)")
-    rest = {k: v for k, v in table.items() if k != "max_bytes"}
-    return replace(_dataclass_table(LogRotation, rest, "[log_rotation]"), max_bytes=max_bytes)
+    return _dataclass_table(LogRotation, table, "[log_rotation]", off={"max_bytes"})
 
 
 def _tls(table: dict[str, Any], base: Path) -> TlsConfig | None:
@@ -600,7 +596,11 @@ def _path(value: Any, base: Path, where: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _dataclass_table(cls: type[_T], table: dict[str, Any], where: str) -> _T:
+def _dataclass_table(
+    cls: type[_T], table: dict[str, Any], where: str, off: Collection[str] = ()
+) -> _T:
+    """``cls`` from a table of positive numbers. A key may also be 0, meaning "off", if its
+    default is 0 or it is in ``off``."""
     defaults = cls()
     allowed = set(getattr(cls, "__slots__", ()))
     _only(table, allowed, where)
@@ -608,12 +608,11 @@ def _dataclass_table(cls: type[_T], table: dict[str, Any], where: str) -> _T:
         default = getattr(defaults, key)
         expected = type(default)
         ok = isinstance(value, int | float) if expected is float else isinstance(value, expected)
-        # A limit whose default is 0 means "off" and may be set back to 0.
-        low_ok = value >= 0 if default == 0 else value > 0
+        zero_ok = default == 0 or key in off
+        low_ok = value >= 0 if zero_ok else value > 0
         if not ok or isinstance(value, bool) or not low_ok:
-            raise ConfigError(
-                f"{where} {key} must be a positive {expected.__name__}, got {value!r}"
-            )
+            bound = "a positive" if not zero_ok else "0 (off) or a positive"
+            raise ConfigError(f"{where} {key} must be {bound} {expected.__name__}, got {value!r}")
     return cls(
         **{
             k: (float(v) if isinstance(getattr(defaults, k), float) else v)

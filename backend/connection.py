@@ -114,14 +114,18 @@ class LineConnection(asyncio.Protocol):
     def write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
+    def closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
     async def drain(self) -> None:
-        """Wait while the socket's write buffer is above its high-water mark."""
-        if self.transport is None or self.transport.is_closing():
-            raise ConnectionResetError("connection closed")
-        if self._write_paused:
+        """Wait while the socket's write buffer is above its high-water mark; raises
+        ConnectionResetError if the connection is closing, or closed meanwhile."""
+        if self._write_paused and not self.closing():
             waiter = asyncio.get_running_loop().create_future()
             self._drainers.append(waiter)
-            await waiter
+            await waiter  # released by resume_writing, or by connection_lost
+        if self.closing():
+            raise ConnectionResetError("connection closed")
 
     def _release_drainers(self) -> None:
         for waiter in self._drainers:

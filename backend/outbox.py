@@ -60,6 +60,7 @@ class TrafficLog:
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._big_bytes = 0  # bytes of big entries waiting (see LOG_BYTES)
+        self._failing = False  # the last write failed (warned once until one succeeds)
 
     @staticmethod
     def tag(who: str, arrow: str) -> bytes:
@@ -102,7 +103,14 @@ class TrafficLog:
         ):
             text = head.join(map(_one_line, lines))
         lines.clear()
-        os.write(self._fd, head + text)
+        try:
+            os.write(self._fd, head + text)
+        except OSError as exc:  # disk full, I/O error: the log loses lines, nobody else
+            if not self._failing:
+                log.warning("cannot write the traffic log, dropping its lines: %s", exc)
+            self._failing = True
+            return
+        self._failing = False
         if self._path is not None:
             self._follow(self._path)
 

@@ -10,6 +10,7 @@ the herd secret without sending it. See ``docs/protocol.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -277,7 +278,10 @@ class PeerLink:
                     self._outbox.log(self._tag_out, line)
                 conn.write(b"".join(lines))
                 sent += len(lines)
-                await conn.drain()
+                try:
+                    await conn.drain()
+                except ConnectionError:
+                    return  # the link went down; the next one exchanges digests again
         if differ:
             log.info(
                 "sync with %s: %d ranges differ, sent %d records", self.name, len(differ), sent
@@ -306,10 +310,13 @@ class PeerLink:
             if self._conn is not conn:
                 return  # replaced by a newer connection, whose own flusher takes over
             self._wake.clear()
-            while queue:
+            # Records leave the queue only for a connection that can take them: what is left
+            # when it closes goes to the next one.
+            while queue and not conn.closing():
                 n = min(len(queue), FLUSH_BATCH)
                 conn.write(b"".join([queue.popleft() for _ in range(n)]))
-                await conn.drain()
+                with contextlib.suppress(ConnectionError):  # serve() sees the close
+                    await conn.drain()
             if self.overflowed:
                 # Records were dropped from the queue: a digest exchange finds and repairs them.
                 self.overflowed = False

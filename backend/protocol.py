@@ -246,7 +246,12 @@ def _time_key(raw: bytes) -> tuple[int, str]:
     m = _TIME.fullmatch(raw)
     if m is None:
         raise ProtocolError("malformed time")
-    return int(m[1]), (m[2] or b"").rstrip(b"0").decode()
+    return _key_of(m[1], m[2])
+
+
+def _key_of(seconds: bytes, fraction: bytes | None) -> tuple[int, str]:
+    """The sort key of a time from its digits before and after the point."""
+    return int(seconds), fraction.rstrip(b"0").decode() if fraction else ""
 
 
 def time_to_ns(client_time: str) -> int:
@@ -467,7 +472,7 @@ def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
     client, location, lat, lng, stamp, sec, frac = m.groups()
     if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None  # on or past the edge: the exact check decides
-    key = (int(sec), frac.rstrip(b"0").decode() if frac else "")
+    key = _key_of(sec, frac)
     return IAmAt(_text(client), location.decode(), stamp.decode(), key)
 
 
@@ -476,7 +481,7 @@ def _fast_at(m: re.Match[bytes]) -> At | None:
     if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None
     server_id = _text(server)
-    key = (int(sec), frac.rstrip(b"0").decode() if frac else "", server_id, line)
+    key = (*_key_of(sec, frac), server_id, line)
     record = Record(
         server_id, diff.decode(), _text(client), location.decode(), stamp.decode(), line, key
     )

@@ -441,6 +441,12 @@ class HerdServer:
             reply = self._handlers.get(type(command), self._refuse)(command, conn)
         except ProtocolError as exc:
             reply = self._invalid(conn, line, exc)
+        except Exception:
+            # A bug, or the disk failing under a compaction: this client gets no answer
+            # (nothing unanswered counts as acknowledged) and the rest are served.
+            log.exception("bug while serving %s", conn.peer)
+            conn.hang_up()
+            return None
         if isinstance(reply, bytes):
             if reply:
                 conn.send(reply)

@@ -164,3 +164,15 @@ def test_a_log_that_cannot_be_rotated_goes_on_in_its_file(
     log.close()
     assert path.read_bytes().count(b"\n") == 3
     assert len([r for r in caplog.records if "cannot rotate" in r.getMessage()]) == 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_log_that_cannot_be_written_drops_its_lines_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = TrafficLog(Path("/dev/full"))  # every write fails: no space left on device
+    for i in range(3):
+        log.add(b"a ", b"line %d\n" % i)
+        log.flush()  # does not raise: the server's replies and floods go on
+    log.close()
+    assert len([r for r in caplog.records if "cannot write the traffic log" in r.getMessage()]) == 1
