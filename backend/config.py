@@ -105,6 +105,11 @@ class Limits:
     # IAMATs per second for one client ID (burst: twice that); past it, "? <line>". Off by
     # default for the same reason; a phone reports at most a few times a second.
     reports_per_client: float = 0.0
+    # Seconds a client's time may be ahead of the receiving server's clock. Clocks drift by
+    # seconds and the course's tests send times 100 s ahead; a phone that reports local time
+    # as UTC is off by at least 15 minutes (the smallest time-zone step): 600 s accepts the
+    # first and refuses the second, so no report can pin a client in the future.
+    max_future: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
