@@ -18,7 +18,15 @@ from decimal import Decimal
 
 __all__ = [
     "MAX_BOUND",
+    "MAX_CLIENT_ID_BYTES",
+    "MAX_LOCATION_BYTES",
     "MAX_RADIUS_KM",
+    "MAX_RECORD_LINE",
+    "MAX_SERVER_ID_BYTES",
+    "MAX_TIME_BYTES",
+    "MAX_TIME_DIFF_BYTES",
+    "MAX_TIME_S",
+    "PEER_LINE_LIMIT",
     "At",
     "Challenge",
     "Command",
@@ -49,6 +57,41 @@ __all__ = [
 
 MAX_RADIUS_KM = Decimal(50)
 MAX_BOUND = 20
+
+# Bounds on every field of a record (docs/protocol.md, "Bounds"). Nothing a server accepts may
+# be refused by its peers, so every line the herd makes from a record must stay within what
+# every reader takes: with these bounds the longest AT line is MAX_RECORD_LINE bytes, far
+# under the peer links' PEER_LINE_LIMIT and the clients' default max_line_bytes (8 KiB).
+# A client ID: the course's tests send IDs of 256 bytes; the gateway allows 256 characters,
+# which UTF-8 writes in up to 1,024 bytes.
+MAX_CLIENT_ID_BYTES = 1024
+# A server's name (in the config and in every AT line): names are words, not essays.
+MAX_SERVER_ID_BYTES = 64
+# A location: two numbers of up to 3 integer digits with up to ~55 decimals each; real
+# clients send 6 to 15.
+MAX_LOCATION_BYTES = 128
+# A client time: the course's tests send 30 decimals (41 bytes in all); 64 leaves room.
+MAX_TIME_BYTES = 64
+# The latest client time accepted: 9999-12-31T23:59:59Z, as the gateway's phone formats and
+# every date library can represent it (a float, a JavaScript Date, ISO 8601).
+MAX_TIME_S = 253402300799
+# A time difference: a sign, at most 12 digits of seconds (times are bounded above; a server
+# clock is not before 1970), a point and nine decimals: 23 bytes; 32 leaves room.
+MAX_TIME_DIFF_BYTES = 32
+# "AT " + server + diff + client + location + time, with their four separating spaces.
+MAX_RECORD_LINE = (
+    3
+    + MAX_SERVER_ID_BYTES
+    + MAX_TIME_DIFF_BYTES
+    + MAX_CLIENT_ID_BYTES
+    + MAX_LOCATION_BYTES
+    + MAX_TIME_BYTES
+    + 4
+)
+# What a peer link reads as one line: the longest record line, and DIGESTS (4,105 bytes),
+# with room for the extensions to come. Fixed, not configured: every server must take what
+# every other server may send, whatever its [limits] say about clients.
+PEER_LINE_LIMIT = 64 * 1024
 
 # ISO 6709 "+34.068930-118.445127": each number carries its own sign; decimals optional.
 _LOCATION = re.compile(rb"([+-])([0-9]+(?:\.[0-9]+)?)([+-])([0-9]+(?:\.[0-9]+)?)")
