@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .protocol import MAX_SERVER_ID_BYTES
+
 __all__ = [
     "DEFAULT_LINKS",
     "DEFAULT_PORTS",
@@ -357,6 +359,8 @@ def _servers(value: Any) -> dict[str, ServerAddress]:
         where = f"[servers.{name}]"
         if not name or any(ch.isspace() for ch in name):
             raise ConfigError(f"{where}: a server name must be non-empty with no white space")
+        if len(name.encode()) > MAX_SERVER_ID_BYTES:
+            raise ConfigError(f"{where}: a server name must be at most {MAX_SERVER_ID_BYTES} bytes")
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table")
         _only(table, {"host", "port", "dial"}, where)

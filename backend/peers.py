@@ -22,6 +22,7 @@ from .connection import LineConnection, Lines
 from .framing import TooLong
 from .outbox import Outbox, TrafficLog
 from .protocol import (
+    PEER_LINE_LIMIT,
     At,
     Challenge,
     Digests,
@@ -143,7 +144,7 @@ class PeerLink:
     async def dial_forever(self) -> None:
         """Keep a link to the neighbour open, reconnecting with capped exponential backoff."""
         timings = self.config.peers
-        limit = self.config.limits.max_line_bytes
+        limit = PEER_LINE_LIMIT
         loop = asyncio.get_running_loop()
         delay = timings.reconnect_min
         while True:
@@ -237,11 +238,15 @@ class PeerLink:
             self._last_line = clock()
             for line in lines:
                 if isinstance(line, TooLong):
+                    # Skipped, never a reason to drop the link: the next digest exchange
+                    # would send the same line again, and the link would flap forever.
                     log.warning(
-                        "link to %s dropped: a line over %d bytes", self.name, len(line.head)
+                        "link to %s: skipped a line over %d bytes: %r",
+                        self.name,
+                        len(line.head),
+                        line.head[:100],
                     )
-                    conn.abort()
-                    return
+                    continue
                 command = self._on_line(line)
                 if isinstance(command, Sync):
                     self._say(conn, format_digests(self.store.digests))

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_BOUND",
     "MAX_CLIENT_ID_BYTES",
     "MAX_LOCATION_BYTES",
+    "MAX_NUMBER_BYTES",
     "MAX_RADIUS_KM",
     "MAX_RECORD_LINE",
     "MAX_SERVER_ID_BYTES",
@@ -47,6 +48,7 @@ __all__ = [
     "format_digests",
     "format_time_diff",
     "invalid_reply",
+    "key_to_ns",
     "make_record",
     "parse_fields",
     "parse_line",
@@ -88,6 +90,8 @@ MAX_RECORD_LINE = (
     + MAX_TIME_BYTES
     + 4
 )
+# A WHATSAT radius or bound: a number, not a novel ("10", "50.0", "20").
+MAX_NUMBER_BYTES = 32
 # What a peer link reads as one line: the longest record line, and DIGESTS (4,105 bytes),
 # with room for the extensions to come. Fixed, not configured: every server must take what
 # every other server may send, whatever its [limits] say about clients.
@@ -266,8 +270,11 @@ def _text(raw: bytes) -> str:
 
 
 def parse_location(raw: bytes) -> tuple[float, float]:
-    """Latitude and longitude of an ISO 6709 pair; raises ProtocolError if malformed or out
-    of range. Ranges are checked exactly (Decimal), so ``+90.0000000001`` is refused."""
+    """Latitude and longitude of an ISO 6709 pair; raises ProtocolError if malformed, out of
+    range or longer than MAX_LOCATION_BYTES. Ranges are checked exactly (Decimal), so
+    ``+90.0000000001`` is refused."""
+    if len(raw) > MAX_LOCATION_BYTES:
+        raise ProtocolError(f"location over {MAX_LOCATION_BYTES} bytes")
     m = _LOCATION.fullmatch(raw)
     if m is None:
         raise ProtocolError("malformed location")
@@ -285,11 +292,19 @@ def parse_location(raw: bytes) -> tuple[float, float]:
 
 def _time_key(raw: bytes) -> tuple[int, str]:
     """An exact sort key for a POSIX time: whole seconds, then the fraction's digits with
-    trailing zeros stripped (for such strings, string order is numeric order)."""
+    trailing zeros stripped (for such strings, string order is numeric order). Raises
+    ProtocolError for a malformed time, one over MAX_TIME_BYTES, or one after MAX_TIME_S."""
+    if len(raw) > MAX_TIME_BYTES:
+        # Checked before any conversion: int() of thousands of digits is slow, and past
+        # 4,300 digits it raises.
+        raise ProtocolError(f"time over {MAX_TIME_BYTES} bytes")
     m = _TIME.fullmatch(raw)
     if m is None:
         raise ProtocolError("malformed time")
-    return _key_of(m[1], m[2])
+    key = _key_of(m[1], m[2])
+    if key[0] > MAX_TIME_S:
+        raise ProtocolError("time after the year 9999")
+    return key
 
 
 def _key_of(seconds: bytes, fraction: bytes | None) -> tuple[int, str]:
@@ -300,6 +315,11 @@ def _key_of(seconds: bytes, fraction: bytes | None) -> tuple[int, str]:
 def time_to_ns(client_time: str) -> int:
     """Integer nanoseconds of a POSIX time string, rounded to the nearest nanosecond."""
     return _key_ns(*_time_key(client_time.encode()))
+
+
+def key_to_ns(key: tuple[int, str]) -> int:
+    """Integer nanoseconds of a time from its sort key (``IAmAt.time_key``)."""
+    return _key_ns(*key)
 
 
 def _key_ns(seconds: int, fraction: str) -> int:
@@ -347,30 +367,42 @@ def peer_proof(
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def _client_id(raw: bytes) -> str:
+    if len(raw) > MAX_CLIENT_ID_BYTES:
+        raise ProtocolError(f"client ID over {MAX_CLIENT_ID_BYTES} bytes")
+    return _text(raw)
+
+
 def _parse_iamat(f: list[bytes]) -> IAmAt:
     if len(f) != 4:
         raise ProtocolError("IAMAT takes 3 fields")
+    client_id = _client_id(f[1])
     parse_location(f[2])
     key = _time_key(f[3])  # before decoding: it refuses anything but digits and a dot
-    return IAmAt(_text(f[1]), f[2].decode(), f[3].decode(), key)
+    return IAmAt(client_id, f[2].decode(), f[3].decode(), key)
 
 
 def _parse_whatsat(f: list[bytes]) -> WhatsAt:
     if len(f) != 4:
         raise ProtocolError("WHATSAT takes 3 fields")
+    if len(f[2]) > MAX_NUMBER_BYTES or len(f[3]) > MAX_NUMBER_BYTES:
+        raise ProtocolError(f"radius or bound over {MAX_NUMBER_BYTES} bytes")
     if _RADIUS.fullmatch(f[2]) is None or _BOUND.fullmatch(f[3]) is None:
         raise ProtocolError("malformed radius or bound")
     radius, bound = Decimal(f[2].decode()), int(f[3])
     if not (0 < radius <= MAX_RADIUS_KM and 1 <= bound <= MAX_BOUND):
         raise ProtocolError("radius or bound out of range")
-    return WhatsAt(_text(f[1]), radius, bound)
+    return WhatsAt(_client_id(f[1]), radius, bound)
 
 
 def _parse_at(f: list[bytes]) -> At:
     if len(f) != 6:
         raise ProtocolError("AT takes 5 fields")
-    if _DIFF.fullmatch(f[2]) is None:
+    if len(f[1]) > MAX_SERVER_ID_BYTES:
+        raise ProtocolError(f"server ID over {MAX_SERVER_ID_BYTES} bytes")
+    if len(f[2]) > MAX_TIME_DIFF_BYTES or _DIFF.fullmatch(f[2]) is None:
         raise ProtocolError("malformed time difference")
+    client_id = _client_id(f[3])
     parse_location(f[4])
     sec, frac = _time_key(f[5])
     server_id = _text(f[1])
@@ -378,7 +410,7 @@ def _parse_at(f: list[bytes]) -> At:
     record = Record(
         server_id,
         f[2].decode(),
-        _text(f[3]),
+        client_id,
         f[4].decode(),
         f[5].decode(),
         line,
@@ -399,7 +431,7 @@ def _no_args(cmd: Subscribe | Status | Ping | StartTls | Sync) -> Callable[[list
 def _parse_whereis(f: list[bytes]) -> WhereIs:
     if len(f) != 2:
         raise ProtocolError("WHEREIS takes 1 field")
-    return WhereIs(_text(f[1]))
+    return WhereIs(_client_id(f[1]))
 
 
 def _parse_peer(f: list[bytes]) -> Peer:
@@ -513,18 +545,40 @@ _AT = re.compile(
 
 def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
     client, location, lat, lng, stamp, sec, frac = m.groups()
+    if not _within_bounds(client, location, stamp):
+        return None  # the general way gives the precise error
     if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None  # on or past the edge: the exact check decides
     key = _key_of(sec, frac)
+    if key[0] > MAX_TIME_S:
+        return None
     return IAmAt(_text(client), location.decode(), stamp.decode(), key)
+
+
+def _within_bounds(client: bytes, location: bytes, stamp: bytes) -> bool:
+    """The fast paths' check of the field lengths (the general parsers check each one)."""
+    return (
+        len(client) <= MAX_CLIENT_ID_BYTES
+        and len(location) <= MAX_LOCATION_BYTES
+        and len(stamp) <= MAX_TIME_BYTES
+    )
 
 
 def _fast_at(m: re.Match[bytes]) -> At | None:
     line, server, diff, client, location, lat, lng, stamp, sec, frac = m.groups()
+    if (
+        len(server) > MAX_SERVER_ID_BYTES
+        or len(diff) > MAX_TIME_DIFF_BYTES
+        or not _within_bounds(client, location, stamp)
+    ):
+        return None
     if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None
     server_id = _text(server)
-    key = (*_key_of(sec, frac), server_id, line)
+    sec_key = _key_of(sec, frac)
+    if sec_key[0] > MAX_TIME_S:
+        return None
+    key = (*sec_key, server_id, line)
     record = Record(
         server_id, diff.decode(), _text(client), location.decode(), stamp.decode(), line, key
     )

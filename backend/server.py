@@ -25,6 +25,7 @@ from .journal import Journal
 from .outbox import Outbox, TrafficLog
 from .peers import PeerManager, format_address
 from .protocol import (
+    PEER_LINE_LIMIT,
     At,
     Command,
     IAmAt,
@@ -37,6 +38,7 @@ from .protocol import (
     WhatsAt,
     WhereIs,
     invalid_reply,
+    key_to_ns,
     make_record,
     parse_line,
 )
@@ -266,25 +268,40 @@ class HerdServer:
         self._tls = server_context(config.tls) if config.tls is not None else None
         self._line_limit = _limiter(self.limits.lines_per_address)
         self._report_limit = _limiter(self.limits.reports_per_client)
+        self._max_future_ns = round(self.limits.max_future * 1e9)
 
     def recover(self) -> int:
-        """Load every record from the journal (before accepting connections)."""
+        """Load every record from the journal (before accepting connections).
+
+        A line that is not a record within the protocol's bounds (a torn last line, or a
+        record an earlier version accepted past today's bounds) is dropped with one log line.
+        Returns the number of records loaded; ``self.dropped`` counts the lines dropped.
+        """
         count = 0
+        self.dropped = 0
         for line in self.journal.recover():
             try:
                 command = parse_line(line)
-            except ProtocolError:
+            except ProtocolError as exc:
                 command = None
-            if isinstance(command, At) and not self._expired(command.record):
-                count += self.store.offer(command.record)
+                reason = str(exc)
+            else:
+                reason = "not a record"
+            if isinstance(command, At):
+                if not self._expired(command.record):
+                    count += self.store.offer(command.record)
             elif line.strip():
-                log.warning("journal: skipped a line that is not a record: %r", line[:100])
+                self.dropped += 1
+                log.warning("journal: dropped a line (%s): %r", reason, line[:100])
         self.journal.open()
         return count
 
     async def start(self) -> None:
         recovered = self.recover()
         log.info("%s recovered %d records from %s", self.name, recovered, self.journal.directory)
+        if self.dropped:
+            # Rewrite the journal without the dropped lines, so they are gone from the disk.
+            self.journal.compact(r.line + b"\n" for r in self.store)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ClientConnection(self),
@@ -501,11 +518,19 @@ class HerdServer:
         raise ProtocolError(f"{type(command).__name__} not allowed from a client")
 
     def _on_iamat(self, command: IAmAt, conn: ClientConnection) -> Reply:
-        if self._report_limit is not None and self._report_limit.take([command.client_id]):
+        # Per address and client ID: a client elsewhere cannot spend the budget of a device
+        # that reports through the gateway (docs/security.md).
+        limit = self._report_limit
+        if limit is not None and limit.take([f"{conn.host} {command.client_id}"]):
             raise ProtocolError(
                 f"over {self.limits.reports_per_client:g} reports/s for this client"
             )
-        record = make_record(self.name, time.time_ns(), command)
+        now = time.time_ns()
+        if command.time_key is not None and key_to_ns(command.time_key) > now + self._max_future_ns:
+            # Only here, where the client talks to the herd: a peer never refuses a record
+            # for it (its clock may differ, and nothing it accepted may be refused).
+            raise ProtocolError(f"time more than {self.limits.max_future:g} s ahead")
+        record = make_record(self.name, now, command)
         reply = record.line + b"\n"
         if self.accept(record, None) and self.journal.fsync:
             return self._after_commit(reply)  # wait for the group commit
@@ -602,7 +627,7 @@ class HerdServer:
             log.warning("refused peer connection from %s: it did not wait for CHALLENGE", conn.peer)
             conn.hang_up()
             return b""
-        link = LineConnection(self.limits.max_line_bytes)
+        link = LineConnection(PEER_LINE_LIMIT)
         conn.hand_over(link)
         self.peers.accept(command, link)
         return b""

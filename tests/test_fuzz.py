@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.protocol import (
+    MAX_TIME_S,
     At,
     IAmAt,
     ProtocolError,
@@ -125,7 +126,7 @@ def test_the_fast_paths_agree_on_valid_lines(
     client=field_text,
     lat=st.decimals(min_value=-90, max_value=90, places=6),
     lng=st.decimals(min_value=-180, max_value=180, places=6),
-    seconds=st.integers(min_value=0, max_value=10**12),
+    seconds=st.integers(min_value=0, max_value=MAX_TIME_S),
     fraction=st.text(alphabet="0123456789", max_size=12),
     received=st.integers(min_value=0, max_value=2 * 10**21),
 )
