@@ -16,8 +16,15 @@ from helpers import Herd, iamat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backend.framing import LineBuffer
 from backend.protocol import (
+    MAX_CLIENT_ID_BYTES,
+    MAX_LOCATION_BYTES,
+    MAX_RECORD_LINE,
+    MAX_SERVER_ID_BYTES,
+    MAX_TIME_BYTES,
     MAX_TIME_S,
+    PEER_LINE_LIMIT,
     At,
     IAmAt,
     ProtocolError,
@@ -147,6 +154,95 @@ def test_iamat_round_trips_into_an_at_line_that_parses_back(
         stamp,
     )
     assert re.fullmatch(rb"[+-][0-9]+\.[0-9]{9}", record.time_diff.encode())
+
+
+# -- every bound, and around it ------------------------------------------------------------
+
+
+def around(*bounds: int) -> st.SearchStrategy[int]:
+    """Sizes at, just under and just over each bound, and far over it."""
+    return st.sampled_from(sorted({max(0, b + d) for b in bounds for d in (-1, 0, 1)} | {9000}))
+
+
+def digits(n: int) -> bytes:
+    return (b"1234567890" * (n // 10 + 1))[:n]
+
+
+client_ids = st.builds(
+    lambda n, wide: ("é" * (n // 2) if wide else "c" * n).encode() or b"c",
+    around(1, 256, MAX_CLIENT_ID_BYTES, MAX_CLIENT_ID_BYTES // 2 * 2),
+    st.booleans(),
+)
+# A latitude and longitude with this many decimals between them.
+locations = st.builds(
+    lambda lat_decimals, lng_decimals: (
+        b"+34." + digits(lat_decimals) + b"-118." + digits(lng_decimals)
+    ),
+    around(1, 6, (MAX_LOCATION_BYTES - 9) // 2),
+    around(1, 6, (MAX_LOCATION_BYTES - 9) // 2, MAX_LOCATION_BYTES - 9 - 6),
+)
+times = st.one_of(
+    # Whole seconds around the latest time accepted, and far past it.
+    st.integers(MAX_TIME_S - 2, MAX_TIME_S + 2).map(lambda t: str(t).encode()),
+    st.sampled_from([b"1" + b"0" * 400, b"9" * 201, b"1" * 4000, b"1e3", b"1e-200000000"]),
+    # A fraction that brings the time to, just under and just over its byte bound.
+    around(1, 9, 30, MAX_TIME_BYTES - 11).map(lambda n: b"1614209128." + digits(n)),
+    # Leading zeros: a small time written long.
+    around(MAX_TIME_BYTES).map(lambda n: b"0" * (n - 10) + b"1614209128"),
+)
+
+
+@given(
+    client=client_ids,
+    location=locations,
+    stamp=times,
+    server=st.sampled_from(["Riley", "S" * MAX_SERVER_ID_BYTES]),
+    received=st.integers(0, MAX_TIME_S * 1_000_000_000),
+)
+@settings(max_examples=1500, deadline=None)
+def test_every_record_a_server_accepts_is_one_every_peer_accepts(
+    client: bytes, location: bytes, stamp: bytes, server: str, received: int
+) -> None:
+    line = b"IAMAT " + client + b" " + location + b" " + stamp + b"\n"
+    try:
+        command = parse_line(line)
+    except ProtocolError:
+        return  # refused where it entered: it never becomes a record
+    assert isinstance(command, IAmAt)
+    record = make_record(server, received, command)
+    at = record.line + b"\n"
+    assert len(record.line) <= MAX_RECORD_LINE
+    # A peer reads it whole (framing) and parses it to the same record: no link can refuse
+    # what a server accepted, in a flood, a digest exchange, a journal or a snapshot.
+    assert LineBuffer(PEER_LINE_LIMIT).feed(at) == [at]
+    again = parse_line(at)
+    assert isinstance(again, At) and again.record.key == record.key
+    assert again.record.line == record.line
+    # And the fast paths agree with the general ones at every bound.
+    assert outcome(parse_line, line) == outcome(parse_fields, line)
+    assert outcome(parse_line, at) == outcome(parse_fields, at)
+
+
+@given(client=client_ids, location=locations, stamp=times, diff=around(9, 32, 40))
+@settings(max_examples=800, deadline=None)
+def test_peer_lines_at_every_bound_parse_the_same_both_ways(
+    client: bytes, location: bytes, stamp: bytes, diff: int
+) -> None:
+    at = b"AT Riley +" + digits(max(1, diff - 11)) + b".000000000 " + client + b" "
+    at += location + b" " + stamp + b"\n"
+    assert outcome(parse_line, at) == outcome(parse_fields, at)
+
+
+@given(
+    radius=st.one_of(around(32).map(lambda n: b"0" * (n - 2) + b"10"), st.just(b"1" * 5000)),
+    bound=st.one_of(around(32).map(lambda n: b"0" * (n - 1) + b"5"), st.just(b"1" * 5000)),
+)
+@settings(max_examples=100, deadline=None)
+def test_whatsat_numbers_of_any_length_parse_or_raise_protocol_error(
+    radius: bytes, bound: bytes
+) -> None:
+    with contextlib.suppress(ProtocolError):
+        parse_line(b"WHATSAT kiwi " + radius + b" " + bound + b"\n")
 
 
 @given(
