@@ -545,7 +545,8 @@ _AT = re.compile(
 
 def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
     client, location, lat, lng, stamp, sec, frac = m.groups()
-    if not _within_bounds(client, location, stamp):
+    # In a line this short no field can be past its bound (most real lines are).
+    if m.end() > _SHORT_IAMAT and not _within_bounds(client, location, stamp):
         return None  # the general way gives the precise error
     if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None  # on or past the edge: the exact check decides
@@ -553,6 +554,10 @@ def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
     if key[0] > MAX_TIME_S:
         return None
     return IAmAt(_text(client), location.decode(), stamp.decode(), key)
+
+
+# No field of an IAMAT line of at most this many bytes is longer than the smallest bound.
+_SHORT_IAMAT = len(b"IAMAT") + 3 + min(MAX_CLIENT_ID_BYTES, MAX_LOCATION_BYTES, MAX_TIME_BYTES)
 
 
 def _within_bounds(client: bytes, location: bytes, stamp: bytes) -> bool:
@@ -569,7 +574,9 @@ def _fast_at(m: re.Match[bytes]) -> At | None:
     if (
         len(server) > MAX_SERVER_ID_BYTES
         or len(diff) > MAX_TIME_DIFF_BYTES
-        or not _within_bounds(client, location, stamp)
+        or len(client) > MAX_CLIENT_ID_BYTES
+        or len(location) > MAX_LOCATION_BYTES
+        or len(stamp) > MAX_TIME_BYTES
     ):
         return None
     if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):

@@ -526,7 +526,10 @@ class HerdServer:
                 f"over {self.limits.reports_per_client:g} reports/s for this client"
             )
         now = time.time_ns()
-        if command.time_key is not None and key_to_ns(command.time_key) > now + self._max_future_ns:
+        latest = now + self._max_future_ns
+        key = command.time_key
+        # Whole seconds first: the exact nanoseconds only for a time within a second of it.
+        if key is not None and key[0] >= latest // 1_000_000_000 and key_to_ns(key) > latest:
             # Only here, where the client talks to the herd: a peer never refuses a record
             # for it (its clock may differ, and nothing it accepted may be refused).
             raise ProtocolError(f"time more than {self.limits.max_future:g} s ahead")
