@@ -7,14 +7,21 @@ The bounds are in backend/protocol.py and docs/protocol.md ("Bounds").
 
 from __future__ import annotations
 
+import asyncio
 import string
 import time
 from pathlib import Path
 
 import pytest
 from helpers import Herd, poll
+from memory_transport import MemoryTransport
 
-from backend.protocol import MAX_CLIENT_ID_BYTES, MAX_TIME_S
+from backend.config import load_config
+from backend.connection import LineConnection
+from backend.outbox import Outbox, TrafficLog
+from backend.peers import PeerLink
+from backend.protocol import MAX_CLIENT_ID_BYTES, MAX_TIME_S, PEER_LINE_LIMIT, Record
+from backend.store import Store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,3 +159,26 @@ def test_a_journal_holding_a_poison_record_is_loaded_without_it(tmp_path: Path) 
         for name in ("A", "B"):
             assert "dropped" not in herd.log(name).replace("journal: dropped", "")
         assert herd.status("A")["links"] == {"B": "up"}
+
+
+async def test_a_peer_link_skips_a_poison_line_from_an_older_peer_and_stays_up(
+    tmp_path: Path,
+) -> None:
+    # Socket-free: the link's protocol object on a transport in memory, fed what a server of
+    # an earlier version would send from a herd that holds a poison record.
+    config = load_config(None)
+    received: list[Record] = []
+    outbox = Outbox(TrafficLog(tmp_path / "A.log"))
+    link = PeerLink(config, "Riley", "Jaquez", lambda r, _: received.append(r), Store(), outbox)
+    conn = LineConnection(PEER_LINE_LIMIT)
+    transport = MemoryTransport(conn, ("127.0.0.1", 1))
+    serving = asyncio.create_task(link.serve(conn))
+    await asyncio.sleep(0)
+    good = f"AT Jaquez +0.000100000 good {LOCATION} 1614209128.5\n".encode()
+    huge = b"AT Jaquez +0.1 " + b"h" * PEER_LINE_LIMIT + b" +1+1 1\n"
+    conn.data_received(poison_line("Jaquez") + huge + good)
+    assert [r.client_id for r in received] == ["good"]
+    assert link.up and not transport.aborted
+    transport.close()
+    await asyncio.wait_for(serving, 5)
+    outbox.traffic.close()
