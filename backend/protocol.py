@@ -12,15 +12,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import orjson
+
 __all__ = [
+    "MAX_ATTRIBUTES_BYTES",
     "MAX_BOUND",
     "MAX_CLIENT_ID_BYTES",
     "MAX_LOCATION_BYTES",
     "MAX_NUMBER_BYTES",
+    "MAX_POINT_LINE",
     "MAX_RADIUS_KM",
     "MAX_RECORD_LINE",
     "MAX_SERVER_ID_BYTES",
@@ -45,6 +49,8 @@ __all__ = [
     "Welcome",
     "WhatsAt",
     "WhereIs",
+    "check_attributes",
+    "format_attributes",
     "format_digests",
     "format_time_diff",
     "invalid_reply",
@@ -92,6 +98,11 @@ MAX_RECORD_LINE = (
 )
 # A WHATSAT radius or bound: a number, not a novel ("10", "50.0", "20").
 MAX_NUMBER_BYTES = 32
+# A point's attributes: a JSON object of the phone apps' kept set (docs/gateway.md) fits in
+# a few hundred bytes; a display name of 256 characters can take 1,024 of them.
+MAX_ATTRIBUTES_BYTES = 2048
+# A POINT line: the record's AT line, less "AT", plus "POINT" and the attributes.
+MAX_POINT_LINE = MAX_RECORD_LINE - 2 + 5 + 1 + MAX_ATTRIBUTES_BYTES
 # What a peer link reads as one line: the longest record line, and DIGESTS (4,105 bytes),
 # with room for the extensions to come. Fixed, not configured: every server must take what
 # every other server may send, whatever its [limits] say about clients.
@@ -133,6 +144,17 @@ class Record:
     client_time: str
     line: bytes
     key: tuple[int, str, str, bytes] = field(repr=False, compare=False)
+    # The point's attributes (accuracy, battery, ...) as one compact JSON object with no
+    # white space (``format_attributes``), or empty. They travel with the record (POINT lines)
+    # but are no part of its AT line, which every client sees byte-exact.
+    attributes: bytes = b""
+
+    def wire(self) -> bytes:
+        """The line that carries this record between servers and into the journal (without
+        its newline): the AT line, or a POINT line when the record has attributes."""
+        if not self.attributes:
+            return self.line
+        return b"POINT" + self.line[2:] + b" " + self.attributes
 
     def newer_than(self, other: Record | None) -> bool:
         """The herd's total order: client time (exact), then origin server, then the line.
@@ -149,11 +171,14 @@ class Record:
 
 @dataclass(slots=True)
 class IAmAt:
+    """IAMAT, or the extension REPORT: the same with the point's attributes."""
+
     client_id: str
     location: str
     client_time: str
     # The exact sort key of client_time (see _time_key), computed once while parsing.
     time_key: tuple[int, str] | None = field(default=None, compare=False, repr=False)
+    attributes: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,14 +201,19 @@ class At:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Extension: stream every record the server accepts, after a snapshot."""
+    """Extension: stream every record the server accepts, after a snapshot. With ``points``
+    (``SUBSCRIBE POINTS``), records that have attributes come as POINT lines."""
+
+    points: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class WhereIs:
-    """Extension: a client's current record, with no places lookup."""
+    """Extension: a client's current record, with no places lookup (``WHEREIS <client>
+    POINTS``: as a POINT line when it has attributes)."""
 
     client_id: str
+    points: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +378,7 @@ def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
         cmd.client_time,
         line,
         (sec, frac, server_id, line),
+        cmd.attributes,
     )
 
 
@@ -419,7 +450,7 @@ def _parse_at(f: list[bytes]) -> At:
     return At(record)
 
 
-def _no_args(cmd: Subscribe | Status | Ping | StartTls | Sync) -> Callable[[list[bytes]], Command]:
+def _no_args(cmd: Status | Ping | StartTls | Sync) -> Callable[[list[bytes]], Command]:
     def parse(f: list[bytes]) -> Command:
         if len(f) != 1:
             raise ProtocolError(f"{f[0].decode()} takes no fields")
@@ -429,9 +460,58 @@ def _no_args(cmd: Subscribe | Status | Ping | StartTls | Sync) -> Callable[[list
 
 
 def _parse_whereis(f: list[bytes]) -> WhereIs:
+    if len(f) == 3 and f[2] == b"POINTS":
+        return WhereIs(_client_id(f[1]), points=True)
     if len(f) != 2:
-        raise ProtocolError("WHEREIS takes 1 field")
+        raise ProtocolError("WHEREIS takes a client ID, and optionally POINTS")
     return WhereIs(_client_id(f[1]))
+
+
+def _parse_subscribe(f: list[bytes]) -> Subscribe:
+    if len(f) == 2 and f[1] == b"POINTS":
+        return Subscribe(points=True)
+    if len(f) != 1:
+        raise ProtocolError("SUBSCRIBE takes no fields, or POINTS")
+    return Subscribe()
+
+
+def check_attributes(raw: bytes) -> bytes:
+    """``raw`` if it is attributes as the herd carries them: one JSON object of at most
+    MAX_ATTRIBUTES_BYTES with no white space; raises ProtocolError otherwise. The herd does
+    not interpret them (the gateway does), so a key it does not know passes."""
+    if len(raw) > MAX_ATTRIBUTES_BYTES:
+        raise ProtocolError(f"attributes over {MAX_ATTRIBUTES_BYTES} bytes")
+    if not raw.startswith(b"{"):
+        raise ProtocolError("attributes must be a JSON object")
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("attributes are not valid JSON") from None
+    return raw
+
+
+def format_attributes(attributes: Mapping[str, object]) -> bytes:
+    """Attributes as the herd carries them: compact JSON, its spaces (only ever inside
+    strings) escaped, so the object is one field of a line. Empty for no attributes."""
+    if not attributes:
+        return b""
+    return orjson.dumps(attributes).replace(b" ", b"\\u0020")
+
+
+def _parse_report(f: list[bytes]) -> IAmAt:
+    if len(f) != 5:
+        raise ProtocolError("REPORT takes 4 fields")
+    command = _parse_iamat(f[:4])
+    command.attributes = check_attributes(f[4])
+    return command
+
+
+def _parse_point(f: list[bytes]) -> At:
+    if len(f) != 7:
+        raise ProtocolError("POINT takes 6 fields")
+    at = _parse_at([b"AT", *f[1:6]])
+    at.record.attributes = check_attributes(f[6])
+    return at
 
 
 def _parse_peer(f: list[bytes]) -> Peer:
@@ -478,7 +558,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"IAMAT": _parse_iamat,
     b"WHATSAT": _parse_whatsat,
     b"AT": _parse_at,
-    b"SUBSCRIBE": _no_args(Subscribe()),
+    b"SUBSCRIBE": _parse_subscribe,
     b"WHEREIS": _parse_whereis,
     b"STATUS": _no_args(Status()),
     b"PING": _no_args(Ping()),
@@ -489,6 +569,8 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"DIGESTS": _parse_digests,
     b"STARTTLS": _no_args(StartTls()),
     b"SYNC": _no_args(Sync()),
+    b"REPORT": _parse_report,
+    b"POINT": _parse_point,
 }
 
 

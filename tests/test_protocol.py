@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -308,3 +309,50 @@ def test_peer_proofs_bind_role_names_and_nonces() -> None:
     assert dialer != peer_proof("other", "dialer", *args)
     assert dialer != peer_proof("s3cret", "dialer", "Riley", "Jaquez", "a" * 32, "b" * 32)
     assert dialer != peer_proof("s3cret", "dialer", "Jaquez", "Riley", "a" * 32, "c" * 32)
+
+
+# -- attributes (REPORT and POINT lines) -------------------------------------------------------
+
+
+def test_report_carries_attributes_and_its_at_line_is_iamats() -> None:
+    from backend.protocol import format_attributes, make_record
+
+    attributes = format_attributes({"name": "iPhone 12 Pro", "battery": 87, "alarm": "sos"})
+    assert b" " not in attributes
+    report = parse_line(b"REPORT kiwi +34.1-118.2 1700000000.5 " + attributes + b"\n")
+    plain = parse_line(b"IAMAT kiwi +34.1-118.2 1700000000.5\n")
+    assert isinstance(report, IAmAt) and isinstance(plain, IAmAt)
+    with_attributes = make_record("Riley", 1_700_000_001_000_000_000, report)
+    without = make_record("Riley", 1_700_000_001_000_000_000, plain)
+    assert with_attributes.line == without.line  # what every client sees: byte-exact
+    assert without.wire() == without.line
+    point = parse_line(with_attributes.wire() + b"\n")
+    assert isinstance(point, At)
+    assert point.record.line == with_attributes.line
+    assert point.record.key == with_attributes.key
+    assert json.loads(point.record.attributes) == {
+        "name": "iPhone 12 Pro",
+        "battery": 87,
+        "alarm": "sos",
+    }
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [b"[1,2]", b"{", b"{'a':1}", b"not-json", b"{" + b'"a":"' + b"x" * 3000 + b'"}', b"1"],
+)
+def test_attributes_that_are_not_a_bounded_json_object_are_invalid(attributes: bytes) -> None:
+    for line in (
+        b"REPORT kiwi +1+1 1 " + attributes,
+        b"POINT Riley +0.1 kiwi +1+1 1 " + attributes,
+    ):
+        with pytest.raises(ProtocolError):
+            parse_line(line)
+
+
+def test_points_variants_of_subscribe_and_whereis() -> None:
+    assert parse_line(b"SUBSCRIBE POINTS") == Subscribe(points=True)
+    assert parse_line(b"WHEREIS kiwi POINTS") == WhereIs("kiwi", points=True)
+    for line in (b"SUBSCRIBE points", b"SUBSCRIBE POINTS x", b"WHEREIS kiwi x"):
+        with pytest.raises(ProtocolError):
+            parse_line(line)
