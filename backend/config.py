@@ -268,8 +268,7 @@ def load_config(
     """
     env = os.environ if env is None else env
     if path is None:
-        raw: dict[str, Any] = {
-            "secret": DEFAULT_SECRET,
+        raw: dict[str, Any] = {  # no secret: the built-in one, on this loopback herd
             "links": [list(pair) for pair in DEFAULT_LINKS],
             "servers": {
                 name: {"host": "127.0.0.1", "port": port} for name, port in DEFAULT_PORTS.items()
