@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import Herd, poll
+from helpers import Herd, iamat, poll
 
 from backend.config import ConfigError, load_config
+from backend.outbox import TrafficLog
 
 STRONG = secrets.token_urlsafe(32)
 
@@ -146,3 +147,73 @@ def test_the_dialler_checks_the_acceptors_proof_before_anything_else(tmp_path: P
                 assert stream.read() == b""  # nothing more, and closed
             poll(lambda: "Riley does not know the herd secret" in herd.log("Jaquez"))
             assert herd.status("Jaquez")["links"] == {"Riley": "down"}
+
+
+# -- files and logs -------------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_journal_snapshot_and_logs_are_private(tmp_path: Path) -> None:
+    # A log file left readable by an older version is tightened too.
+    (tmp_path / "logs").mkdir(mode=0o755)
+    old_log = tmp_path / "logs" / "Riley.log"
+    old_log.write_text("")
+    old_log.chmod(0o644)
+    herd = Herd(tmp_path, names=["Riley"], links=[], extra="[durability]\ncompact_min = 10\n")
+    with Started(herd, "Riley"):
+        for i in range(30):
+            herd.ask("Riley", iamat("private", when=1_700_000_000 + i))
+        data = tmp_path / "data" / "Riley"
+        poll(lambda: (data / "snapshot").exists(), what="a compaction")
+        assert mode(tmp_path / "data") == 0o700 and mode(data) == 0o700
+        journals = list(data.glob("journal.*"))
+        assert journals and all(mode(p) == 0o600 for p in journals)
+        assert mode(data / "snapshot") == 0o600
+        assert mode(old_log) == 0o600
+        assert mode(tmp_path / "logs") == 0o755  # a directory that existed is left as it was
+
+
+def test_control_bytes_from_clients_are_escaped_in_the_logs(tmp_path: Path) -> None:
+    herd = Herd(tmp_path, names=["Riley"], links=[])
+    with Started(herd, "Riley"):
+        # An escape sequence (OSC: set the terminal's title) in a client ID, C1 CSI in UTF-8,
+        # bytes that are not UTF-8, and a neighbour's name with a screen-clearing sequence.
+        herd.ask("Riley", b"IAMAT evil\x1b]0;pwned\x07 +1+1 1700000000\n")
+        herd.ask("Riley", b"WHEREIS c1\xc2\x9b2J\n")
+        herd.ask("Riley", b"IAMAT \xff\xfe +1+1 1700000000\n")
+        herd.ask("Riley", f"PEER Evil\x1b[2J {secrets.token_hex(16)}\n".encode())
+        herd.ask("Riley", iamat("plain-after"))
+        poll(lambda: "plain-after +" in herd.log("Riley"), what="the traffic logged")
+        poll(lambda: "Evil" in herd.log("Riley").split("WARNING", 1)[-1], what="the warning")
+        raw = (tmp_path / "logs" / "Riley.log").read_bytes()
+        assert not any((c < 0x20 and c != 0x0A) or c == 0x7F for c in raw), "a control byte"
+        text = raw.decode()  # and all of it UTF-8
+        assert "\u009b" not in text
+        assert ">> IAMAT evil\\x1b]0;pwned\\x07 +1+1 1700000000\n" in text
+        assert ">> WHEREIS c1\\u009b2J\n" in text
+        assert ">> IAMAT \\xff\\xfe +1+1 1700000000\n" in text
+        assert "(Evil\\x1b[2J is not a neighbour of Riley)" in text
+
+
+def test_the_traffic_log_escapes_only_the_lines_that_need_it(tmp_path: Path) -> None:
+    traffic = TrafficLog(tmp_path / "t.log")
+    tag = TrafficLog.tag("1.2.3.4:5", ">>")
+    plain = [b"IAMAT kiwi +1+1 1\n", "IAMAT Zoë +1+1 1\n".encode(), b"WHATSAT a 1 1\r\n"]
+    for line in plain:
+        traffic.add(tag, line)
+    traffic.flush()
+    traffic.add(tag, b"IAMAT kiwi +1+1 1\n")
+    traffic.add(tag, b"AT x\n{\n\x1b[31m\n}\n\n")
+    traffic.close()
+    lines = (tmp_path / "t.log").read_bytes().splitlines()
+    bodies = [line.split(b" >> ", 1)[1] for line in lines]
+    assert bodies == [
+        b"IAMAT kiwi +1+1 1",
+        "IAMAT Zoë +1+1 1".encode(),  # UTF-8 text stays readable
+        b"WHATSAT a 1 1",
+        b"IAMAT kiwi +1+1 1",
+        b"AT x\\n{\\n\\x1b[31m\\n}",
+    ]
