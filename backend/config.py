@@ -96,8 +96,13 @@ class Limits:
     # Invalid lines tolerated on one connection before hang-up; real clients send none,
     # a confused one gets enough answers to notice.
     max_invalid_lines: int = 100
-    # Concurrent client connections per server, to stay well inside the fd limit.
+    # Concurrent client connections per server, to stay well inside the fd limit. Peer links
+    # are not counted, and a few handshake slots past it keep room for neighbours.
     max_connections: int = 4096
+    # Client connections from one remote address; past it, only a peer handshake may begin
+    # there. Off (0) by default: the gateway, the benchmark and the tests all come from
+    # 127.0.0.1. Set it on servers that untrusted clients reach directly.
+    connections_per_address: int = 0
     # Records queued per peer link while it is slow or down; past this the oldest are
     # dropped and the link is marked for a full resync when it comes back.
     peer_queue: int = 100_000

@@ -53,6 +53,10 @@ WRITE_HIGH_WATER = 1024 * 1024
 FLUSH_BATCH = 512
 
 PING_LINE = b"PING\n"
+# Acceptor handshakes waiting for PROOF per neighbour: a neighbour dials one at a time, so two
+# cover a redial that overtakes a stale attempt. Anyone can send PEER with a neighbour's name;
+# a newer handshake ends the oldest, so stalled ones cannot pile up or lock the neighbour out.
+HANDSHAKES_PER_LINK = 2
 
 
 class HandshakeError(Exception):
@@ -90,6 +94,7 @@ class PeerLink:
         self._queue: deque[bytes] = deque(maxlen=config.limits.peer_queue)
         self._wake = asyncio.Event()
         self._conn: LineConnection | None = None
+        self._handshakes: deque[LineConnection] = deque()  # acceptor handshakes in progress
         self._tls = client_context(config.tls) if config.tls is not None else None
         self.overflowed = False
 
@@ -216,9 +221,18 @@ class PeerLink:
         The acceptor proves nothing until the dialler has: whoever can reach the port gets
         only a nonce, nothing to test guesses at the secret against offline."""
         deadline = asyncio.get_running_loop().time() + self.config.peers.handshake_timeout
-        nonce_a = secrets.token_hex(16)
-        self._say(conn, f"CHALLENGE {self.local} {nonce_a}\n".encode())
-        answer = parse_line(await self._hear(conn, "PROOF", deadline))
+        pending = self._handshakes
+        if len(pending) >= HANDSHAKES_PER_LINK:
+            log.warning("link to %s: a newer handshake ends the oldest in progress", self.name)
+            pending.popleft().abort()
+        pending.append(conn)
+        try:
+            nonce_a = secrets.token_hex(16)
+            self._say(conn, f"CHALLENGE {self.local} {nonce_a}\n".encode())
+            answer = parse_line(await self._hear(conn, "PROOF", deadline))
+        finally:
+            with contextlib.suppress(ValueError):  # ended by a newer one: no longer there
+                pending.remove(conn)
         expected = peer_proof(self.key, "dialer", self.name, self.local, hello.nonce, nonce_a)
         if not isinstance(answer, Proof) or not secrets.compare_digest(expected, answer.proof):
             raise HandshakeError(f"{self.name} failed to prove the herd secret")

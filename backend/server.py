@@ -50,6 +50,13 @@ log = logging.getLogger("herd.server")
 
 # Records per write while sending a subscriber its snapshot: big writes, bounded size.
 SNAPSHOT_CHUNK = 1024
+# Connections past max_connections (or past an address's share of them) still get a few slots
+# in which a peer handshake alone may begin: slow clients holding every client slot must not
+# keep a neighbour out, or the herd partitions. Two per neighbour: the one redialling now and
+# one whose dialler gave up on it. A newer connection takes the oldest one's slot, so holding
+# them costs an attacker a fresh connection every few milliseconds (a neighbour sends PEER in
+# its first round trip), and each lasts at most peers.handshake_timeout.
+HANDSHAKE_SLOTS_PER_NEIGHBOUR = 2
 
 # What a handler gives back: the whole reply now, or a coroutine that makes it (a WHATSAT
 # waiting for places, an IAMAT waiting for its fsync, STARTTLS).
@@ -80,6 +87,8 @@ class ClientConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None  # a line being answered in a task
         self.backlog: list[bytes | TooLong] = []  # lines waiting behind it
         self.subscribed = False
+        self.spare = False  # in a handshake slot: only STARTTLS or PEER may come
+        self.expiry: asyncio.TimerHandle | None = None  # a handshake slot's deadline
         self.closed = False
         self._eof = False
         self._write_paused = False
@@ -99,8 +108,11 @@ class ClientConnection(asyncio.Protocol):
         self.server._connected(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_line = time.monotonic()  # see _close_idle
         items = self.lines.feed(data)
+        if items:
+            # Idle means no complete line (see _close_idle): a client that dribbles a byte at a
+            # time without ever ending a line does not keep its slot.
+            self.last_line = time.monotonic()
         if self.task is not None:
             self.backlog += items  # reading is paused; this chunk was already on its way
         else:
@@ -251,6 +263,10 @@ class HerdServer:
         # is still reading when the first live records come.
         self._subscribers: dict[ClientConnection, int] = {}
         self._clients: set[ClientConnection] = set()
+        self._per_address: dict[str, int] = {}  # client connections per remote address
+        # Connections in handshake slots, oldest first (see HANDSHAKE_SLOTS_PER_NEIGHBOUR).
+        self._spare: dict[ClientConnection, None] = {}
+        self._spare_slots = HANDSHAKE_SLOTS_PER_NEIGHBOUR * len(config.neighbours(name))
         self._closing = False
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -334,20 +350,61 @@ class HerdServer:
         log.info("%s stopped", self.name)
 
     def _connected(self, conn: ClientConnection) -> None:
+        limits = self.limits
+        per_address = limits.connections_per_address
         if self._closing:
             conn.hang_up()  # accepted just before the server stopped listening
-        elif len(self._clients) >= self.limits.max_connections:
+        elif len(self._clients) < limits.max_connections and (
+            not per_address or self._per_address.get(conn.host, 0) < per_address
+        ):
+            self._clients.add(conn)
+            self._per_address[conn.host] = self._per_address.get(conn.host, 0) + 1
+            self.outbox.log(TrafficLog.tag(conn.peer, "++"), b"connected\n")
+        elif self._spare_slots:
+            self._take_spare_slot(conn)
+        else:
             log.warning("refused %s: %d connections already open", conn.peer, len(self._clients))
             conn.hang_up()
-        else:
-            self._clients.add(conn)
-            self.outbox.log(TrafficLog.tag(conn.peer, "++"), b"connected\n")
+
+    def _take_spare_slot(self, conn: ClientConnection) -> None:
+        """Give ``conn`` a handshake slot, taking the oldest one's if all are held."""
+        if len(self._spare) >= self._spare_slots:
+            oldest = next(iter(self._spare))
+            log.warning("closing %s: its handshake slot goes to a newer connection", oldest.peer)
+            self._leave_spare_slot(oldest)
+            oldest.hang_up()
+        log.info("%s: no client slot for it, it may only begin a peer handshake", conn.peer)
+        conn.spare = True
+        self._spare[conn] = None
+        timeout = self.config.peers.handshake_timeout
+        conn.expiry = asyncio.get_running_loop().call_later(
+            timeout, self._spare_expired, conn, timeout
+        )
+        self.outbox.log(TrafficLog.tag(conn.peer, "++"), b"connected (handshake slot)\n")
+
+    def _spare_expired(self, conn: ClientConnection, timeout: float) -> None:
+        if conn in self._spare:
+            log.warning("closing %s: no peer handshake within %g s", conn.peer, timeout)
+            self._leave_spare_slot(conn)
+            conn.hang_up()
+
+    def _leave_spare_slot(self, conn: ClientConnection) -> None:
+        self._spare.pop(conn, None)
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+            conn.expiry = None
 
     def _disconnected(self, conn: ClientConnection, handed_over: bool = False) -> None:
+        what = b"handed to a peer link\n" if handed_over else b"closed\n"
         if conn in self._clients:
             self._clients.discard(conn)
+            left = self._per_address.pop(conn.host, 1) - 1
+            if left:
+                self._per_address[conn.host] = left
             self._subscribers.pop(conn, None)
-            what = b"handed to a peer link\n" if handed_over else b"closed\n"
+            self.outbox.log(TrafficLog.tag(conn.peer, "--"), what)
+        elif conn.spare:
+            self._leave_spare_slot(conn)
             self.outbox.log(TrafficLog.tag(conn.peer, "--"), what)
 
     # -- the store ---------------------------------------------------------------------------
@@ -430,6 +487,8 @@ class HerdServer:
     def _answer(self, conn: ClientConnection, line: bytes) -> Coroutine[Any, Any, None] | None:
         """Answer one line: the reply is queued now, or the coroutine returned queues it."""
         self.outbox.log(conn.tag_in, line)
+        if conn.spare:
+            return self._answer_spare(conn, line)
         try:
             command = parse_line(line)
             if command is None:
@@ -451,6 +510,27 @@ class HerdServer:
             if reply:
                 conn.send(reply)
             self._check_budget(conn)
+            return None
+        return self._answer_later(conn, line, reply)
+
+    def _answer_spare(
+        self, conn: ClientConnection, line: bytes
+    ) -> Coroutine[Any, Any, None] | None:
+        """A line on a handshake slot: STARTTLS or PEER go on, anything else ends it unanswered
+        (nobody but a neighbour should be there, and the slots are few)."""
+        try:
+            command = parse_line(line)
+            if not isinstance(command, Peer | StartTls):
+                raise ProtocolError("not a peer handshake")
+            reply = self._handlers[type(command)](command, conn)
+        except ProtocolError as exc:
+            log.warning("closing %s in a handshake slot: %s", conn.peer, exc)
+            self._leave_spare_slot(conn)
+            conn.hang_up()
+            return None
+        if isinstance(reply, bytes):
+            if reply:
+                conn.send(reply)
             return None
         return self._answer_later(conn, line, reply)
 

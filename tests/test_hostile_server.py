@@ -9,10 +9,11 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import Herd, iamat, poll
+from helpers import Herd, ask, iamat, poll
 
 from backend.config import ConfigError, load_config
 from backend.outbox import TrafficLog
@@ -217,3 +218,85 @@ def test_the_traffic_log_escapes_only_the_lines_that_need_it(tmp_path: Path) -> 
         b"IAMAT kiwi +1+1 1",
         b"AT x\\n{\\n\\x1b[31m\\n}",
     ]
+
+
+# -- the connection budget ------------------------------------------------------------------
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (it reads nothing more than the end of stream)."""
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_slow_clients_holding_every_slot_do_not_keep_a_neighbour_out(tmp_path: Path) -> None:
+    # Every client slot of Riley is held by a client that sent a byte and no line; Jaquez
+    # (which dials Riley) starts, or restarts, and its link must come up all the same.
+    herd = Herd(
+        tmp_path,
+        names=["Jaquez", "Riley"],
+        links=[("Jaquez", "Riley")],
+        extra="[limits]\nmax_connections = 20\nidle_timeout = 60.0\n",
+    )
+    with Started(herd, "Riley"):
+        slow = [socket.create_connection(("127.0.0.1", herd.ports["Riley"])) for _ in range(20)]
+        try:
+            for sock in slow:
+                sock.sendall(b"I")
+                sock.settimeout(0.05)
+            # Full: one more connection may only begin a peer handshake; a client line ends it.
+            with socket.create_connection(("127.0.0.1", herd.ports["Riley"]), timeout=10) as late:
+                late.sendall(b"STATUS\n")
+                assert late.recv(1024) == b""
+            herd.start("Jaquez")
+            poll(lambda: herd.status("Jaquez")["links"] == {"Riley": "up"}, what="the link")
+            herd.kill("Jaquez")
+            herd.start("Jaquez")  # a restarted neighbour redials and is let in again
+            poll(lambda: herd.status("Jaquez")["links"] == {"Riley": "up"}, what="the relink")
+            assert not any(closed(sock) for sock in slow)  # the clients keep their slots
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_a_client_dribbling_bytes_without_a_newline_is_closed_at_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    herd = Herd(tmp_path, names=["Riley"], links=[], extra="[limits]\nidle_timeout = 1.0\n")
+    with (
+        Started(herd, "Riley"),
+        socket.create_connection(("127.0.0.1", herd.ports["Riley"])) as sock,
+    ):
+        sock.settimeout(0.2)
+        start = time.monotonic()
+        while time.monotonic() - start < 6.0:
+            try:
+                sock.sendall(b"x")  # one byte every 0.2 s, never a whole line
+            except ConnectionError:
+                break
+            if closed(sock):
+                break
+        # idle_timeout, plus up to a quarter of it for the sweep, plus scheduling slack
+        assert time.monotonic() - start < 3.0, "still open"
+        poll(lambda: "idle for 1 s" in herd.log("Riley"), what="the close logged")
+
+
+def test_connections_per_address_caps_one_address(tmp_path: Path) -> None:
+    limits = "[limits]\nconnections_per_address = 3\n"
+    herd = Herd(tmp_path, names=["Riley"], links=[], extra=limits)
+    with Started(herd, "Riley"):
+        held = [socket.create_connection(("127.0.0.1", herd.ports["Riley"])) for _ in range(3)]
+        try:
+            for sock in held:
+                sock.sendall(b"STATUS\n")
+                assert sock.makefile("rb").readline().startswith(b"STATUS ")
+            # Riley has no neighbour, so no handshake slots either: refused at once.
+            assert ask(herd.ports["Riley"], b"STATUS\n") == b""
+        finally:
+            for sock in held:
+                sock.close()
+        poll(lambda: herd.status("Riley")["server"] == "Riley", what="a slot freed")
