@@ -106,8 +106,14 @@ class Limits:
     # Records queued per peer link while it is slow or down; past this the oldest are
     # dropped and the link is marked for a full resync when it comes back.
     peer_queue: int = 100_000
-    # Bytes buffered for one subscriber before it is cut off as too slow.
+    # Bytes of live records buffered for one subscriber before it is cut off as too slow
+    # (its snapshot is written as it reads, so that pins only a window of 256 KiB more).
+    # 8 MiB is over a second of the herd's full flood.
     subscriber_buffer: int = 8 * 1024 * 1024
+    # Concurrent subscribers per server; past it SUBSCRIBE is answered "? SUBSCRIBE". Bounds
+    # what all of them can pin together (16 x 8.3 MiB), with room for the gateway (one each)
+    # and its failovers; one that reads nothing for three heartbeats frees its place.
+    max_subscribers: int = 16
     # Seconds a stopping server gives replies in flight (a WHATSAT waiting on Google) to finish.
     shutdown_grace: float = 5.0
     # Lines per second from one remote address (burst: twice that); past it, "? <line>".

@@ -25,6 +25,7 @@ from .journal import Journal
 from .outbox import Outbox, TrafficLog
 from .peers import PeerManager, format_address
 from .protocol import (
+    MAX_RECORD_LINE,
     At,
     Command,
     IAmAt,
@@ -48,8 +49,16 @@ __all__ = ["HerdServer"]
 
 log = logging.getLogger("herd.server")
 
-# Records per write while sending a subscriber its snapshot: big writes, bounded size.
-SNAPSHOT_CHUNK = 1024
+# Records per write while sending a subscriber its snapshot: big writes (25 KB of typical
+# records), bounded size (at most 256 of the longest records, 350 KB).
+SNAPSHOT_CHUNK = 256
+# The snapshot is written as the subscriber reads it: a chunk whenever its socket buffer holds
+# at most this much. Enough to keep a fast reader busy between two wake-ups; so little that
+# a subscriber that stops reading pins no more of it than this (plus a chunk).
+SNAPSHOT_WINDOW = 256 * 1024
+# Heartbeats a subscriber with unread data may go without reading a byte before it is cut off:
+# the gateway gives up on a silent server after three, so three is what a live one tolerates.
+STALLED_HEARTBEATS = 3
 # Connections past max_connections (or past an address's share of them) still get a few slots
 # in which a peer handshake alone may begin: slow clients holding every client slot must not
 # keep a neighbour out, or the herd partitions. Two per neighbour: the one redialling now and
@@ -87,6 +96,7 @@ class ClientConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None  # a line being answered in a task
         self.backlog: list[bytes | TooLong] = []  # lines waiting behind it
         self.subscribed = False
+        self.subscription: Subscription | None = None
         self.spare = False  # in a handshake slot: only STARTTLS or PEER may come
         self.expiry: asyncio.TimerHandle | None = None  # a handshake slot's deadline
         self.closed = False
@@ -139,6 +149,8 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.subscription is not None:
+            self.subscription.pump()  # the next part of the snapshot
         if self.transport is not None and self.task is None and not self.closed:
             self.transport.resume_reading()
 
@@ -202,6 +214,9 @@ class ClientConnection(asyncio.Protocol):
             self._answer_all([last + b"\n"])
             if self.task is not None:
                 return  # _finish ends it
+        if self.subscription is not None and not self.subscription.synced:
+            self.subscription.close_when_synced = True  # the snapshot is still on its way
+            return
         self.hang_up()
 
     def send(self, reply: bytes) -> None:
@@ -233,6 +248,13 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping what is unsent (a subscriber that does not read would keep
+        its buffer for as long as it likes if the close waited for it)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def hand_over(self, protocol: LineConnection) -> None:
         """Give the connection to ``protocol`` (a peer link's), which reads it from now on."""
         assert self.transport is not None
@@ -240,6 +262,90 @@ class ClientConnection(asyncio.Protocol):
         self.server._disconnected(self, handed_over=True)
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
+
+
+class Subscription:
+    """One SUBSCRIBE stream: the snapshot, written as the socket drains, then ``SYNCED``, then
+    the live records, in that order.
+
+    The snapshot is a list of references to the records held at SUBSCRIBE (records are never
+    changed, only replaced), so it is the state of that instant however long the subscriber
+    takes to read it; live records accepted meanwhile wait in ``backlog`` behind it. What one
+    subscriber pins is bounded: its socket buffer holds at most SNAPSHOT_WINDOW plus a chunk of
+    snapshot, and live records (in the buffer or the backlog) beyond ``limits.subscriber_buffer``
+    cut it off; so is its time: STALLED_HEARTBEATS without reading and it is cut off.
+    """
+
+    def __init__(self, conn: ClientConnection, records: list[Record], allowance: int) -> None:
+        self.conn = conn
+        self.records = records
+        self.count = len(records)
+        self.sent = 0  # snapshot records written
+        self.synced = False
+        self.backlog: list[bytes] = []  # what comes after SYNCED, until it is written
+        self.backlog_bytes = 0
+        self.allowance = allowance
+        self.written = 0  # bytes handed to the transport
+        self.delivered = 0  # of them, bytes the transport had passed on at the last check
+        self.progress = time.monotonic()  # when the subscriber last read something
+        self.close_when_synced = False  # it sent EOF: close once the snapshot is out
+
+    def pump(self) -> None:
+        """Write snapshot chunks while the socket buffer is below the window; after the last,
+        ``SYNCED`` and the backlog. Called at SUBSCRIBE and whenever the socket drains."""
+        transport = self.conn.transport
+        if self.synced or transport is None or transport.is_closing():
+            return
+        records = self.records
+        while self.sent < self.count and transport.get_write_buffer_size() <= SNAPSHOT_WINDOW:
+            chunk = records[self.sent : self.sent + SNAPSHOT_CHUNK]
+            self.sent += len(chunk)
+            self._write(transport, b"".join([r.line + b"\n" for r in chunk]))
+        if self.sent < self.count:
+            return  # resumed by resume_writing once the subscriber has read some
+        self.records = []  # the references go with the snapshot
+        self.synced = True
+        self._write(transport, b"SYNCED %d\n" % self.count)
+        if self.backlog:
+            self._write(transport, b"".join(self.backlog))
+            self.backlog.clear()
+            self.backlog_bytes = 0
+        if self.close_when_synced:
+            self.conn.hang_up()
+
+    def send(self, data: bytes) -> bool:
+        """Send ``data`` after everything before it; False if the subscriber is over its
+        allowance (the caller cuts it off)."""
+        transport = self.conn.transport
+        if transport is None or transport.is_closing():
+            return True
+        unread = transport.get_write_buffer_size()
+        if not self.synced:
+            self.backlog.append(data)
+            self.backlog_bytes += len(data)
+            return unread + self.backlog_bytes <= self.allowance
+        if unread > self.allowance:
+            return False
+        self._write(transport, data)
+        return True
+
+    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
+        self.written += len(data)
+        transport.write(data)
+
+    def stalled(self, now: float, limit: float) -> bool:
+        """Whether the subscriber has had data waiting, and read none of it, for ``limit``
+        seconds."""
+        transport = self.conn.transport
+        if transport is None:
+            return False
+        unread = transport.get_write_buffer_size()
+        delivered = self.written - unread
+        if delivered > self.delivered or not (unread or self.backlog or not self.synced):
+            self.delivered = delivered
+            self.progress = now
+            return False
+        return now - self.progress > limit
 
 
 class HerdServer:
@@ -259,9 +365,7 @@ class HerdServer:
         self.peers = PeerManager(config, name, self.accept, self.store, self.outbox)
         self._sub_lines: list[bytes] = []  # records for subscribers, this iteration
         self.places = places or places_mod.make_provider(config.places, config.data_dir / "places")
-        # Each subscriber's allowance of unsent bytes: the limit plus its snapshot, which it
-        # is still reading when the first live records come.
-        self._subscribers: dict[ClientConnection, int] = {}
+        self._subscribers: dict[ClientConnection, Subscription] = {}
         self._clients: set[ClientConnection] = set()
         self._per_address: dict[str, int] = {}  # client connections per remote address
         # Connections in handshake slots, oldest first (see HANDSHAKE_SLOTS_PER_NEIGHBOUR).
@@ -435,16 +539,11 @@ class HerdServer:
     def _push_to_subscribers(self) -> None:
         data = b"".join(self._sub_lines)
         self._sub_lines.clear()
-        for conn, allowance in list(self._subscribers.items()):
-            transport = conn.transport
-            if transport is None or transport.is_closing():
-                continue
-            if transport.get_write_buffer_size() > allowance:
+        for conn, subscription in list(self._subscribers.items()):
+            if not subscription.send(data):
                 log.warning("subscriber %s too slow, disconnected", conn.peer)
                 self._subscribers.pop(conn, None)
-                conn.hang_up()
-            else:
-                transport.write(data)
+                conn.abort()
 
     def _expired(self, record: Record) -> bool:
         return bool(self.retention) and record.key[0] < time.time() - self.retention
@@ -462,11 +561,25 @@ class HerdServer:
 
     async def _ping_subscribers(self) -> None:
         """A PING to every subscriber each heartbeat, so that a subscriber whose server
-        vanished without closing the connection notices the silence and moves on."""
+        vanished without closing the connection notices the silence and moves on; and the
+        cut-off of subscribers that read nothing for STALLED_HEARTBEATS (a snapshot streaming
+        is no silence, so it needs no PING)."""
+        heartbeat = self.config.peers.heartbeat
+        limit = STALLED_HEARTBEATS * heartbeat
         while True:
-            await asyncio.sleep(self.config.peers.heartbeat)
-            for conn in list(self._subscribers):
-                conn.write(b"PING\n")
+            await asyncio.sleep(heartbeat)
+            now = time.monotonic()
+            for conn, subscription in list(self._subscribers.items()):
+                if subscription.stalled(now, limit):
+                    log.warning(
+                        "subscriber %s read nothing for %g s, disconnected", conn.peer, limit
+                    )
+                    self._subscribers.pop(conn, None)
+                    conn.abort()
+                elif subscription.synced and not subscription.send(b"PING\n"):
+                    log.warning("subscriber %s too slow, disconnected", conn.peer)
+                    self._subscribers.pop(conn, None)
+                    conn.abort()
 
     async def _close_idle(self) -> None:
         """Close client connections that sent nothing for ``limits.idle_timeout`` seconds.
@@ -570,9 +683,12 @@ class HerdServer:
     def _after_subscribing(self, conn: ClientConnection, item: bytes | TooLong) -> None:
         # A subscription lasts until the client closes; its further lines are not commands.
         line = item.head if isinstance(item, TooLong) else item
-        if line.strip():
+        subscription = self._subscribers.get(conn)
+        if line.strip() and subscription is not None:
             self.outbox.log(conn.tag_in, line)
-            conn.send(invalid_reply(line))
+            reply = invalid_reply(line)
+            self.outbox.log(conn.tag_out, reply)
+            subscription.send(reply)  # in the stream's order: after the snapshot
 
     # -- handlers: each returns the whole reply (or a coroutine making it) -------------------
 
@@ -625,20 +741,23 @@ class HerdServer:
         return b"STATUS " + json.dumps(status, separators=(",", ":")).encode() + b"\n"
 
     def _on_subscribe(self, command: Subscribe, conn: ClientConnection) -> Reply:
-        transport = conn.transport
-        assert transport is not None
+        if len(self._subscribers) >= self.limits.max_subscribers:
+            raise ProtocolError(f"{len(self._subscribers)} subscribers already")
         # Records accepted before now go out to the present subscribers (and this client's
-        # earlier replies to it); then the snapshot and the registration happen at once, so
-        # no record can fall between the two or come twice.
+        # earlier replies to it); then the snapshot is taken and the subscriber registered at
+        # once, so no record can fall between the two or come twice.
         self.outbox.flush()
-        records = list(self.store)
-        for i in range(0, len(records), SNAPSHOT_CHUNK):
-            conn.write(b"".join(r.line + b"\n" for r in records[i : i + SNAPSHOT_CHUNK]))
-        conn.write(b"SYNCED %d\n" % len(records))
-        snapshot = transport.get_write_buffer_size()
-        self._subscribers[conn] = self.limits.subscriber_buffer + snapshot
+        # What it may pin: its live records up to the limit, and the part of the snapshot in
+        # its socket buffer (the window and a chunk).
+        allowance = (
+            self.limits.subscriber_buffer + SNAPSHOT_WINDOW + SNAPSHOT_CHUNK * MAX_RECORD_LINE
+        )
+        subscription = Subscription(conn, list(self.store), allowance)
+        self._subscribers[conn] = subscription
+        conn.subscription = subscription
         conn.subscribed = True
-        log.info("%s subscribed (%d records in snapshot)", conn.peer, len(records))
+        log.info("%s subscribed (%d records in snapshot)", conn.peer, subscription.count)
+        subscription.pump()
         return b""
 
     def _on_starttls(self, command: StartTls, conn: ClientConnection) -> Reply:

@@ -9,6 +9,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -300,3 +301,97 @@ def test_connections_per_address_caps_one_address(tmp_path: Path) -> None:
             for sock in held:
                 sock.close()
         poll(lambda: herd.status("Riley")["server"] == "Riley", what="a slot freed")
+
+
+# -- subscribers ----------------------------------------------------------------------------
+
+
+def load(port: int, count: int, prefix: str, when: int = 1_700_000_000) -> list[bytes]:
+    """Report ``count`` clients on one connection; their AT lines."""
+    lines = b"".join(iamat(f"{prefix}-{i}", when=when) for i in range(count))
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(lines,))
+        sender.start()
+        chunks, got = [], 0
+        while got < count:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "closed"
+            chunks.append(chunk)
+            got += chunk.count(b"\n")
+        sender.join()
+    return b"".join(chunks).splitlines(keepends=True)
+
+
+def rss(pid: int) -> int:
+    """Resident memory of process ``pid``, in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match
+    return int(match[1]) * 1024
+
+
+def test_subscribers_that_never_read_pin_bounded_memory_and_are_cut_off(tmp_path: Path) -> None:
+    herd = Herd(tmp_path, names=["Riley"], links=[])
+    with Started(herd, "Riley"):
+        port, pid = herd.ports["Riley"], herd.procs["Riley"].pid
+        load(port, 50_000, "m" * 160)  # a snapshot of 12 MB, more than the kernel buffers
+        before = rss(pid)
+        subscribers = []
+        try:
+            for _ in range(24):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel keeps
+                sock.connect(("127.0.0.1", port))  # little of it: the rest is the server's
+                sock.sendall(b"SUBSCRIBE\n")
+                subscribers.append(sock)
+            firsts = [sock.recv(11) for sock in subscribers]  # every one answered
+            grown = rss(pid) - before
+            # Each holds at most its window of the snapshot (256 KiB and a chunk) and the
+            # references to its records (400 KB), not the snapshot.
+            assert grown < 48 * 1024 * 1024, f"{grown / 1e6:.0f} MB for stalled subscribers"
+            # max_subscribers (16) get their snapshot; the others are refused.
+            assert firsts.count(b"? SUBSCRIBE") == 8
+            assert all(first.startswith(b"AT Riley ") for first in firsts if first[0:1] != b"?")
+            assert herd.ask("Riley", iamat("still-served")).startswith(b"AT Riley ")
+            # Three heartbeats (1 s here) without reading, and each is cut off.
+            poll(lambda: herd.log("Riley").count("read nothing for 3 s") == 16, timeout=15)
+        finally:
+            for sock in subscribers:
+                sock.close()
+        # Their places are free again.
+        assert herd.ask("Riley", b"SUBSCRIBE\n").endswith(b"SYNCED 50001\n")
+
+
+def test_a_slow_subscriber_gets_the_whole_snapshot_then_synced_then_live(tmp_path: Path) -> None:
+    herd = Herd(tmp_path, names=["Riley"], links=[])
+    with Started(herd, "Riley"):
+        port = herd.ports["Riley"]
+        load(port, 100_000, "big")
+        live: list[bytes] = []
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"SUBSCRIBE\n")
+            data = sock.recv(65536)
+            # Live records while the snapshot is still on its way: updates of clients in it,
+            # and new clients.
+            writer = threading.Thread(
+                target=lambda: live.extend(
+                    load(port, 300, "big", when=1_800_000_000) + load(port, 300, "new")
+                )
+            )
+            writer.start()
+            while b"SYNCED " not in data:
+                time.sleep(0.002)  # a slow reader: some 20 MB/s at most
+                chunk = sock.recv(65536)
+                assert chunk, "cut off"
+                data += chunk
+            writer.join()
+            while data.count(b"\n") < 100_000 + 1 + 600 + data.count(b"PING\n"):
+                data += sock.recv(65536)
+        lines = data.splitlines(keepends=True)
+        snapshot, synced, after = lines[:100_000], lines[100_000], lines[100_001:]
+        assert synced == b"SYNCED 100000\n"
+        clients = {line.split()[3] for line in snapshot}
+        assert clients == {f"big-{i}".encode() for i in range(100_000)}
+        assert all(line.endswith(b" 1700000000.000000000\n") for line in snapshot)
+        assert sorted(line for line in after if line != b"PING\n") == sorted(live)
