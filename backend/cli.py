@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -14,6 +15,10 @@ from typing import Any
 from .config import ConfigError, HerdConfig, load_config
 
 log = logging.getLogger("herd.cli")
+
+# Whatever a server or gateway creates (logs and their rotations, journals, caches) is its
+# user's alone: the journal holds every location, the logs every line in and out.
+PRIVATE_UMASK = 0o077
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
@@ -71,6 +76,7 @@ async def _serve(config: HerdConfig, name: str) -> int:
 def cmd_server(args: argparse.Namespace, config: HerdConfig) -> int:
     from .logs import setup_logging
 
+    os.umask(PRIVATE_UMASK)
     config.server(args.name)  # unknown name: ConfigError before anything starts
     listener = setup_logging(
         config.logs_dir / f"{args.name}.log", logging.WARNING if args.quiet else logging.INFO
@@ -104,6 +110,7 @@ async def _gateway(config: HerdConfig) -> int:
 def cmd_gateway(args: argparse.Namespace, config: HerdConfig) -> int:
     from .logs import setup_logging
 
+    os.umask(PRIVATE_UMASK)
     level = logging.WARNING if args.quiet else logging.INFO
     listener = setup_logging(config.logs_dir / "gateway.log", level, config.log_rotation)
     try:
@@ -115,6 +122,7 @@ def cmd_gateway(args: argparse.Namespace, config: HerdConfig) -> int:
 def cmd_up(args: argparse.Namespace, config: HerdConfig) -> int:
     from .supervisor import supervise
 
+    os.umask(PRIVATE_UMASK)  # the servers and the gateway it starts inherit it
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     return run_async(supervise(config, args.config))
 

@@ -6,6 +6,7 @@ every server, the gateway and the operator read the same picture. See ``docs/con
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Collection, Mapping
@@ -49,7 +50,13 @@ DEFAULT_LINKS: tuple[tuple[str, str], ...] = (
     ("Juzang", "Bernard"),
     ("Campbell", "Bernard"),
 )
+# The built-in secret: public, so allowed only for a herd that nothing else can reach.
 DEFAULT_SECRET = "change-me"
+# A secret of 32 printable characters from secrets.token_urlsafe carries 192 bits: even at a
+# billion scrypt guesses a second (some 30 million times what one core does) no guess finds
+# it. A shorter one may be a word; white space and non-ASCII invite copy-and-paste mistakes.
+MIN_SECRET_CHARS = 32
+MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 GOOGLE_NEARBY_URL = "https://maps.googleapis.com/maps/api/place/nearbysearch/json"
 _T = TypeVar("_T")
 GAZETTEERS = ("cities500", "cities1000", "cities5000", "cities15000")
@@ -91,13 +98,24 @@ class Limits:
     # Invalid lines tolerated on one connection before hang-up; real clients send none,
     # a confused one gets enough answers to notice.
     max_invalid_lines: int = 100
-    # Concurrent client connections per server, to stay well inside the fd limit.
+    # Concurrent client connections per server, to stay well inside the fd limit. Peer links
+    # are not counted, and a few handshake slots past it keep room for neighbours.
     max_connections: int = 4096
+    # Client connections from one remote address; past it, only a peer handshake may begin
+    # there. Off (0) by default: the gateway, the benchmark and the tests all come from
+    # 127.0.0.1. Set it on servers that untrusted clients reach directly.
+    connections_per_address: int = 0
     # Records queued per peer link while it is slow or down; past this the oldest are
     # dropped and the link is marked for a full resync when it comes back.
     peer_queue: int = 100_000
-    # Bytes buffered for one subscriber before it is cut off as too slow.
+    # Bytes of live records buffered for one subscriber before it is cut off as too slow
+    # (its snapshot is written as it reads, so that pins only a window of 256 KiB more).
+    # 8 MiB is over a second of the herd's full flood.
     subscriber_buffer: int = 8 * 1024 * 1024
+    # Concurrent subscribers per server; past it SUBSCRIBE is answered "? SUBSCRIBE". Bounds
+    # what all of them can pin together (16 x 8.3 MiB), with room for the gateway (one each)
+    # and its failovers; one that reads nothing for three heartbeats frees its place.
+    max_subscribers: int = 16
     # Seconds a stopping server gives replies in flight (a WHATSAT waiting on Google) to finish.
     shutdown_grace: float = 5.0
     # Lines per second from one remote address (burst: twice that); past it, "? <line>".
@@ -263,8 +281,7 @@ def load_config(
     """
     env = os.environ if env is None else env
     if path is None:
-        raw: dict[str, Any] = {
-            "secret": DEFAULT_SECRET,
+        raw: dict[str, Any] = {  # no secret: the built-in one, on this loopback herd
             "links": [list(pair) for pair in DEFAULT_LINKS],
             "servers": {
                 name: {"host": "127.0.0.1", "port": port} for name, port in DEFAULT_PORTS.items()
@@ -311,11 +328,8 @@ def _build(
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
 
-    secret = raw.get("secret", DEFAULT_SECRET)
-    if not isinstance(secret, str) or not secret:
-        raise ConfigError("'secret' must be a non-empty string")
-
     servers = _servers(raw.get("servers"))
+    secret = _secret(raw.get("secret"), servers)
     links = _links(raw.get("links", []), servers)
     paths = _table(raw, "paths")
     _only(paths, {"logs", "data"}, "[paths]")
@@ -335,6 +349,45 @@ def _build(
         tls=_tls(_table(raw, "tls"), base),
         source=source,
     )
+
+
+def _secret(value: Any, servers: Mapping[str, ServerAddress]) -> str:
+    """The herd secret: a strong explicit one, or the built-in one on a loopback-only herd."""
+    if value is None:
+        exposed = [f"{n} ({a.host})" for n, a in servers.items() if not _is_loopback(a.host)]
+        if exposed:
+            raise ConfigError(
+                f"no 'secret' is set, and the built-in one ({DEFAULT_SECRET!r}) is public: it "
+                f"is allowed only when every server listens on loopback, but not "
+                f"{', '.join(exposed)}; set secret = a random string of at least "
+                f"{MIN_SECRET_CHARS} characters, made with: {MAKE_SECRET}"
+            )
+        return DEFAULT_SECRET
+    # Never echo the secret: error messages end up in logs and terminals.
+    if not isinstance(value, str):
+        raise ConfigError("'secret' must be a string")
+    problems = []
+    if len(value) < MIN_SECRET_CHARS:
+        problems.append(f"it has {len(value)} characters")
+    if not all("!" <= ch <= "~" for ch in value):
+        problems.append("it has white space, control or non-ASCII characters")
+    if problems:
+        raise ConfigError(
+            f"'secret' must be at least {MIN_SECRET_CHARS} characters of printable ASCII with "
+            f"no white space ({'; '.join(problems)}), so that it cannot be guessed from what "
+            f"the peer handshake shows; make one with: {MAKE_SECRET}"
+        )
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: it may reach anywhere
+        return False
 
 
 def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .files import open_private, private_dir
+
 __all__ = ["Journal"]
 
 log = logging.getLogger("herd.journal")
@@ -63,7 +65,7 @@ class Journal:
         A torn last line (power loss mid-write) is yielded too; the caller drops lines that
         do not parse.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory, tighten=True)  # every location: the server's eyes only
         paths = [self.directory / "snapshot", *(p for _, p in self._segments())]
         for path in paths:
             with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
@@ -71,14 +73,14 @@ class Journal:
 
     def open(self) -> None:
         """Start a new journal segment for appends (after ``recover``)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory, tighten=True)
         segments = self._segments()
         self._seq = segments[-1][0] + 1 if segments else 1
         self._fd = self._open_segment(self._seq)
 
     def _open_segment(self, seq: int) -> int:
         path = self.directory / f"journal.{seq}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         if self.fsync:
             _fsync_dir(self.directory)
         return fd
@@ -163,7 +165,7 @@ class Journal:
 
     def _write_snapshot(self, lines: list[bytes], upto: int) -> None:
         tmp = self.directory / "snapshot.tmp"
-        with open(tmp, "wb") as f:
+        with open(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as f:
             f.writelines(lines)
             f.flush()
             os.fsync(f.fileno())

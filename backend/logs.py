@@ -5,6 +5,7 @@ Records go through a queue to a listener thread, so the event loop never waits o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -13,11 +14,26 @@ import sys
 from pathlib import Path
 
 from .config import LogRotation
+from .files import PRIVATE_FILE, private_dir
 
-__all__ = ["rotate", "setup_logging"]
+__all__ = ["SafeFormatter", "rotate", "setup_logging"]
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATEFMT = "%Y-%m-%dT%H:%M:%S"
+
+
+# Control characters a terminal could act on, escaped in every record: a message may quote what
+# a client sent (a server name in PEER, a line that failed to parse). LF stays (tracebacks).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x0A} | {
+    c: f"\\u{c:04x}" for c in range(0x80, 0xA0)
+}
+
+
+class SafeFormatter(logging.Formatter):
+    """A formatter whose output holds no control characters but line breaks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(_CONTROLS)
 
 
 def rotate(path: Path, backups: int) -> None:
@@ -44,10 +60,10 @@ def setup_logging(
     it (a server's traffic log, which writes most of the file, or logrotate) and the file is
     reopened whenever its name points to a new file.
     """
-    formatter = logging.Formatter(FORMAT, DATEFMT)
+    formatter = SafeFormatter(FORMAT, DATEFMT)
     handlers: list[logging.Handler] = []
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_file.parent)
         file_handler: logging.FileHandler
         if rotation is None or not rotation.max_bytes:
             file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
@@ -58,6 +74,10 @@ def setup_logging(
                 backupCount=rotation.backups,
                 encoding="utf-8",
             )
+        # Private, even if an older version made it readable (new files after a rotation are
+        # private by the process's umask, see cli.py).
+        with contextlib.suppress(OSError):  # someone else's file: it keeps its mode
+            os.chmod(log_file, PRIVATE_FILE)
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(formatter)
         handlers.append(file_handler)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import LogRotation
+from .files import open_private, private_dir
 from .logs import rotate
 
 __all__ = ["Outbox", "TrafficLog"]
@@ -55,7 +56,7 @@ class TrafficLog:
         self._rotation = rotation or LogRotation(max_bytes=0)
         self._fd = -1
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             self._fd = self._open(path)
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -95,12 +96,13 @@ class TrafficLog:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
         head = f"{stamp}.{int(now * 1000) % 1000:03d} TRAFFIC ".encode()
         text = head.join(lines)
-        # The common batch: every entry is one line ending in its newline, and no CR. Then the
-        # joined text already has one log line per entry. Otherwise each entry is made one
-        # log line, its inner line breaks escaped (a WHATSAT reply, a CRLF line).
-        if not (
-            text.count(b"\n") == len(lines) and all(map(_ends_line, lines)) and b"\r" not in text
-        ):
+        # The common batch: every entry is one line of printable ASCII ending in its newline.
+        # Then the joined text already has one log line per entry, safe to show on a terminal:
+        # deleting the printable bytes leaves exactly one LF per entry (one pass in C, no
+        # dearer than the count of LFs it replaces). Otherwise each entry is made one log line
+        # with its line breaks and unsafe bytes escaped (a WHATSAT reply, a CRLF line, an
+        # escape sequence in a client ID).
+        if not (all(map(_ends_line, lines)) and len(text.translate(None, _PLAIN)) == len(lines)):
             text = head.join(map(_one_line, lines))
         lines.clear()
         try:
@@ -134,7 +136,7 @@ class TrafficLog:
             self._stop_following(f"cannot rotate or check {path}: {exc}")
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             fd = self._open(path)
         except OSError as exc:
             self._stop_following(f"cannot reopen {path}: {exc}")
@@ -147,7 +149,8 @@ class TrafficLog:
         self._path = None
 
     def _open(self, path: Path) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        # Private: every line in and out, client IDs and handshake lines included.
+        return open_private(path, os.O_WRONLY | os.O_APPEND)
 
     def close(self) -> None:
         self.flush()
@@ -159,9 +162,27 @@ class TrafficLog:
 _ends_line = operator.methodcaller("endswith", b"\n")
 
 
+# Bytes that go into a log line as they are: printable ASCII.
+_PLAIN = bytes(range(0x20, 0x7F))
+# What a terminal could act on (an escape sequence that moves the cursor, retitles the window,
+# or worse) is written escaped, in Python's notation: C0 controls, DEL and the C1 controls.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    **{c: f"\\u{c:04x}" for c in range(0x80, 0xA0)},
+}
+
+
 def _one_line(entry: bytes) -> bytes:
-    body = entry.rstrip(b"\r\n").replace(b"\r", b"\\r").replace(b"\n", b"\\n")
-    return body + b"\n"
+    """``entry`` as one log line: trailing line breaks dropped, inner ones and every control
+    character escaped (``\\n``, ``\\x1b``, ``\\u009b``), bytes that are not UTF-8 written as
+    ``\\xNN``; other UTF-8 text (a client ID in Cyrillic) stays as it is."""
+    body = entry.rstrip(b"\r\n")
+    if len(body.translate(None, _PLAIN)) == 0:
+        return body + b"\n"
+    text = body.decode("utf-8", "backslashreplace").translate(_ESCAPES)
+    return text.encode() + b"\n"
 
 
 class Outbox:

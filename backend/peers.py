@@ -3,8 +3,9 @@ heartbeats, and reconnection with backoff.
 
 Each link is one TCP connection, dialled by the server whose name sorts first and accepted
 by the other; both then send AT lines over it. A link starts with a challenge-response
-handshake (HMAC-SHA256 over both names and two fresh nonces) so each side proves it knows
-the herd secret without sending it. See ``docs/protocol.md``.
+handshake (HMAC-SHA256, keyed by an scrypt of the secret, over both names and two fresh
+nonces) so each side proves it knows the herd secret without sending it; the dialler proves
+itself first. See ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .protocol import (
     Record,
     Sync,
     Welcome,
+    derive_peer_key,
     format_digests,
     parse_line,
     peer_proof,
@@ -52,6 +54,10 @@ WRITE_HIGH_WATER = 1024 * 1024
 FLUSH_BATCH = 512
 
 PING_LINE = b"PING\n"
+# Acceptor handshakes waiting for PROOF per neighbour: a neighbour dials one at a time, so two
+# cover a redial that overtakes a stale attempt. Anyone can send PEER with a neighbour's name;
+# a newer handshake ends the oldest, so stalled ones cannot pile up or lock the neighbour out.
+HANDSHAKES_PER_LINK = 2
 
 
 class HandshakeError(Exception):
@@ -72,8 +78,10 @@ class PeerLink:
         on_record: RecordHandler,
         store: Store,
         outbox: Outbox,
+        key: bytes,
     ) -> None:
         self.config = config
+        self.key = key  # the handshake's HMAC key (derive_peer_key)
         self.store = store
         self._outbox = outbox
         self._out: list[bytes] = []  # lines for the end of this loop iteration
@@ -87,6 +95,7 @@ class PeerLink:
         self._queue: deque[bytes] = deque(maxlen=config.limits.peer_queue)
         self._wake = asyncio.Event()
         self._conn: LineConnection | None = None
+        self._handshakes: deque[LineConnection] = deque()  # acceptor handshakes in progress
         self._tls = client_context(config.tls) if config.tls is not None else None
         self.overflowed = False
 
@@ -135,11 +144,21 @@ class PeerLink:
         self._outbox.log(self._tag_out, line)
         conn.write(line)
 
-    async def _hear(self, conn: LineConnection) -> bytes:
-        """The next handshake line from the peer, logged."""
-        line = await conn.readline()
+    async def _hear(self, conn: LineConnection, what: str, deadline: float) -> bytes:
+        """The next handshake line from the peer (``what`` we wait for), logged; by
+        ``deadline`` (loop time), else HandshakeError saying what did not come."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                line = await conn.readline()
+        except TimeoutError:
+            raise self._timed_out(what) from None
         self._outbox.log(self._tag_in, line)
         return line
+
+    def _timed_out(self, what: str) -> HandshakeError:
+        return HandshakeError(
+            f"timed out after {self.config.peers.handshake_timeout:g} s waiting for {what}"
+        )
 
     async def dial_forever(self) -> None:
         """Keep a link to the neighbour open, reconnecting with capped exponential backoff."""
@@ -157,9 +176,8 @@ class PeerLink:
                 delay = min(delay * 2, timings.reconnect_max)
                 continue
             try:
-                async with asyncio.timeout(timings.handshake_timeout):
-                    await self._handshake_dial(conn)
-            except (HandshakeError, ProtocolError, OSError, TimeoutError, ValueError) as exc:
+                await self._handshake_dial(conn, loop.time() + timings.handshake_timeout)
+            except (HandshakeError, ProtocolError, OSError, ValueError) as exc:
                 log.warning(
                     "link to %s: handshake failed: %s", self.name, exc or type(exc).__name__
                 )
@@ -170,42 +188,57 @@ class PeerLink:
             delay = timings.reconnect_min
             await self.serve(conn)
 
-    async def _handshake_dial(self, conn: LineConnection) -> None:
+    async def _handshake_dial(self, conn: LineConnection, deadline: float) -> None:
+        """The dialler's side: prove ourselves first, then check the acceptor's proof before
+        anything else is sent or taken (docs/protocol.md, "Peer links")."""
         if self._tls is not None:
             self._say(conn, b"STARTTLS\n")
-            if await self._hear(conn) != b"STARTTLS\n":
+            if await self._hear(conn, "STARTTLS", deadline) != b"STARTTLS\n":
                 raise HandshakeError(f"{self.name} did not agree to STARTTLS")
             if conn.buffered:
                 raise HandshakeError(f"{self.name} sent data in the clear after STARTTLS")
-            await conn.start_tls(self._tls, server_side=False)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await conn.start_tls(self._tls, server_side=False)
+            except TimeoutError:
+                raise self._timed_out("the TLS handshake") from None
         nonce_d = secrets.token_hex(16)
         self._say(conn, f"PEER {self.local} {nonce_d}\n".encode())
-        reply = parse_line(await self._hear(conn))
+        reply = parse_line(await self._hear(conn, "CHALLENGE", deadline))
         if not isinstance(reply, Challenge) or reply.server_id != self.name:
             raise HandshakeError(f"expected CHALLENGE from {self.name}, got {reply!r}")
-        secret = self.config.secret
-        expected = peer_proof(secret, "acceptor", self.local, self.name, nonce_d, reply.nonce)
-        if not secrets.compare_digest(expected, reply.proof):
-            raise HandshakeError(f"{self.name} does not know the herd secret")
-        proof = peer_proof(secret, "dialer", self.local, self.name, nonce_d, reply.nonce)
+        proof = peer_proof(self.key, "dialer", self.local, self.name, nonce_d, reply.nonce)
         self._say(conn, f"PROOF {proof}\n".encode())
-        welcome = parse_line(await self._hear(conn))
+        welcome = parse_line(await self._hear(conn, "WELCOME", deadline))
         if not isinstance(welcome, Welcome) or welcome.server_id != self.name:
             raise HandshakeError(f"{self.name} refused our proof: {welcome!r}")
+        expected = peer_proof(self.key, "acceptor", self.local, self.name, nonce_d, reply.nonce)
+        if not secrets.compare_digest(expected, welcome.proof):
+            raise HandshakeError(f"{self.name} does not know the herd secret")
 
     async def accept(self, hello: Peer, conn: LineConnection) -> None:
-        """Finish the handshake that ``hello`` began, then serve the link until it drops."""
-        nonce_a = secrets.token_hex(16)
-        secret = self.config.secret
-        proof = peer_proof(secret, "acceptor", self.name, self.local, hello.nonce, nonce_a)
-        self._say(conn, f"CHALLENGE {self.local} {nonce_a} {proof}\n".encode())
-        async with asyncio.timeout(self.config.peers.handshake_timeout):
-            line = await self._hear(conn)
-        answer = parse_line(line)
-        expected = peer_proof(secret, "dialer", self.name, self.local, hello.nonce, nonce_a)
+        """Finish the handshake that ``hello`` began, then serve the link until it drops.
+
+        The acceptor proves nothing until the dialler has: whoever can reach the port gets
+        only a nonce, nothing to test guesses at the secret against offline."""
+        deadline = asyncio.get_running_loop().time() + self.config.peers.handshake_timeout
+        pending = self._handshakes
+        if len(pending) >= HANDSHAKES_PER_LINK:
+            log.warning("link to %s: a newer handshake ends the oldest in progress", self.name)
+            pending.popleft().abort()
+        pending.append(conn)
+        try:
+            nonce_a = secrets.token_hex(16)
+            self._say(conn, f"CHALLENGE {self.local} {nonce_a}\n".encode())
+            answer = parse_line(await self._hear(conn, "PROOF", deadline))
+        finally:
+            with contextlib.suppress(ValueError):  # ended by a newer one: no longer there
+                pending.remove(conn)
+        expected = peer_proof(self.key, "dialer", self.name, self.local, hello.nonce, nonce_a)
         if not isinstance(answer, Proof) or not secrets.compare_digest(expected, answer.proof):
             raise HandshakeError(f"{self.name} failed to prove the herd secret")
-        self._say(conn, f"WELCOME {self.local}\n".encode())
+        proof = peer_proof(self.key, "acceptor", self.name, self.local, hello.nonce, nonce_a)
+        self._say(conn, f"WELCOME {self.local} {proof}\n".encode())
         await self.serve(conn)
 
     async def serve(self, conn: LineConnection) -> None:
@@ -359,8 +392,10 @@ class PeerManager:
         outbox: Outbox,
     ) -> None:
         self.local = local
+        # Derived once, here (some 35 ms): the handshakes then cost an HMAC each.
+        key = derive_peer_key(config.secret)
         self.links = {
-            name: PeerLink(config, local, name, on_record, store, outbox)
+            name: PeerLink(config, local, name, on_record, store, outbox, key)
             for name in config.neighbours(local)
         }
         self._all = list(self.links.values())
@@ -395,7 +430,7 @@ class PeerManager:
         peer = format_address(conn.get_extra_info("peername"))
         try:
             await link.accept(hello, conn)
-        except (HandshakeError, ProtocolError, OSError, TimeoutError, ValueError) as exc:
+        except (HandshakeError, ProtocolError, OSError, ValueError) as exc:
             log.warning("refused peer connection from %s: %s", peer, exc or type(exc).__name__)
         finally:
             conn.close()

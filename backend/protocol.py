@@ -50,6 +50,7 @@ __all__ = [
     "WhatsAt",
     "WhereIs",
     "check_attributes",
+    "derive_peer_key",
     "format_attributes",
     "format_digests",
     "format_time_diff",
@@ -241,11 +242,11 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
-    """Peer handshake, the accepting server's answer: its name, nonce and proof."""
+    """Peer handshake, the accepting server's answer: its name and nonce (no proof: the
+    acceptor proves nothing before the dialler has)."""
 
     server_id: str
     nonce: str
-    proof: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +263,11 @@ class Sync:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """Peer handshake, the accepting server's last line: the link is up."""
+    """Peer handshake, the accepting server's last line, after it checked the dialler's proof:
+    its name and its own proof. The dialler checks that before the link is up."""
 
     server_id: str
+    proof: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,13 +392,38 @@ def invalid_reply(line: bytes) -> bytes:
     return b"? " + line + b"\n"
 
 
+# The peer handshake's version: in every proof and in the key's salt, so servers of different
+# versions fail the handshake (logged) instead of misunderstanding each other.
+PEER_LABEL = "herd-peer-v2"
+# scrypt's cost: 2**14 blocks of 8 x 128 bytes (16 MiB) take some 35 ms on one core, paid once
+# when a server starts, and again by anyone for each guess at the secret from a captured proof.
+# Memory-hard, so a GPU or ASIC gains far less over a CPU than with a plain hash.
+KDF_N, KDF_R, KDF_P = 2**14, 8, 1
+KDF_MAXMEM = 64 * 1024 * 1024  # over scrypt's 128 * N * R bytes (OpenSSL's default is 32 MiB)
+
+
+def derive_peer_key(secret: str) -> bytes:
+    """The HMAC key of the peer handshake, derived from the herd secret with scrypt (salted
+    with the protocol label, the same for the whole herd): slow once, at start."""
+    return hashlib.scrypt(
+        secret.encode(),
+        salt=f"{PEER_LABEL} key".encode(),
+        n=KDF_N,
+        r=KDF_R,
+        p=KDF_P,
+        maxmem=KDF_MAXMEM,
+        dklen=32,
+    )
+
+
 def peer_proof(
-    secret: str, role: str, dialer: str, acceptor: str, nonce_d: str, nonce_a: str
+    key: bytes, role: str, dialer: str, acceptor: str, nonce_d: str, nonce_a: str
 ) -> str:
-    """HMAC-SHA256 proof that a side knows the herd secret, bound to both names, both nonces
-    and the side's role, so a proof can be neither replayed nor reflected back."""
-    message = "|".join(("herd-peer-v1", role, dialer, acceptor, nonce_d, nonce_a)).encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    """HMAC-SHA256 proof that a side knows the herd secret (``key``: from ``derive_peer_key``),
+    bound to both names, both nonces and the side's role, so a proof can be neither replayed
+    nor reflected back."""
+    message = "|".join((PEER_LABEL, role, dialer, acceptor, nonce_d, nonce_a)).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def _client_id(raw: bytes) -> str:
@@ -521,9 +549,13 @@ def _parse_peer(f: list[bytes]) -> Peer:
 
 
 def _parse_challenge(f: list[bytes]) -> Challenge:
-    if len(f) != 4 or _NONCE.fullmatch(f[2]) is None or _PROOF.fullmatch(f[3]) is None:
-        raise ProtocolError("CHALLENGE takes a name, a nonce and a proof")
-    return Challenge(_text(f[1]), f[2].decode(), f[3].decode())
+    if len(f) == 4:
+        raise ProtocolError(
+            "a CHALLENGE with a proof is herd-peer-v1: upgrade every server of the herd together"
+        )
+    if len(f) != 3 or _NONCE.fullmatch(f[2]) is None:
+        raise ProtocolError("CHALLENGE takes a name and a nonce")
+    return Challenge(_text(f[1]), f[2].decode())
 
 
 def _parse_proof(f: list[bytes]) -> Proof:
@@ -548,9 +580,13 @@ def format_digests(values: list[int]) -> bytes:
 
 
 def _parse_welcome(f: list[bytes]) -> Welcome:
-    if len(f) != 2:
-        raise ProtocolError("WELCOME takes a name")
-    return Welcome(_text(f[1]))
+    if len(f) == 2:
+        raise ProtocolError(
+            "a WELCOME without a proof is herd-peer-v1: upgrade every server of the herd together"
+        )
+    if len(f) != 3 or _PROOF.fullmatch(f[2]) is None:
+        raise ProtocolError("WELCOME takes a name and a 64-hex-digit proof")
+    return Welcome(_text(f[1]), f[2].decode())
 
 
 # Commands are case-sensitive: only these exact words are known.

@@ -25,6 +25,7 @@ from .journal import Journal
 from .outbox import Outbox, TrafficLog
 from .peers import PeerManager, format_address
 from .protocol import (
+    MAX_RECORD_LINE,
     PEER_LINE_LIMIT,
     At,
     Command,
@@ -50,8 +51,23 @@ __all__ = ["HerdServer"]
 
 log = logging.getLogger("herd.server")
 
-# Records per write while sending a subscriber its snapshot: big writes, bounded size.
-SNAPSHOT_CHUNK = 1024
+# Records per write while sending a subscriber its snapshot: big writes (25 KB of typical
+# records), bounded size (at most 256 of the longest records, 350 KB).
+SNAPSHOT_CHUNK = 256
+# The snapshot is written as the subscriber reads it: a chunk whenever its socket buffer holds
+# at most this much. Enough to keep a fast reader busy between two wake-ups; so little that
+# a subscriber that stops reading pins no more of it than this (plus a chunk).
+SNAPSHOT_WINDOW = 256 * 1024
+# Heartbeats a subscriber with unread data may go without reading a byte before it is cut off:
+# the gateway gives up on a silent server after three, so three is what a live one tolerates.
+STALLED_HEARTBEATS = 3
+# Connections past max_connections (or past an address's share of them) still get a few slots
+# in which a peer handshake alone may begin: slow clients holding every client slot must not
+# keep a neighbour out, or the herd partitions. Two per neighbour: the one redialling now and
+# one whose dialler gave up on it. A newer connection takes the oldest one's slot, so holding
+# them costs an attacker a fresh connection every few milliseconds (a neighbour sends PEER in
+# its first round trip), and each lasts at most peers.handshake_timeout.
+HANDSHAKE_SLOTS_PER_NEIGHBOUR = 2
 
 # What a handler gives back: the whole reply now, or a coroutine that makes it (a WHATSAT
 # waiting for places, an IAMAT waiting for its fsync, STARTTLS).
@@ -82,6 +98,9 @@ class ClientConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None  # a line being answered in a task
         self.backlog: list[bytes | TooLong] = []  # lines waiting behind it
         self.subscribed = False
+        self.subscription: Subscription | None = None
+        self.spare = False  # in a handshake slot: only STARTTLS or PEER may come
+        self.expiry: asyncio.TimerHandle | None = None  # a handshake slot's deadline
         self.closed = False
         self._eof = False
         self._write_paused = False
@@ -101,8 +120,11 @@ class ClientConnection(asyncio.Protocol):
         self.server._connected(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_line = time.monotonic()  # see _close_idle
         items = self.lines.feed(data)
+        if items:
+            # Idle means no complete line (see _close_idle): a client that dribbles a byte at a
+            # time without ever ending a line does not keep its slot.
+            self.last_line = time.monotonic()
         if self.task is not None:
             self.backlog += items  # reading is paused; this chunk was already on its way
         else:
@@ -129,6 +151,8 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.subscription is not None:
+            self.subscription.pump()  # the next part of the snapshot
         if self.transport is not None and self.task is None and not self.closed:
             self.transport.resume_reading()
 
@@ -192,6 +216,9 @@ class ClientConnection(asyncio.Protocol):
             self._answer_all([last + b"\n"])
             if self.task is not None:
                 return  # _finish ends it
+        if self.subscription is not None and not self.subscription.synced:
+            self.subscription.close_when_synced = True  # the snapshot is still on its way
+            return
         self.hang_up()
 
     def send(self, reply: bytes) -> None:
@@ -223,6 +250,13 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping what is unsent (a subscriber that does not read would keep
+        its buffer for as long as it likes if the close waited for it)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def hand_over(self, protocol: LineConnection) -> None:
         """Give the connection to ``protocol`` (a peer link's), which reads it from now on."""
         assert self.transport is not None
@@ -230,6 +264,90 @@ class ClientConnection(asyncio.Protocol):
         self.server._disconnected(self, handed_over=True)
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
+
+
+class Subscription:
+    """One SUBSCRIBE stream: the snapshot, written as the socket drains, then ``SYNCED``, then
+    the live records, in that order.
+
+    The snapshot is a list of references to the records held at SUBSCRIBE (records are never
+    changed, only replaced), so it is the state of that instant however long the subscriber
+    takes to read it; live records accepted meanwhile wait in ``backlog`` behind it. What one
+    subscriber pins is bounded: its socket buffer holds at most SNAPSHOT_WINDOW plus a chunk of
+    snapshot, and live records (in the buffer or the backlog) beyond ``limits.subscriber_buffer``
+    cut it off; so is its time: STALLED_HEARTBEATS without reading and it is cut off.
+    """
+
+    def __init__(self, conn: ClientConnection, records: list[Record], allowance: int) -> None:
+        self.conn = conn
+        self.records = records
+        self.count = len(records)
+        self.sent = 0  # snapshot records written
+        self.synced = False
+        self.backlog: list[bytes] = []  # what comes after SYNCED, until it is written
+        self.backlog_bytes = 0
+        self.allowance = allowance
+        self.written = 0  # bytes handed to the transport
+        self.delivered = 0  # of them, bytes the transport had passed on at the last check
+        self.progress = time.monotonic()  # when the subscriber last read something
+        self.close_when_synced = False  # it sent EOF: close once the snapshot is out
+
+    def pump(self) -> None:
+        """Write snapshot chunks while the socket buffer is below the window; after the last,
+        ``SYNCED`` and the backlog. Called at SUBSCRIBE and whenever the socket drains."""
+        transport = self.conn.transport
+        if self.synced or transport is None or transport.is_closing():
+            return
+        records = self.records
+        while self.sent < self.count and transport.get_write_buffer_size() <= SNAPSHOT_WINDOW:
+            chunk = records[self.sent : self.sent + SNAPSHOT_CHUNK]
+            self.sent += len(chunk)
+            self._write(transport, b"".join([r.line + b"\n" for r in chunk]))
+        if self.sent < self.count:
+            return  # resumed by resume_writing once the subscriber has read some
+        self.records = []  # the references go with the snapshot
+        self.synced = True
+        self._write(transport, b"SYNCED %d\n" % self.count)
+        if self.backlog:
+            self._write(transport, b"".join(self.backlog))
+            self.backlog.clear()
+            self.backlog_bytes = 0
+        if self.close_when_synced:
+            self.conn.hang_up()
+
+    def send(self, data: bytes) -> bool:
+        """Send ``data`` after everything before it; False if the subscriber is over its
+        allowance (the caller cuts it off)."""
+        transport = self.conn.transport
+        if transport is None or transport.is_closing():
+            return True
+        unread = transport.get_write_buffer_size()
+        if not self.synced:
+            self.backlog.append(data)
+            self.backlog_bytes += len(data)
+            return unread + self.backlog_bytes <= self.allowance
+        if unread > self.allowance:
+            return False
+        self._write(transport, data)
+        return True
+
+    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
+        self.written += len(data)
+        transport.write(data)
+
+    def stalled(self, now: float, limit: float) -> bool:
+        """Whether the subscriber has had data waiting, and read none of it, for ``limit``
+        seconds."""
+        transport = self.conn.transport
+        if transport is None:
+            return False
+        unread = transport.get_write_buffer_size()
+        delivered = self.written - unread
+        if delivered > self.delivered or not (unread or self.backlog or not self.synced):
+            self.delivered = delivered
+            self.progress = now
+            return False
+        return now - self.progress > limit
 
 
 class HerdServer:
@@ -249,10 +367,12 @@ class HerdServer:
         self.peers = PeerManager(config, name, self.accept, self.store, self.outbox)
         self._sub_lines: list[bytes] = []  # records for subscribers, this iteration
         self.places = places or places_mod.make_provider(config.places, config.data_dir / "places")
-        # Each subscriber's allowance of unsent bytes: the limit plus its snapshot, which it
-        # is still reading when the first live records come.
-        self._subscribers: dict[ClientConnection, int] = {}
+        self._subscribers: dict[ClientConnection, Subscription] = {}
         self._clients: set[ClientConnection] = set()
+        self._per_address: dict[str, int] = {}  # client connections per remote address
+        # Connections in handshake slots, oldest first (see HANDSHAKE_SLOTS_PER_NEIGHBOUR).
+        self._spare: dict[ClientConnection, None] = {}
+        self._spare_slots = HANDSHAKE_SLOTS_PER_NEIGHBOUR * len(config.neighbours(name))
         self._closing = False
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -351,20 +471,61 @@ class HerdServer:
         log.info("%s stopped", self.name)
 
     def _connected(self, conn: ClientConnection) -> None:
+        limits = self.limits
+        per_address = limits.connections_per_address
         if self._closing:
             conn.hang_up()  # accepted just before the server stopped listening
-        elif len(self._clients) >= self.limits.max_connections:
+        elif len(self._clients) < limits.max_connections and (
+            not per_address or self._per_address.get(conn.host, 0) < per_address
+        ):
+            self._clients.add(conn)
+            self._per_address[conn.host] = self._per_address.get(conn.host, 0) + 1
+            self.outbox.log(TrafficLog.tag(conn.peer, "++"), b"connected\n")
+        elif self._spare_slots:
+            self._take_spare_slot(conn)
+        else:
             log.warning("refused %s: %d connections already open", conn.peer, len(self._clients))
             conn.hang_up()
-        else:
-            self._clients.add(conn)
-            self.outbox.log(TrafficLog.tag(conn.peer, "++"), b"connected\n")
+
+    def _take_spare_slot(self, conn: ClientConnection) -> None:
+        """Give ``conn`` a handshake slot, taking the oldest one's if all are held."""
+        if len(self._spare) >= self._spare_slots:
+            oldest = next(iter(self._spare))
+            log.warning("closing %s: its handshake slot goes to a newer connection", oldest.peer)
+            self._leave_spare_slot(oldest)
+            oldest.hang_up()
+        log.info("%s: no client slot for it, it may only begin a peer handshake", conn.peer)
+        conn.spare = True
+        self._spare[conn] = None
+        timeout = self.config.peers.handshake_timeout
+        conn.expiry = asyncio.get_running_loop().call_later(
+            timeout, self._spare_expired, conn, timeout
+        )
+        self.outbox.log(TrafficLog.tag(conn.peer, "++"), b"connected (handshake slot)\n")
+
+    def _spare_expired(self, conn: ClientConnection, timeout: float) -> None:
+        if conn in self._spare:
+            log.warning("closing %s: no peer handshake within %g s", conn.peer, timeout)
+            self._leave_spare_slot(conn)
+            conn.hang_up()
+
+    def _leave_spare_slot(self, conn: ClientConnection) -> None:
+        self._spare.pop(conn, None)
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+            conn.expiry = None
 
     def _disconnected(self, conn: ClientConnection, handed_over: bool = False) -> None:
+        what = b"handed to a peer link\n" if handed_over else b"closed\n"
         if conn in self._clients:
             self._clients.discard(conn)
+            left = self._per_address.pop(conn.host, 1) - 1
+            if left:
+                self._per_address[conn.host] = left
             self._subscribers.pop(conn, None)
-            what = b"handed to a peer link\n" if handed_over else b"closed\n"
+            self.outbox.log(TrafficLog.tag(conn.peer, "--"), what)
+        elif conn.spare:
+            self._leave_spare_slot(conn)
             self.outbox.log(TrafficLog.tag(conn.peer, "--"), what)
 
     # -- the store ---------------------------------------------------------------------------
@@ -395,16 +556,11 @@ class HerdServer:
     def _push_to_subscribers(self) -> None:
         data = b"".join(self._sub_lines)
         self._sub_lines.clear()
-        for conn, allowance in list(self._subscribers.items()):
-            transport = conn.transport
-            if transport is None or transport.is_closing():
-                continue
-            if transport.get_write_buffer_size() > allowance:
+        for conn, subscription in list(self._subscribers.items()):
+            if not subscription.send(data):
                 log.warning("subscriber %s too slow, disconnected", conn.peer)
                 self._subscribers.pop(conn, None)
-                conn.hang_up()
-            else:
-                transport.write(data)
+                conn.abort()
 
     def _expired(self, record: Record) -> bool:
         return bool(self.retention) and record.key[0] < time.time() - self.retention
@@ -422,11 +578,25 @@ class HerdServer:
 
     async def _ping_subscribers(self) -> None:
         """A PING to every subscriber each heartbeat, so that a subscriber whose server
-        vanished without closing the connection notices the silence and moves on."""
+        vanished without closing the connection notices the silence and moves on; and the
+        cut-off of subscribers that read nothing for STALLED_HEARTBEATS (a snapshot streaming
+        is no silence, so it needs no PING)."""
+        heartbeat = self.config.peers.heartbeat
+        limit = STALLED_HEARTBEATS * heartbeat
         while True:
-            await asyncio.sleep(self.config.peers.heartbeat)
-            for conn in list(self._subscribers):
-                conn.write(b"PING\n")
+            await asyncio.sleep(heartbeat)
+            now = time.monotonic()
+            for conn, subscription in list(self._subscribers.items()):
+                if subscription.stalled(now, limit):
+                    log.warning(
+                        "subscriber %s read nothing for %g s, disconnected", conn.peer, limit
+                    )
+                    self._subscribers.pop(conn, None)
+                    conn.abort()
+                elif subscription.synced and not subscription.send(b"PING\n"):
+                    log.warning("subscriber %s too slow, disconnected", conn.peer)
+                    self._subscribers.pop(conn, None)
+                    conn.abort()
 
     async def _close_idle(self) -> None:
         """Close client connections that sent nothing for ``limits.idle_timeout`` seconds.
@@ -447,6 +617,8 @@ class HerdServer:
     def _answer(self, conn: ClientConnection, line: bytes) -> Coroutine[Any, Any, None] | None:
         """Answer one line: the reply is queued now, or the coroutine returned queues it."""
         self.outbox.log(conn.tag_in, line)
+        if conn.spare:
+            return self._answer_spare(conn, line)
         try:
             command = parse_line(line)
             if command is None:
@@ -468,6 +640,27 @@ class HerdServer:
             if reply:
                 conn.send(reply)
             self._check_budget(conn)
+            return None
+        return self._answer_later(conn, line, reply)
+
+    def _answer_spare(
+        self, conn: ClientConnection, line: bytes
+    ) -> Coroutine[Any, Any, None] | None:
+        """A line on a handshake slot: STARTTLS or PEER go on, anything else ends it unanswered
+        (nobody but a neighbour should be there, and the slots are few)."""
+        try:
+            command = parse_line(line)
+            if not isinstance(command, Peer | StartTls):
+                raise ProtocolError("not a peer handshake")
+            reply = self._handlers[type(command)](command, conn)
+        except ProtocolError as exc:
+            log.warning("closing %s in a handshake slot: %s", conn.peer, exc)
+            self._leave_spare_slot(conn)
+            conn.hang_up()
+            return None
+        if isinstance(reply, bytes):
+            if reply:
+                conn.send(reply)
             return None
         return self._answer_later(conn, line, reply)
 
@@ -507,9 +700,12 @@ class HerdServer:
     def _after_subscribing(self, conn: ClientConnection, item: bytes | TooLong) -> None:
         # A subscription lasts until the client closes; its further lines are not commands.
         line = item.head if isinstance(item, TooLong) else item
-        if line.strip():
+        subscription = self._subscribers.get(conn)
+        if line.strip() and subscription is not None:
             self.outbox.log(conn.tag_in, line)
-            conn.send(invalid_reply(line))
+            reply = invalid_reply(line)
+            self.outbox.log(conn.tag_out, reply)
+            subscription.send(reply)  # in the stream's order: after the snapshot
 
     # -- handlers: each returns the whole reply (or a coroutine making it) -------------------
 
@@ -573,20 +769,23 @@ class HerdServer:
         return b"STATUS " + json.dumps(status, separators=(",", ":")).encode() + b"\n"
 
     def _on_subscribe(self, command: Subscribe, conn: ClientConnection) -> Reply:
-        transport = conn.transport
-        assert transport is not None
+        if len(self._subscribers) >= self.limits.max_subscribers:
+            raise ProtocolError(f"{len(self._subscribers)} subscribers already")
         # Records accepted before now go out to the present subscribers (and this client's
-        # earlier replies to it); then the snapshot and the registration happen at once, so
-        # no record can fall between the two or come twice.
+        # earlier replies to it); then the snapshot is taken and the subscriber registered at
+        # once, so no record can fall between the two or come twice.
         self.outbox.flush()
-        records = list(self.store)
-        for i in range(0, len(records), SNAPSHOT_CHUNK):
-            conn.write(b"".join(r.line + b"\n" for r in records[i : i + SNAPSHOT_CHUNK]))
-        conn.write(b"SYNCED %d\n" % len(records))
-        snapshot = transport.get_write_buffer_size()
-        self._subscribers[conn] = self.limits.subscriber_buffer + snapshot
+        # What it may pin: its live records up to the limit, and the part of the snapshot in
+        # its socket buffer (the window and a chunk).
+        allowance = (
+            self.limits.subscriber_buffer + SNAPSHOT_WINDOW + SNAPSHOT_CHUNK * MAX_RECORD_LINE
+        )
+        subscription = Subscription(conn, list(self.store), allowance)
+        self._subscribers[conn] = subscription
+        conn.subscription = subscription
         conn.subscribed = True
-        log.info("%s subscribed (%d records in snapshot)", conn.peer, len(records))
+        log.info("%s subscribed (%d records in snapshot)", conn.peer, subscription.count)
+        subscription.pump()
         return b""
 
     def _on_starttls(self, command: StartTls, conn: ClientConnection) -> Reply:

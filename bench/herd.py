@@ -25,6 +25,9 @@ from .baselines import BASELINES
 from .load import ask, time_text
 from .procs import Proc, Procs
 
+# A herd secret as strong as the config demands (32+ printable characters).
+SECRET = "herd-bench-secret-0123456789-abcdefghij"
+
 __all__ = ["NAMES", "Herd", "free_ports", "start_baseline"]
 
 NAMES: tuple[str, ...] = tuple(DEFAULT_PORTS)
@@ -89,7 +92,7 @@ class Herd:
             for name, port in self.ports.items()
         )
         self.config.write_text(
-            f'secret = "bench-secret"\nlinks = {json.dumps([list(p) for p in self.links])}\n\n'
+            f'secret = "{SECRET}"\nlinks = {json.dumps([list(p) for p in self.links])}\n\n'
             f"{servers}\n"
             '[places]\nprovider = "embedded"\ngazetteer = "cities1000"\n'
             f"preload = {'true' if preload else 'false'}\n\n"

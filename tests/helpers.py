@@ -17,6 +17,9 @@ from typing import TypeVar
 from backend.config import DEFAULT_LINKS, DEFAULT_PORTS
 from bench.herd import free_ports, listening  # the benchmark launches herds the same way
 
+# A herd secret as strong as the config demands (32+ printable characters).
+SECRET = "herd-test-secret-0123456789-abcdefghij"
+
 NAMES = tuple(DEFAULT_PORTS)
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -89,7 +92,7 @@ class Herd:
             route = f"dial = {{ {', '.join(routes)} }}\n" if routes else ""
             servers += f'[servers.{name}]\nhost = "127.0.0.1"\nport = {port}\n{route}\n'
         self.config.write_text(
-            f'secret = "test-secret"\nlinks = {json.dumps([list(p) for p in self.links])}\n\n'
+            f'secret = "{SECRET}"\nlinks = {json.dumps([list(p) for p in self.links])}\n\n'
             f'{servers}[paths]\nlogs = "logs"\ndata = "data"\n\n'
             f"[peers]\n{self._peers}\n\n{self._tables}\n{self._extra}\n"
         )

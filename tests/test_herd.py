@@ -209,7 +209,7 @@ def test_a_connection_without_the_secret_cannot_inject(herd: Herd) -> None:
     assert herd.ask("Riley", stranger) == b"? " + stranger
     for name in NAMES:
         assert herd.whereis(name, "injected") == b"? WHEREIS injected\n"
-    assert "refused peer connection" in herd.log("Riley")
+    poll(lambda: "refused peer connection" in herd.log("Riley"), what="the refusal logged")
 
 
 def test_subscribe_streams_a_snapshot_then_every_record(herd: Herd) -> None:

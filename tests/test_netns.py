@@ -18,6 +18,9 @@ from helpers import NAMES, poll
 
 from backend.config import DEFAULT_LINKS
 
+# A herd secret as strong as the config demands (32+ printable characters).
+SECRET = "herd-netns-secret-0123456789-abcdefghij"
+
 pytestmark = pytest.mark.timeout(180)
 
 PORT = 12000
@@ -108,7 +111,7 @@ def test_partitioned_hosts_converge_when_links_return(tmp_path: Path, hosts: Hos
     servers = "".join(f'[servers.{n}]\nhost = "{hosts.addr[n]}"\nport = {PORT}\n' for n in NAMES)
     config = tmp_path / "herd.toml"
     config.write_text(
-        f'secret = "netns"\nlinks = {json.dumps([list(p) for p in DEFAULT_LINKS])}\n{servers}'
+        f'secret = "{SECRET}"\nlinks = {json.dumps([list(p) for p in DEFAULT_LINKS])}\n{servers}'
         '[places]\npreload = false\ngazetteer = "cities15000"\n'
         '[paths]\nlogs = "logs"\ndata = "data"\n[peers]\nheartbeat = 0.5\nreconnect_max = 0.5\n'
     )

@@ -16,6 +16,7 @@ from backend.protocol import (
     Subscribe,
     WhatsAt,
     WhereIs,
+    derive_peer_key,
     format_time_diff,
     invalid_reply,
     make_record,
@@ -302,13 +303,14 @@ def test_a_record_is_not_newer_than_itself() -> None:
 
 def test_peer_proofs_bind_role_names_and_nonces() -> None:
     args = ("Jaquez", "Riley", "a" * 32, "b" * 32)
-    dialer = peer_proof("s3cret", "dialer", *args)
+    key = derive_peer_key("s3cret")
+    dialer = peer_proof(key, "dialer", *args)
     assert len(dialer) == 64
-    assert dialer == peer_proof("s3cret", "dialer", *args)
-    assert dialer != peer_proof("s3cret", "acceptor", *args)
-    assert dialer != peer_proof("other", "dialer", *args)
-    assert dialer != peer_proof("s3cret", "dialer", "Riley", "Jaquez", "a" * 32, "b" * 32)
-    assert dialer != peer_proof("s3cret", "dialer", "Jaquez", "Riley", "a" * 32, "c" * 32)
+    assert dialer == peer_proof(key, "dialer", *args)
+    assert dialer != peer_proof(key, "acceptor", *args)
+    assert dialer != peer_proof(derive_peer_key("other"), "dialer", *args)
+    assert dialer != peer_proof(key, "dialer", "Riley", "Jaquez", "a" * 32, "b" * 32)
+    assert dialer != peer_proof(key, "dialer", "Jaquez", "Riley", "a" * 32, "c" * 32)
 
 
 # -- attributes (REPORT and POINT lines) -------------------------------------------------------
