@@ -169,7 +169,8 @@ async def test_a_peer_link_skips_a_poison_line_from_an_older_peer_and_stays_up(
     config = load_config(None)
     received: list[Record] = []
     outbox = Outbox(TrafficLog(tmp_path / "A.log"))
-    link = PeerLink(config, "Riley", "Jaquez", lambda r, _: received.append(r), Store(), outbox)
+    on_record = lambda r, _: received.append(r)  # noqa: E731
+    link = PeerLink(config, "Riley", "Jaquez", on_record, Store(), outbox, b"key")
     conn = LineConnection(PEER_LINE_LIMIT)
     transport = MemoryTransport(conn, ("127.0.0.1", 1))
     serving = asyncio.create_task(link.serve(conn))

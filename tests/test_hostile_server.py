@@ -376,7 +376,7 @@ def test_a_slow_subscriber_gets_the_whole_snapshot_then_synced_then_live(tmp_pat
             # and new clients.
             writer = threading.Thread(
                 target=lambda: live.extend(
-                    load(port, 300, "big", when=1_800_000_000) + load(port, 300, "new")
+                    load(port, 300, "big", when=1_750_000_000) + load(port, 300, "new")
                 )
             )
             writer.start()
