@@ -31,8 +31,8 @@ MAX_NUMBER_CHARS = 64
 MAX_DIGITS = MAX_NUMBER_CHARS
 # Decimal exponent bounds. Every quantity the gateway takes (degrees, kilometres, seconds or
 # milliseconds since 1970, counts) is far below 1e64: larger magnitudes saturate to infinity,
-# which every range check refuses. Below 1e-400 a number is zero: every double (down to
-# 5e-324) is still kept exactly, and no number costs more than ~470 digits to format.
+# which every range check refuses. Every double (down to 5e-324) is above 1e-400 and kept
+# exactly; a smaller non-zero number is refused, so none costs more than ~470 digits to format.
 MAX_EXPONENT = 64
 MIN_EXPONENT = -400
 
@@ -52,10 +52,10 @@ def bounded_decimal(value: object) -> Decimal:
     """The exact value of a JSON-ish number (int, float, Decimal or numeric text).
 
     Floats go through their shortest repr (what was written). The result is finite with at
-    most MAX_DIGITS digits and an exponent within MAX_EXPONENT, or zero, or an infinity for a
-    magnitude past 10**MAX_EXPONENT (so that a range check refuses it). Raises NumberError
-    for anything else: not a number, NaN, infinite input, text over MAX_NUMBER_CHARS, or too
-    many digits.
+    most MAX_DIGITS digits and a magnitude between 10**MIN_EXPONENT and 10**MAX_EXPONENT, or
+    zero, or an infinity for a magnitude past 10**MAX_EXPONENT (so that a range check refuses
+    it). Raises NumberError for anything else: not a number, NaN, infinite input, text over
+    MAX_NUMBER_CHARS, too many digits, or a non-zero magnitude below 10**MIN_EXPONENT.
     """
     if isinstance(value, bool):
         raise NumberError("is not a number")
@@ -93,7 +93,7 @@ def _bounded(number: Decimal) -> Decimal:
     if magnitude > MAX_EXPONENT:
         return Decimal("-Infinity") if number.is_signed() else Decimal("Infinity")
     if magnitude < MIN_EXPONENT:
-        return Decimal(0)
+        raise NumberError(f"is too small: not zero, yet below 1e{MIN_EXPONENT}")
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite
     if len(digits) > MAX_DIGITS:
