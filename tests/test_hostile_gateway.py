@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -21,6 +22,8 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from helpers import Herd
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from backend.config import ConfigError, load_config
 from backend.protocol import MAX_TIME_S, Record
@@ -825,3 +828,172 @@ def test_the_map_shows_every_record_it_can(tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not problems, problems
+
+
+# -- fuzzing at the bounds: never a 500, never invalid JSON ---------------------------------------
+
+# No example database: the suite must not write files into the tree.
+FUZZ = settings(max_examples=200, deadline=None, database=None)
+NOW_S = int(time.time())
+MAX_FUTURE = 600  # the default [limits] max_future of the fuzzed herd
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+edges = st.sampled_from(
+    [
+        *("0", "-0", "0e-999999999", "1e-400", "1e-401", "5e-324", "1e308", "1e309"),
+        *("NaN", "Infinity", "-Infinity", "1e999999999", "1e-200000000", "9" * 4301, "1" * 65),
+        *("90", "-90", "90.0000000000000000001", "180", "-180.0000001", "50", "50.0000001", "0"),
+        *("20", "21", "2147483646", "2147483647", str(MAX_TIME_S), f"{MAX_TIME_S}.1"),
+        *(str(MAX_TIME_S * 1000), str(MAX_TIME_S * 1000 + 1), "3000-01-01T00:00:00Z"),
+        *("9999-12-31T23:59:59Z", "9999-12-31T23:59:59.5Z", " 1.5e3 ", "0x10", "1_000"),
+    ]
+)
+numbers = st.one_of(
+    *[edges] * 6,  # half of all numbers sit on a bound
+    st.builds(
+        "{}e{}".format, st.sampled_from(["1", "-1", "9.99", "0", "5"]), st.integers(-(10**9), 10**9)
+    ),
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(1, 5000).map(lambda n: "9" * n),
+    # Times around max_future, in seconds and in Traccar's milliseconds.
+    st.integers(-3 * MAX_FUTURE, 10**7).map(lambda d: str(NOW_S + d)),
+    st.integers(-(10**6), 10**6).map(lambda d: str((NOW_S + MAX_FUTURE) * 1000 + d)),
+)
+client_ids = st.one_of(
+    st.text(max_size=300),
+    st.sampled_from(["x" * 256, "x" * 257, "é" * 256, "\U0001f600" * 256, "\U0001f600" * 257]),
+    st.sampled_from(["", "a b", "fuzz-1", "fuzz/2"]),
+)
+
+
+def as_json(value: str, raw: bool) -> str:
+    """``value`` as a JSON number when it reads as one and ``raw``, else as a JSON string."""
+    return value if raw and _JSON_NUMBER.fullmatch(value) else json.dumps(value)
+
+
+@pytest.fixture(scope="module")
+def live_gateway(herd: Herd) -> Iterator[str]:
+    with gateway_process(herd.config, herd.gateway_port) as base:
+        yield base
+
+
+def http(base: str, method: str, path: str, body: str | None = None) -> tuple[int, bytes, str]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body.encode() if body else None, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read(), response.getheader("Content-Type") or ""
+    finally:
+        connection.close()
+
+
+def check(status: int, body: bytes, content_type: str, what: str) -> None:
+    assert status < 500, (what[:300], status, body[:300])
+    if content_type.startswith("application/json"):
+        strict_json(body)
+
+
+@FUZZ
+# The attack report's own cases, always tried first.
+@example(endpoint="clients", client_id="f", lat="9" * 5000, lon="1", when="0", raw=False)
+@example(endpoint="nearby", client_id="f", lat="1e-200000000", lon="1", when="0", raw=False)
+@example(endpoint="nearby", client_id="f", lat="1", lon="9" * 5000, when="0", raw=False)
+@example(endpoint="traccar", client_id="f", lat="1", lon="1", when=str(YEAR_3000_MS), raw=True)
+@given(
+    endpoint=st.sampled_from(
+        ["rest", "batch", "traccar", "form", "owntracks", "overland", "nearby", "clients"]
+    ),
+    client_id=client_ids,
+    lat=numbers,
+    lon=numbers,
+    when=numbers,
+    raw=st.booleans(),
+)
+def test_any_number_at_any_bound_is_a_2xx_or_4xx_answer(
+    live_gateway: str, endpoint: str, client_id: str, lat: str, lon: str, when: str, raw: bool
+) -> None:
+    from urllib.parse import quote, urlencode
+
+    cid = json.dumps(client_id)
+    la, lo, t = as_json(lat, raw), as_json(lon, raw), as_json(when, raw)
+    report = f'{{"client_id": {cid}, "lat": {la}, "lon": {lo}, "time": {t}}}'
+    query = urlencode({"id": client_id, "lat": lat, "lon": lon, "timestamp": when})
+    feature = (
+        f'{{"type": "Feature", "geometry": {{"type": "Point", "coordinates": [{lo}, {la}]}}, '
+        f'"properties": {{"timestamp": {t}, "device_id": {cid}}}}}'
+    )
+    requests = {
+        "rest": ("POST", "/api/v1/locations", report),
+        "batch": ("POST", "/api/v1/locations", f"[{report}, {report}]"),
+        "traccar": ("GET", f"/?{query}", None),
+        "form": ("POST", "/api/v1/phones/traccar", None),
+        "owntracks": (
+            "POST",
+            "/pub?" + urlencode({"u": client_id[:50]}),
+            f'{{"_type": "location", "lat": {la}, "lon": {lo}, "tst": {t}}}',
+        ),
+        "overland": ("POST", "/api/v1/phones/overland", f'{{"locations": [{feature}]}}'),
+        "nearby": (
+            "GET",
+            f"/api/v1/clients/{quote(client_id, safe='')}/nearby?"
+            + urlencode({"radius_km": lat, "limit": lon}),
+            None,
+        ),
+        "clients": ("GET", "/api/v1/clients?" + urlencode({"offset": lat, "limit": lon}), None),
+    }
+    method, path, body = requests[endpoint]
+    if endpoint == "form":
+        path = f"/api/v1/phones/traccar?{query}"
+    check(*http(live_gateway, method, path, body), f"{method} {path} {body}")
+    # Whatever was stored, every viewer's client list is still JSON.
+    check(*http(live_gateway, "GET", "/api/v1/clients?limit=1000"), "the client list")
+
+
+@FUZZ
+@given(
+    command=st.sampled_from(["report", "nearby", "filter"]),
+    client_id=client_ids,
+    a=numbers,
+    b=numbers,
+    c=numbers,
+    raw=st.booleans(),
+)
+def test_any_websocket_command_at_any_bound_is_answered(
+    live_gateway: str, command: str, client_id: str, a: str, b: str, c: str, raw: bool
+) -> None:
+    from aiohttp import ClientSession
+
+    cid = json.dumps(client_id)
+    x, y, z = as_json(a, raw), as_json(b, raw), as_json(c, raw)
+    text = {
+        "report": f'{{"type": "report", "id": 1, "client_id": {cid}, "lat": {x}, "lon": {y}, '
+        f'"time": {z}}}',
+        "nearby": f'{{"type": "nearby", "id": 1, "client_id": {cid}, "radius_km": {x}, '
+        f'"limit": {y}}}',
+        "filter": f'{{"type": "filter", "id": 1, "clients": null, "bbox": [{x}, {y}, {z}, {x}]}}',
+    }[command]
+
+    async def ask() -> dict[str, Any]:
+        async with (
+            ClientSession() as session,
+            session.ws_connect(f"{live_gateway}/api/v1/ws") as ws,
+        ):
+            snapshot = await next_of(ws, "snapshot")
+            assert isinstance(snapshot["records"], list)
+            await ws.send_str(text)
+            while True:  # updates from other reports may come first
+                message = await asyncio.wait_for(ws.receive(), 30)
+                assert message.type == WSMsgType.TEXT, (text[:300], message)
+                answer: dict[str, Any] = strict_json(message.data)
+                if answer["type"] in ("reply", "error"):
+                    return answer
+
+    answer = asyncio.run(ask())
+    if answer["type"] == "error":
+        assert answer["error"]["status"] < 500, (text[:300], answer)
