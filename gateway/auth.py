@@ -123,9 +123,7 @@ def fingerprint(token: str) -> str:
 
 
 # Credentials in headers: the token cookie, and Bearer/Basic credentials.
-_SECRETS = re.compile(
-    r"(?P<key>herd_token=|\b(?:Bearer|Basic)\s+)(?P<secret>[^&;\s\"#]+)", re.I
-)
+_SECRETS = re.compile(r"(?P<key>herd_token=|\b(?:Bearer|Basic)\s+)(?P<secret>[^&;\s\"#]+)", re.I)
 # A query parameter (or a cookie): its name as sent, "=", its value as sent.
 _PARAMETER = re.compile(r"(?P<key>[?&;]\s*(?P<name>[^=&;#\s\"?]*)=)(?P<secret>[^&;\s\"#]*)")
 # User and password in a URL (a Referer): //user:password@host.

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -18,10 +19,21 @@ __all__ = ["dumps", "json_response", "record_json", "records_json"]
 
 log = logging.getLogger("herd.gateway")
 
+
 # JSON as RFC 8259 has it: NaN and Infinity are not JSON, and a browser's JSON.parse refuses
 # a whole document for one of them. Nothing the gateway renders holds one; were a bug to
 # produce one, the request fails alone (500) rather than every viewer's map.
-dumps = functools.partial(json.dumps, allow_nan=False)
+def _default(value: object) -> object:
+    # A command's id is echoed as the browser sent it, and JSON numbers with a fraction or an
+    # exponent are read as Decimal (gateway.phones.load_json): a double if one holds it, else
+    # its text.
+    if isinstance(value, Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+dumps = functools.partial(json.dumps, allow_nan=False, default=_default)
 
 
 def json_response(data: Any, *, status: int = 200, **kwargs: Any) -> web.Response:

@@ -956,6 +956,9 @@ def test_any_number_at_any_bound_is_a_2xx_or_4xx_answer(
 
 
 @FUZZ
+@example(
+    command="nearby", client_id="f", a="1e-200000000", b="1", c="1", raw=True, command_id="1e999"
+)
 @given(
     command=st.sampled_from(["report", "nearby", "filter"]),
     client_id=client_ids,
@@ -963,20 +966,29 @@ def test_any_number_at_any_bound_is_a_2xx_or_4xx_answer(
     b=numbers,
     c=numbers,
     raw=st.booleans(),
+    command_id=numbers,
 )
 def test_any_websocket_command_at_any_bound_is_answered(
-    live_gateway: str, command: str, client_id: str, a: str, b: str, c: str, raw: bool
+    live_gateway: str,
+    command: str,
+    client_id: str,
+    a: str,
+    b: str,
+    c: str,
+    raw: bool,
+    command_id: str,
 ) -> None:
     from aiohttp import ClientSession
 
     cid = json.dumps(client_id)
     x, y, z = as_json(a, raw), as_json(b, raw), as_json(c, raw)
+    i = as_json(command_id, raw)  # echoed back in the answer, whatever it is
     text = {
-        "report": f'{{"type": "report", "id": 1, "client_id": {cid}, "lat": {x}, "lon": {y}, '
+        "report": f'{{"type": "report", "id": {i}, "client_id": {cid}, "lat": {x}, "lon": {y}, '
         f'"time": {z}}}',
-        "nearby": f'{{"type": "nearby", "id": 1, "client_id": {cid}, "radius_km": {x}, '
+        "nearby": f'{{"type": "nearby", "id": {i}, "client_id": {cid}, "radius_km": {x}, '
         f'"limit": {y}}}',
-        "filter": f'{{"type": "filter", "id": 1, "clients": null, "bbox": [{x}, {y}, {z}, {x}]}}',
+        "filter": f'{{"type": "filter", "id": {i}, "clients": null, "bbox": [{x}, {y}, {z}, {x}]}}',
     }[command]
 
     async def ask() -> dict[str, Any]:
