@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,7 +87,8 @@ async def api_docs(request: web.Request) -> dict[str, object]:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(openapi.SPEC)
+    max_future = request.app[CONFIG].limits.max_future
+    return json_response(openapi.spec_at(time.time(), max_future))
 
 
 async def healthz(request: web.Request) -> web.Response:

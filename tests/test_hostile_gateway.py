@@ -1009,3 +1009,13 @@ def test_any_websocket_command_at_any_bound_is_answered(
     answer = asyncio.run(ask())
     if answer["type"] == "error":
         assert answer["error"]["status"] < 500, (text[:300], answer)
+
+
+def test_the_served_schema_bounds_report_times_by_max_future() -> None:
+    from gateway.openapi import spec_at
+
+    schema = spec_at(1_750_000_000.5, 600)["components"]["schemas"]["Report"]
+    seconds, millis = schema["properties"]["time"]["anyOf"][:2]
+    assert seconds["maximum"] == 1_750_000_600 and millis["maximum"] == 1_750_000_600_000
+    far = spec_at(1_750_000_000, 1e12)["components"]["schemas"]["Report"]
+    assert far["properties"]["time"]["anyOf"][1]["maximum"] == MAX_TIME_S * 1000
