@@ -21,6 +21,9 @@
   const BACKOFF_MAX_MS = 10000;
   const STALE_S = 300; // list entries older than this are dimmed
   const FALLBACK_ICON = "/static/icons/locality.svg";
+  // The herd's latest client time (end of 9999): the gateway sends null for a later one, and
+  // a browser's Date holds no time much past it.
+  const MAX_TIME_S = 253402300799;
 
   const $ = (id) => document.getElementById(id);
   let socket = null;
@@ -199,9 +202,10 @@
 
   function refreshAge(client, now) {
     const time = client.record.time; // null when the gateway cannot show it
-    const seconds = finite(time) ? Math.max(0, now - time) : NaN;
+    const known = finite(time) && time >= 0 && time <= MAX_TIME_S;
+    const seconds = known ? Math.max(0, now - time) : NaN;
     client.age.textContent = formatAge(seconds);
-    client.age.title = formatDate(time);
+    client.age.title = known ? formatDate(time) : "";
     client.li.classList.toggle("stale", !(seconds <= STALE_S));
   }
 
