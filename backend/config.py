@@ -210,6 +210,17 @@ class GatewayConfig:
     # (10 and 50) when tokens are configured or the host is not loopback.
     rate_per_client: float = 0.0
     rate_per_address: float = 0.0
+    # Names the gateway answers for, as a browser sends them in Host (no port); any other
+    # Host gets 421, so a DNS-rebinding page reaches nothing. Loopback names are always
+    # allowed; load_config adds ``host`` when it is one name or address, and "*" (any) when
+    # it is a wildcard address and none are listed. "*" suits a reverse proxy that checks Host.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+    # Seconds a client has to send a request's headers (and an idle kept-alive connection
+    # lives): a phone on a slow link sends them in one packet; a slowloris never finishes.
+    header_timeout: float = 20.0
+    # Seconds a client has to send a whole request body: a 1 MiB body (max_body_bytes) takes
+    # ~20 s at 400 kbit/s, a bad mobile link; an endless chunked body is cut off here.
+    body_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,6 +602,34 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
             raise ConfigError(f"[gateway] {key} must be a finite number >= 0 (0: no limit)")
         return float(value)
 
+    # Host names: a DNS name or an IP address (IPv6 in brackets), as browsers send them in
+    # Host, compared without case, port or trailing dot; or "*" for any.
+    def host_ok(name: object) -> bool:
+        if not isinstance(name, str) or not 0 < len(name) <= 253:  # the longest DNS name
+            return False
+        bracketed = name.startswith("[") and name.endswith("]")  # IPv6, colons and all
+        inner = name[1:-1] if bracketed else name
+        return bool(inner) and not any(
+            ch.isspace() or ch in "/@?#,[]" or (ch == ":" and not bracketed) for ch in inner
+        )
+
+    allowed = table.get("allowed_hosts")
+    if allowed is not None and (
+        not isinstance(allowed, list) or not all(host_ok(name) for name in allowed)
+    ):
+        raise ConfigError(
+            "[gateway] allowed_hosts must be a list of host names or IP addresses without "
+            'port (IPv6 in brackets, e.g. "[::1]"), or "*" for any'
+        )
+    wildcard = host.strip("[]") in {"0.0.0.0", "::", ""}
+    hosts = list(defaults.allowed_hosts)
+    if allowed is None and wildcard:
+        hosts.append("*")  # listening everywhere, names unknown: tokens guard it (docs)
+    if not wildcard:
+        hosts.append(f"[{host.strip('[]')}]" if ":" in host else host)
+    hosts += allowed or []
+    allowed_hosts = tuple(dict.fromkeys(name.lower().rstrip(".") for name in hosts))
+
     own = {
         "host",
         "port",
@@ -602,6 +641,7 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
         "open_access",
         "rate_per_client",
         "rate_per_address",
+        "allowed_hosts",
     }
     numbers = {k: v for k, v in table.items() if k not in own}
     tuned = _dataclass_table(GatewayConfig, numbers, "[gateway]")
@@ -617,6 +657,7 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
         open_access=open_access,
         rate_per_client=rate("rate_per_client"),
         rate_per_address=rate("rate_per_address"),
+        allowed_hosts=allowed_hosts,
     )
 
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record
 
 from . import phones
 from .herd_client import HerdRefused, HerdUnavailable, Server
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS
-from .records import record_json
+from .numbers import NumberError, bounded_decimal, whole_number
+from .records import json_response, record_json, records_json
 
 __all__ = ["error_middleware", "json_error", "record_json", "routes"]
 
@@ -29,10 +30,15 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 # Seconds to wait for one server's STATUS in the herd overview before calling it down.
 STATUS_TIMEOUT = 1.0
+# Seconds a client is told to wait after the herd refused its report: the herd's budgets
+# refill per second.
+HERD_RETRY_AFTER = 1
+# Statuses after which the rest of the request is not worth reading: the connection closes.
+_CLOSE_AFTER = frozenset({408, 413})
 
 
 def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"status": status, "message": message}}, status=status)
+    return json_response({"error": {"status": status, "message": message}}, status=status)
 
 
 @web.middleware
@@ -44,7 +50,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status < 400:
             raise
         response = json_error(exc.status, exc.text or exc.reason or "error")
-        response.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+        kept = {"allow", "retry-after"}
+        response.headers.update({k: v for k, v in exc.headers.items() if k.lower() in kept})
+        if exc.status in _CLOSE_AFTER:
+            response.force_close()
     except HerdUnavailable:
         response = json_error(503, "no herd server answered")
     except phones.PhoneError as exc:
@@ -63,7 +72,12 @@ async def _json_body(request: web.Request) -> Any:
         raise web.HTTPBadRequest(text=exc.message) from None
 
 
-def _reports(payload: Any, now_ns: int) -> tuple[list[phones.Report], bool]:
+def _max_future(request: web.Request) -> float:
+    """The herd's ``[limits] max_future``: how far ahead of now a report's time may be."""
+    return request.app[CONFIG].limits.max_future
+
+
+def _reports(payload: Any, now_ns: int, max_future: float) -> tuple[list[phones.Report], bool]:
     """Reports in a body: one object, a JSON array, or ``{"locations": [...]}``."""
     if isinstance(payload, dict) and "locations" in payload:
         payload = payload["locations"]
@@ -86,6 +100,7 @@ def _reports(payload: Any, now_ns: int) -> tuple[list[phones.Report], bool]:
                     item.get("lon"),
                     item.get("time"),
                     now_ns,
+                    max_future=max_future,
                 )
             )
         except phones.PhoneError as exc:
@@ -97,16 +112,29 @@ async def _send(request: web.Request, reports: list[phones.Report]) -> list[Reco
     # Every write path comes here: its token must cover each client ID, each within its rate.
     request.app[ACCESS].check_reports(request, [report.client_id for report in reports])
     herd = request.app[HERD]
-    return [await herd.iamat(report.iamat()) for report in reports]
+    records = []
+    for report in reports:
+        try:
+            records.append(await herd.iamat(report.iamat()))
+        except HerdRefused:
+            raise web.HTTPTooManyRequests(
+                text=HERD_REFUSED, headers={hdrs.RETRY_AFTER: str(HERD_RETRY_AFTER)}
+            ) from None
+    return records
+
+
+# Every report is checked against the herd's own rules before it is sent (bounds, max_future,
+# ranges, client IDs), so a "? <line>" answer to one means a herd budget refused it.
+HERD_REFUSED = "the herd refused the report: over its per-client or per-address budget"
 
 
 @routes.post("/api/v1/locations")
 async def post_locations(request: web.Request) -> web.Response:
-    reports, batch = _reports(await _json_body(request), time.time_ns())
+    reports, batch = _reports(await _json_body(request), time.time_ns(), _max_future(request))
     records = await _send(request, reports)
     if batch:
-        return web.json_response({"records": [record_json(r) for r in records]})
-    return web.json_response({"record": record_json(records[0])})
+        return json_response({"records": [record_json(r) for r in records]})
+    return json_response({"record": record_json(records[0])})
 
 
 @routes.get("/api/v1/clients")
@@ -117,9 +145,9 @@ async def list_clients(request: web.Request) -> web.Response:
     if not feed.synced.is_set():
         raise HerdUnavailable
     ids = sorted(feed.records)
-    page = [record_json(feed.records[cid]) for cid in ids[offset : offset + limit]]
+    page = records_json(feed.records[cid] for cid in ids[offset : offset + limit])
     after = offset + limit
-    return web.json_response(
+    return json_response(
         {
             "clients": page,
             "total": len(ids),
@@ -133,19 +161,13 @@ async def list_clients(request: web.Request) -> web.Response:
 @routes.get("/api/v1/clients/{client_id:.+}/nearby")
 async def get_nearby(request: web.Request) -> web.Response:
     client_id = _client_id(request)
-    radius = request.query.get("radius_km", "10")
-    try:
-        radius_km = Decimal(radius)
-    except InvalidOperation:
-        radius_km = Decimal("NaN")
-    if not radius_km.is_finite() or not 0 < radius_km <= MAX_RADIUS_KM:
-        raise web.HTTPBadRequest(text=f"radius_km must be a number in (0, {MAX_RADIUS_KM}]")
+    radius_km = radius_param(request.query.get("radius_km", "10"))
     limit = _int_param(request, "limit", 5, 1, MAX_BOUND)
     try:
-        record, places = await request.app[HERD].whatsat(client_id, _plain(radius_km), limit)
+        record, places = await request.app[HERD].whatsat(client_id, plain(radius_km), limit)
     except HerdRefused:
         raise web.HTTPNotFound(text=f"no location known for client {client_id!r}") from None
-    return web.json_response({"record": record_json(record), "places": places})
+    return json_response({"record": record_json(record), "places": places})
 
 
 # Client IDs may hold "/" (OwnTracks IDs do), so they match across path segments; the nearby
@@ -156,7 +178,7 @@ async def get_client(request: web.Request) -> web.Response:
     record = await request.app[HERD].whereis(client_id)
     if record is None:
         raise web.HTTPNotFound(text=f"no location known for client {client_id!r}")
-    return web.json_response({"record": record_json(record)})
+    return json_response({"record": record_json(record)})
 
 
 @routes.get("/api/v1/herd")
@@ -183,9 +205,7 @@ async def herd_status(request: web.Request) -> web.Response:
     servers = await asyncio.gather(*(one(name) for name in config.servers))
     links = sorted(sorted(link) for link in config.links)
     feed = request.app[FEED]
-    return web.json_response(
-        {"servers": servers, "links": links, "subscribed_to": feed.subscribed_to}
-    )
+    return json_response({"servers": servers, "links": links, "subscribed_to": feed.subscribed_to})
 
 
 # -- phone apps --------------------------------------------------------------------------
@@ -195,17 +215,21 @@ async def herd_status(request: web.Request) -> web.Response:
 @routes.post("/pub")
 async def owntracks(request: web.Request) -> web.Response:
     body = await request.read()
-    reports = phones.owntracks(body, request.headers, request.query, time.time_ns())
+    reports = phones.owntracks(
+        body, request.headers, request.query, time.time_ns(), max_future=_max_future(request)
+    )
     await _send(request, reports)
     # OwnTracks expects a JSON array of messages for it (friends, cards, commands): none.
-    return web.json_response([], content_type="application/json")
+    return json_response([], content_type="application/json")
 
 
 @routes.route("*", "/api/v1/phones/traccar")
 async def traccar(request: web.Request) -> web.Response:
     body = await request.read()
     content_type = request.headers.get("Content-Type", "")
-    reports = phones.traccar(request.query, content_type, body, time.time_ns())
+    reports = phones.traccar(
+        request.query, content_type, body, time.time_ns(), max_future=_max_future(request)
+    )
     await _send(request, reports)
     return web.Response(status=200)  # Traccar: 200 with an empty body (no queued command)
 
@@ -213,34 +237,51 @@ async def traccar(request: web.Request) -> web.Response:
 @routes.post("/api/v1/phones/overland")
 async def overland(request: web.Request) -> web.Response:
     body = await request.read()
-    reports = phones.overland(body, request.headers, request.query, time.time_ns())
+    reports = phones.overland(
+        body, request.headers, request.query, time.time_ns(), max_future=_max_future(request)
+    )
     await _send(request, reports)
-    return web.json_response({"result": "ok"})  # Overland drops the batch only on exactly this
+    return json_response({"result": "ok"})  # Overland drops the batch only on exactly this
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
 def _client_id(request: web.Request) -> str:
-    client_id = request.match_info["client_id"]
-    if not client_id or any(ch in client_id for ch in " \t\r\n\x0b\x0c"):
-        raise web.HTTPBadRequest(text="a client ID is non-empty and has no white space")
-    return client_id
+    try:
+        return phones.check_client_id(request.match_info["client_id"])
+    except phones.PhoneError as exc:
+        raise web.HTTPBadRequest(text=exc.message) from None
+
+
+def radius_param(value: object) -> Decimal:
+    """A WHATSAT radius in km from a query parameter or a JSON value; raises
+    web.HTTPBadRequest unless it is a bounded number in (0, MAX_RADIUS_KM]."""
+    rule = f"radius_km must be a number in (0, {MAX_RADIUS_KM}]"
+    try:
+        radius_km = bounded_decimal(value)
+    except NumberError as exc:
+        raise web.HTTPBadRequest(text=f"{rule}; it {exc}") from None
+    if not 0 < radius_km <= MAX_RADIUS_KM:  # infinity (a huge exponent) included
+        raise web.HTTPBadRequest(text=rule)
+    return radius_km
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit():
-        raise web.HTTPBadRequest(text=f"{name} must be a whole number")
-    value = int(raw)
+    try:
+        value = whole_number(raw)
+    except NumberError as exc:
+        raise web.HTTPBadRequest(text=f"{name} {exc}") from None
     if value < low or (high is not None and value > high):
         bound = f"{low}..{high}" if high is not None else f">= {low}"
         raise web.HTTPBadRequest(text=f"{name} must be in {bound}")
     return value
 
 
-def _plain(value: Decimal) -> str:
+def plain(value: Decimal) -> str:
+    """A bounded Decimal in positional notation, trailing zeros trimmed (``10``, ``0.5``)."""
     text = format(value, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text

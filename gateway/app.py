@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,17 +15,21 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
-from . import api, auth, openapi, ws
+from . import api, auth, openapi, site, ws
 from .herd_client import HerdClient, Server
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SERVERS, SOCKETS
 from .live import LiveFeed
 from .metrics import Metrics
+from .records import json_response
 
 __all__ = ["create_app", "resource_dir"]
 
 log = logging.getLogger("herd.gateway")
 
 _PACKAGE = Path(__file__).resolve().parent
+# Seconds a client whose request was refused before its body was read (413, 408) may go on
+# sending before the connection closes: enough for it to see the answer, no more.
+LINGER_SECONDS = 2.0
 
 
 def resource_dir(name: str) -> Path:
@@ -82,14 +87,15 @@ async def api_docs(request: web.Request) -> dict[str, object]:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(openapi.SPEC)
+    max_future = request.app[CONFIG].limits.max_future
+    return json_response(openapi.spec_at(time.time(), max_future))
 
 
 async def healthz(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     ok = feed.subscribed_to is not None
     body = {"status": "ok" if ok else "degraded", "subscribed_to": feed.subscribed_to}
-    return web.json_response(body, status=200 if ok else 503)
+    return json_response(body, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -99,12 +105,27 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_app(config: HerdConfig) -> web.Application:
-    # Access rules run inside the error middleware, so refusals are counted in /metrics.
-    access = auth.Access(config.gateway)
+    # Access rules run inside the error middleware, so refusals are counted in /metrics. The
+    # Host and cross-site checks come first; a body is read (bounded) only once the access
+    # rules let the request through.
+    gateway = config.gateway
+    access = auth.Access(gateway)
     auth.redact_access_logs()
     app = web.Application(
-        client_max_size=config.gateway.max_body_bytes,
-        middlewares=[api.error_middleware, access.middleware],
+        client_max_size=gateway.max_body_bytes,
+        middlewares=[
+            api.error_middleware,
+            site.site_middleware(gateway.allowed_hosts),
+            access.middleware,
+            site.body_middleware(gateway.body_timeout),
+        ],
+        # The HTTP server's own settings, whoever runs the application: aiohttp closes a
+        # connection that has not sent a whole request head within its keep-alive timeout,
+        # from the first byte on (a slowloris), and idle kept-alive connections with it.
+        handler_args={
+            "keepalive_timeout": gateway.header_timeout,
+            "lingering_time": LINGER_SECONDS,
+        },
     )
     app[CONFIG] = config
     app[ACCESS] = access

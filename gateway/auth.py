@@ -30,6 +30,7 @@ import time
 from base64 import b64decode
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from aiohttp import hdrs, web
 
@@ -121,13 +122,38 @@ def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:FINGERPRINT_HEX]
 
 
-_SECRETS = re.compile(
-    r"(?P<key>[?&;]token=|herd_token=|\b(?:Bearer|Basic)\s+)(?P<secret>[^&;\s\"#]+)", re.I
-)
+# Credentials in headers: the token cookie, and Bearer/Basic credentials.
+_SECRETS = re.compile(r"(?P<key>herd_token=|\b(?:Bearer|Basic)\s+)(?P<secret>[^&;\s\"#]+)", re.I)
+# A query parameter (or a cookie): its name as sent, "=", its value as sent.
+_PARAMETER = re.compile(r"(?P<key>[?&;]\s*(?P<name>[^=&;#\s\"?]*)=)(?P<secret>[^&;\s\"#]*)")
+# User and password in a URL (a Referer): //user:password@host.
+_USERINFO = re.compile(r"(?P<key>//[^/@\s\"]*?:)(?P<secret>[^/@\s\"]*)(?=@)")
+# Parameter names whose values are credentials, after decoding: aiohttp decodes %74oken to
+# token before the gateway reads it, so the log must not be fooled by the spelling.
+CREDENTIAL_NAMES = frozenset({"token", COOKIE, "access_token", "password", "secret"})
+# Rounds of percent-decoding applied to a name: %2574 is %74 after one, t after two.
+_DECODE_ROUNDS = 4
+
+
+def _credential(name: str) -> bool:
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower() in CREDENTIAL_NAMES
+
+
+def _mask_parameter(match: re.Match[str]) -> str:
+    return match["key"] + "***" if _credential(match["name"]) else match[0]
 
 
 def redact(text: str) -> str:
-    """``text`` with every ``token=`` value, token cookie and Bearer/Basic credential masked."""
+    """``text`` with every credential masked: a query parameter or cookie whose name decodes
+    to ``token`` (or another of CREDENTIAL_NAMES) however it is percent-encoded, the token
+    cookie, Bearer/Basic credentials, and a password in a URL."""
+    text = _PARAMETER.sub(_mask_parameter, text)
+    text = _USERINFO.sub(r"\g<key>***", text)
     return _SECRETS.sub(r"\g<key>***", text)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,7 +167,14 @@ class HerdClient:
     ) -> tuple[Record, dict[str, Any]]:
         reply = await self.request(f"WHATSAT {client_id} {radius_km} {limit}\n".encode())
         at, _, places = reply.partition(b"\n")
-        return _record(at + b"\n"), json.loads(places)
+        record = _record(at + b"\n")
+        try:
+            found = _loads(places)
+        except ValueError:  # not JSON, or an integer past Python's digit limit
+            raise HerdUnavailable(f"unexpected places from the herd: {places[:100]!r}") from None
+        if not isinstance(found, dict):
+            raise HerdUnavailable(f"unexpected places from the herd: {places[:100]!r}")
+        return record, found
 
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
@@ -175,10 +183,22 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         with contextlib.suppress(ValueError):
-            status = json.loads(reply.removeprefix(b"STATUS "))
+            status = _loads(reply.removeprefix(b"STATUS "))
             if isinstance(status, dict):
                 return status
         return None
+
+
+def _loads(text: bytes) -> Any:
+    """JSON from the herd, read as JSON: NaN, Infinity and numbers past a double's range
+    (which Python's json accepts, and would write back out) become null, so nothing the herd
+    sends makes the gateway's own answers invalid JSON."""
+    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
+
+
+def _finite(text: str) -> float | None:
+    value = float(text)  # 1e400 reads as inf
+    return value if math.isfinite(value) else None
 
 
 def _record(line: bytes) -> Record:

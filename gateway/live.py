@@ -14,7 +14,6 @@ never slows anyone else.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from backend.protocol import At, ProtocolError, Record, parse_line
 
 from .herd_client import HERD_ERRORS, Server
-from .records import record_json
+from .records import dumps, record_json
 
 __all__ = ["BBox", "LiveFeed", "Watcher"]
 
@@ -76,11 +75,16 @@ class LiveFeed:
             listener(record)
         return True
 
-    def update_message(self, record: Record) -> str:
-        """The WebSocket update for ``record`` as JSON text, encoded once for every socket."""
+    def update_message(self, record: Record) -> str | None:
+        """The WebSocket update for ``record`` as JSON text, encoded once for every socket;
+        None (logged) for a record that cannot be shown."""
         text = self._messages.get(record.line)
         if text is None:
-            text = json.dumps({"type": "update", "record": record_json(record)})
+            try:
+                text = dumps({"type": "update", "record": record_json(record)})
+            except Exception:  # a bug for one record must not end any socket's updates
+                log.exception("cannot render the update %r; not sent", record.line[:200])
+                return None
             if len(self._messages) >= MESSAGE_CACHE:
                 del self._messages[next(iter(self._messages))]  # the oldest
             self._messages[record.line] = text
@@ -134,7 +138,7 @@ class LiveFeed:
             return
         try:
             command = parse_line(line)
-        except ProtocolError:
+        except (ProtocolError, ValueError):  # ValueError: int() past its digit limit
             command = None
         if isinstance(command, At):
             self.offer(command.record)
@@ -173,7 +177,10 @@ class Watcher:
         if self.clients is not None and record.client_id not in self.clients:
             return False
         if self.bbox is not None:
-            lat, lon = record.lat_lng
+            try:
+                lat, lon = record.lat_lng
+            except (ProtocolError, ValueError):  # no position: in no box
+                return False
             return self.bbox.contains(lat, lon)
         return True
 

@@ -6,9 +6,13 @@ that every documented operation answers as documented.
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
-__all__ = ["SPEC"]
+from .phones import MS_THRESHOLD
+
+__all__ = ["SPEC", "spec_at"]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -51,10 +55,12 @@ REPORT = {
             "description": "When the client was there: POSIX seconds as a number or as decimal "
             "text (2147483647 and above are milliseconds, as Traccar sends them); ISO 8601 text "
             "such as 2025-06-15T13:45:12.862Z is accepted too. Absent, null or empty: the "
-            "gateway's clock. Newer times win.",
+            "gateway's clock. Newer times win. A time more than the herd's max_future "
+            "(600 s by default) ahead of the gateway's clock, or after 9999, is refused (400).",
             "anyOf": [
                 {"type": "number", "minimum": 0, "maximum": MAX_TIME_MS},
-                {"type": "string", "pattern": "^([0-9]{1,11}([.][0-9]{1,9})?)?$"},
+                # Text up to 1699999999.999999999 (2023): always in the past, so always taken.
+                {"type": "string", "pattern": "^(([0-9]{1,9}|1[0-6][0-9]{8})([.][0-9]{1,9})?)?$"},
                 {"type": "null"},
             ],
         },
@@ -77,11 +83,15 @@ RECORD = {
     ],
     "properties": {
         "client_id": {"type": "string"},
-        "lat": {"type": "number"},
-        "lon": {"type": "number"},
+        "lat": {"type": ["number", "null"], "description": "null if location does not parse"},
+        "lon": {"type": ["number", "null"], "description": "null if location does not parse"},
         "location": {"type": "string", "description": "ISO 6709, as sent in IAMAT"},
         "client_time": {"type": "string", "description": "POSIX seconds, verbatim"},
-        "time": {"type": "number", "description": "client_time as a number"},
+        "time": {
+            "type": ["number", "null"],
+            "description": "client_time as a number; null past the year 9999 (a record from "
+            "a server older than the herd's time bound)",
+        },
         "server": {"type": "string", "description": "the herd server that received the report"},
         "time_diff": {"type": "string", "description": "receive time minus client time"},
         "at": {"type": "string", "description": "the herd's AT line, byte for byte"},
@@ -135,10 +145,15 @@ GUARDED = {
     ),
     "403": _error(
         "The token does not allow this: a read token writing, or a device token "
-        "reporting for another client ID."
+        "reporting for another client ID. Also, with or without tokens: a report or WebSocket "
+        "upgrade that a browser marks as cross-site (Origin, Sec-Fetch-Site)."
     ),
+    "421": _error("The Host header is not one of [gateway] allowed_hosts."),
     "429": {
-        **_error("Too many requests for this client ID or address; retry later."),
+        **_error(
+            "Too many requests for this client ID or address, or the herd refused a report "
+            "over its own budget; retry later."
+        ),
         "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
     },
 }
@@ -345,3 +360,20 @@ SPEC: dict[str, Any] = {
         },
     },
 }
+
+
+def spec_at(now_s: float, max_future: float) -> dict[str, Any]:
+    """SPEC with a report's numeric time bounded as of ``now_s``: seconds up to ``now_s +
+    max_future``, or milliseconds (from MS_THRESHOLD) up to the same instant, and never past
+    the year 9999. Every time it allows is accepted later too (the bound only grows); a time
+    just past it may be accepted a moment later."""
+    spec = copy.deepcopy(SPEC)
+    latest = min(math.floor(now_s + max_future), MAX_TIME_MS // 1000)
+    schemas = spec["components"]["schemas"]
+    time_schema = schemas["Report"]["properties"]["time"]
+    time_schema["anyOf"] = [
+        {"type": "number", "minimum": 0, "maximum": min(latest, MS_THRESHOLD - 1)},
+        {"type": "number", "minimum": MS_THRESHOLD, "maximum": latest * 1000},
+        *time_schema["anyOf"][1:],
+    ]
+    return spec

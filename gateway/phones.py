@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import calendar
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,12 +39,25 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
+from backend.protocol import (
+    MAX_CLIENT_ID_BYTES,
+    MAX_LOCATION_BYTES,
+    MAX_TIME_BYTES,
+    MAX_TIME_S,
+    time_to_ns,
+)
+
+from .numbers import MAX_NUMBER_CHARS, NumberError, bounded_decimal
+
 __all__ = [
     "MAX_BATCH",
     "MAX_CLIENT_ID",
     "MAX_JSON_DEPTH",
+    "MAX_NUMBER_CHARS",
+    "MAX_TIME",
     "PhoneError",
     "Report",
+    "check_client_id",
     "load_json",
     "overland",
     "owntracks",
@@ -65,22 +77,18 @@ MAX_BATCH = 1000
 MAX_JSON_DEPTH = 32
 # Traccar Client sends about 15 form fields plus configured attributes.
 MAX_FORM_FIELDS = 256
-# A double needs 17 significant digits and a nanosecond timestamp 20; longer text is not
-# a reading, and bounding it keeps int()/Decimal() work small.
-MAX_NUMBER_CHARS = 64
 _NANOSECOND = Decimal("1e-9")
 # Nanoseconds need 9 decimals; twice that admits any real clock and bounds the text.
 MAX_TIME_DECIMALS = 18
-# 10000-01-01T00:00:00Z: past it a number is a unit mix-up (microseconds, nanoseconds).
-MAX_TIME = 253402300800
+# The herd's latest time (end of 9999): past it a number is a unit mix-up (microseconds,
+# nanoseconds). The herd refuses later times, so the gateway refuses them first.
+MAX_TIME = MAX_TIME_S
 # Traccar: a timestamp below 2**31 - 1 is seconds, from there on milliseconds. Applied to
 # fractional values too, so that 1750000000000 and 1750000000000.0 mean the same instant.
 MS_THRESHOLD = 2**31 - 1
 
 # The herd splits lines on exactly these six bytes (backend.protocol.parse_line).
 _WHITE_SPACE = frozenset(" \t\r\n\x0b\x0c")
-# Decimal numbers as text (ASCII digits only: \d would admit other scripts' digits).
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _POSIX_TIME = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # ISO 8601 extended format, or Traccar's "yyyy-MM-dd HH:mm:ss"; seconds, fraction and
 # offset are optional.
@@ -141,6 +149,11 @@ class Report:
             object.__setattr__(self, name, value + 0.0)
         if not isinstance(self.time, str) or not _POSIX_TIME.fullmatch(self.time):
             raise PhoneError(400, "time must be POSIX seconds as text")
+        # The herd's bounds on a record (backend.protocol): what it would refuse, refused here.
+        if len(self.time) > MAX_TIME_BYTES or Decimal(self.time) > MAX_TIME_S:
+            raise PhoneError(400, "time is after the year 9999")
+        if len(self.location) > MAX_LOCATION_BYTES:  # unreachable: 7 decimals at most
+            raise PhoneError(400, "location is too long")
 
     @property
     def location(self) -> str:
@@ -158,13 +171,23 @@ def _degrees(value: float) -> str:
     return ("-" if value < 0 and text != "0" else "+") + text
 
 
-def report(client_id: object, lat: object, lon: object, time: object, now_ns: int) -> Report:
+def report(
+    client_id: object,
+    lat: object,
+    lon: object,
+    time: object,
+    now_ns: int,
+    *,
+    max_future: float | None = None,
+) -> Report:
     """A report from loosely typed values, as a JSON API receives them.
 
     ``lat``/``lon`` are numbers or numeric strings in degrees; ``time`` is anything
-    :func:`parse_time` takes. Raises PhoneError(400) naming the field that is wrong.
+    :func:`parse_time` takes. With ``max_future``, a time more than that many seconds after
+    ``now_ns`` is refused (the herd's ``[limits] max_future``). Raises PhoneError(400) naming
+    the field that is wrong.
     """
-    return _report(client_id, lat, lon, time, now_ns)
+    return _report(client_id, lat, lon, time, now_ns, max_future=max_future)
 
 
 def _report(
@@ -174,14 +197,21 @@ def _report(
     time: object,
     now_ns: int,
     names: tuple[str, str, str] = ("lat", "lon", "time"),
+    *,
+    max_future: float | None,
 ) -> Report:
     lat_name, lon_name, time_name = names
-    return Report(
-        _client_id(client_id),
-        _coordinate(lat, lat_name, 90),
-        _coordinate(lon, lon_name, 180),
-        _time(time, now_ns, time_name),
-    )
+    checked_id = _client_id(client_id)
+    lat_value = _coordinate(lat, lat_name, 90)
+    lon_value = _coordinate(lon, lon_name, 180)
+    when = _time(time, now_ns, time_name)
+    if max_future is not None and time_to_ns(when) > now_ns + round(max_future * _NS_PER_S):
+        # A phone that reports local time as UTC, or a clock set years ahead: stored, the
+        # report would stay the client's newest until the real time caught up with it.
+        raise PhoneError(
+            400, f"{time_name} is more than {max_future:g} s ahead of the gateway's clock"
+        )
+    return Report(checked_id, lat_value, lon_value, when)
 
 
 def _client_id(value: object) -> str:
@@ -196,32 +226,27 @@ def _client_id(value: object) -> str:
     if not _WHITE_SPACE.isdisjoint(value):
         raise PhoneError(400, "client ID contains white space")
     try:
-        value.encode()
+        encoded = value.encode()
     except UnicodeEncodeError:  # a lone surrogate, which JSON "\ud800" can produce
         raise PhoneError(400, "client ID is not valid Unicode") from None
+    if len(encoded) > MAX_CLIENT_ID_BYTES:  # unreachable: 256 characters are <= 1,024 bytes
+        raise PhoneError(400, f"client ID is longer than {MAX_CLIENT_ID_BYTES} bytes")
     return value
 
 
+def check_client_id(value: object) -> str:
+    """``value`` if it is a client ID the herd takes (non-empty, no white space, at most
+    MAX_CLIENT_ID characters and MAX_CLIENT_ID_BYTES bytes); raises PhoneError(400)."""
+    return _client_id(value)
+
+
 def _decimal(value: object) -> Decimal | None:
-    """The exact value of a JSON-ish number (int, float, Decimal or numeric text), or None
-    if it is not one; floats go through their shortest repr, which is what was written."""
-    if isinstance(value, bool):
+    """The bounded exact value of a JSON-ish number (gateway.numbers), or None if it is not
+    one; a magnitude past every range is infinite, so range checks refuse it."""
+    try:
+        return bounded_decimal(value)
+    except NumberError:
         return None
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value)) if math.isfinite(value) else None
-    if isinstance(value, Decimal):
-        return value if value.is_finite() else None
-    if isinstance(value, str) and len(value) <= MAX_NUMBER_CHARS:
-        value = value.strip()  # as Java's parseDouble does
-        if not _NUMBER.fullmatch(value):
-            return None
-        try:
-            return Decimal(value)
-        except InvalidOperation:  # an exponent beyond what decimal represents
-            return None
-    return None
 
 
 def _coordinate(value: object, name: str, limit: int) -> float:
@@ -259,11 +284,13 @@ def _time(value: object, now_ns: int, name: str) -> str:
         )
     if number < 0:
         raise PhoneError(400, f"{name} is negative")
+    if not number.is_finite():
+        raise PhoneError(400, f"{name} is after the year 9999")
     if number >= MS_THRESHOLD:
         sign, digits, exponent = number.as_tuple()
         assert isinstance(exponent, int)  # finite, checked by _decimal
         number = Decimal((sign, digits, exponent - 3))  # exact, unlike division
-    if number >= MAX_TIME:
+    if number > MAX_TIME:
         raise PhoneError(400, f"{name} is after the year 9999")
     if not isinstance(value, str) and number != number.quantize(_NANOSECOND, ROUND_FLOOR):
         # A JSON number finer than a nanosecond (1e-107, a float's binary tail) is rounded to
@@ -296,7 +323,7 @@ def _date_time(match: re.Match[str], name: str) -> str:
     seconds = calendar.timegm(moment.timetuple()) - offset
     if seconds < 0:
         raise PhoneError(400, f"{name} is before 1970")
-    if seconds >= MAX_TIME:
+    if seconds > MAX_TIME:
         raise PhoneError(400, f"{name} is after the year 9999")
     fraction = (fraction or "").rstrip("0")
     if len(fraction) > MAX_TIME_DECIMALS:
@@ -381,7 +408,12 @@ def _missing(value: object) -> bool:
 
 
 def owntracks(
-    body: bytes, headers: Mapping[str, str], query: Mapping[str, str], now_ns: int
+    body: bytes,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    now_ns: int,
+    *,
+    max_future: float | None = None,
 ) -> list[Report]:
     """Reports in one OwnTracks HTTP-mode message: one for ``_type: location``, none for
     every other type and for an empty body. Raises PhoneError(400) for malformed JSON, a
@@ -401,7 +433,8 @@ def owntracks(
             raise PhoneError(400, f"OwnTracks location has no {field}")
     client_id = _owntracks_id(_lower_keys(headers), query, message.get("topic"))
     lat, lon, tst = message["lat"], message["lon"], message["tst"]
-    return [_report(client_id, lat, lon, tst, now_ns, ("lat", "lon", "tst"))]
+    names = ("lat", "lon", "tst")
+    return [_report(client_id, lat, lon, tst, now_ns, names, max_future=max_future)]
 
 
 def _owntracks_id(headers: Mapping[str, str], query: Mapping[str, str], topic: object) -> str:
@@ -425,7 +458,14 @@ def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
 # -- Traccar / OsmAnd --------------------------------------------------------------------
 
 
-def traccar(query: Mapping[str, str], content_type: str, body: bytes, now_ns: int) -> list[Report]:
+def traccar(
+    query: Mapping[str, str],
+    content_type: str,
+    body: bytes,
+    now_ns: int,
+    *,
+    max_future: float | None = None,
+) -> list[Report]:
     """Reports in a Traccar Client or OsmAnd request, any generation.
 
     ``application/json`` bodies are one object (generation B, or flat) or an array of flat
@@ -437,8 +477,10 @@ def traccar(query: Mapping[str, str], content_type: str, body: bytes, now_ns: in
     if content_type.strip().lower().startswith("application/json"):
         payload = load_json(body)
         if isinstance(payload, list):
-            return _each(payload, "position", lambda item: _traccar_object(item, now_ns))
-        return [_traccar_object(payload, now_ns)]
+            return _each(
+                payload, "position", lambda item: _traccar_object(item, now_ns, max_future)
+            )
+        return [_traccar_object(payload, now_ns, max_future)]
     params = query if "id" in query or "deviceid" in query else _form(body)
     client_id = params.get("id") or params.get("deviceid")
     if not client_id:
@@ -446,7 +488,13 @@ def traccar(query: Mapping[str, str], content_type: str, body: bytes, now_ns: in
     lat, lon = params.get("lat"), params.get("lon")
     return [
         _traccar_report(
-            client_id, lat, lon, params.get("location"), params.get("timestamp"), now_ns
+            client_id,
+            lat,
+            lon,
+            params.get("location"),
+            params.get("timestamp"),
+            now_ns,
+            max_future,
         )
     ]
 
@@ -469,7 +517,7 @@ def _form(body: bytes) -> dict[str, str]:
     return params
 
 
-def _traccar_object(value: object, now_ns: int) -> Report:
+def _traccar_object(value: object, now_ns: int, max_future: float | None) -> Report:
     if not isinstance(value, dict):
         raise PhoneError(400, "Traccar JSON is an object or an array of objects")
     client_id = next(
@@ -488,9 +536,11 @@ def _traccar_object(value: object, now_ns: int) -> Report:
         lat, lon = coords.get("latitude"), coords.get("longitude")
         if _missing(lat) and _missing(lon):
             raise PhoneError(400, _NO_FIX)
-        return _report(client_id, lat, lon, location.get("timestamp"), now_ns, names)
+        stamp = location.get("timestamp")
+        return _report(client_id, lat, lon, stamp, now_ns, names, max_future=max_future)
     lat, lon = value.get("lat"), value.get("lon")
-    return _traccar_report(client_id, lat, lon, location, value.get("timestamp"), now_ns)
+    stamp = value.get("timestamp")
+    return _traccar_report(client_id, lat, lon, location, stamp, now_ns, max_future)
 
 
 _NO_FIX = (
@@ -500,7 +550,13 @@ _NO_FIX = (
 
 
 def _traccar_report(
-    client_id: object, lat: object, lon: object, location: object, timestamp: object, now_ns: int
+    client_id: object,
+    lat: object,
+    lon: object,
+    location: object,
+    timestamp: object,
+    now_ns: int,
+    max_future: float | None,
 ) -> Report:
     if _missing(lat) and _missing(lon) and not _missing(location):
         parts = location.split(",") if isinstance(location, str) else []
@@ -509,14 +565,20 @@ def _traccar_report(
         lat, lon = parts
     if _missing(lat) and _missing(lon):
         raise PhoneError(400, _NO_FIX)
-    return _report(client_id, lat, lon, timestamp, now_ns, ("lat", "lon", "timestamp"))
+    names = ("lat", "lon", "timestamp")
+    return _report(client_id, lat, lon, timestamp, now_ns, names, max_future=max_future)
 
 
 # -- Overland ----------------------------------------------------------------------------
 
 
 def overland(
-    body: bytes, headers: Mapping[str, str], query: Mapping[str, str], now_ns: int
+    body: bytes,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    now_ns: int,
+    *,
+    max_future: float | None = None,
 ) -> list[Report]:
     """Reports in an Overland batch ``{"locations": [Feature, ...]}``, in order.
 
@@ -528,10 +590,14 @@ def overland(
         raise PhoneError(400, 'Overland sends {"locations": [...]}')
     fallback = query.get("device_id") or None
     features = payload["locations"]
-    return _each(features, "location", lambda item: _overland_feature(item, now_ns, fallback))
+    return _each(
+        features, "location", lambda item: _overland_feature(item, now_ns, fallback, max_future)
+    )
 
 
-def _overland_feature(feature: object, now_ns: int, fallback: str | None) -> Report:
+def _overland_feature(
+    feature: object, now_ns: int, fallback: str | None, max_future: float | None
+) -> Report:
     if not isinstance(feature, dict):
         raise PhoneError(400, "must be a GeoJSON Feature object")
     geometry = feature.get("geometry")
@@ -553,4 +619,4 @@ def _overland_feature(feature: object, now_ns: int, fallback: str | None) -> Rep
     # GeoJSON order: longitude first.
     lon, lat = coordinates[0], coordinates[1]
     names = ("coordinates[1] (lat)", "coordinates[0] (lon)", "properties.timestamp")
-    return _report(client_id, lat, lon, timestamp, now_ns, names)
+    return _report(client_id, lat, lon, timestamp, now_ns, names, max_future=max_future)

@@ -1,25 +1,92 @@
-"""How the gateway shows a herd record in JSON (REST answers and WebSocket messages)."""
+"""How the gateway shows a herd record in JSON (REST answers and WebSocket messages), and the
+strict JSON encoder every answer goes through."""
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+import math
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
-from backend.protocol import Record
+from aiohttp import web
 
-__all__ = ["record_json"]
+from backend.protocol import MAX_TIME_BYTES, MAX_TIME_S, ProtocolError, Record
+
+__all__ = ["dumps", "json_response", "record_json", "records_json"]
+
+log = logging.getLogger("herd.gateway")
+
+
+# JSON as RFC 8259 has it: NaN and Infinity are not JSON, and a browser's JSON.parse refuses
+# a whole document for one of them. Nothing the gateway renders holds one; were a bug to
+# produce one, the request fails alone (500) rather than every viewer's map.
+def _default(value: object) -> object:
+    # A command's id is echoed as the browser sent it, and JSON numbers with a fraction or an
+    # exponent are read as Decimal (gateway.phones.load_json): a double if one holds it, else
+    # its text.
+    if isinstance(value, Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+dumps = functools.partial(json.dumps, allow_nan=False, default=_default)
+
+
+def json_response(data: Any, *, status: int = 200, **kwargs: Any) -> web.Response:
+    """``web.json_response`` with the strict encoder."""
+    return web.json_response(data, status=status, dumps=dumps, **kwargs)
+
+
+def _seconds(client_time: str) -> float | None:
+    """A client time as a float for the map, or None if it is not one a browser can show:
+    unreadable, or past the herd's latest time (a record from a server before the bound)."""
+    if len(client_time) > MAX_TIME_BYTES:
+        return None
+    try:
+        value = float(client_time)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and 0 <= value <= MAX_TIME_S else None
 
 
 def record_json(record: Record) -> dict[str, Any]:
-    """A herd record as the API shows it; ``at`` is the exact AT line."""
-    lat, lon = record.lat_lng
+    """A herd record as the API shows it; ``at`` is the exact AT line.
+
+    Never raises and never holds NaN or infinity: ``time`` is null for a client time that is
+    past the herd's bound (kept exactly in ``client_time``), ``lat``/``lon`` null for a
+    location that does not parse."""
+    lat: float | None
+    lon: float | None
+    try:
+        lat, lon = record.lat_lng
+    except (ProtocolError, ValueError):
+        lat = lon = None
+    if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
+        lat = lon = None
     return {
         "client_id": record.client_id,
         "lat": lat,
         "lon": lon,
         "location": record.location,
         "client_time": record.client_time,
-        "time": float(record.client_time),
+        "time": _seconds(record.client_time),
         "server": record.server_id,
         "time_diff": record.time_diff,
-        "at": record.line.decode(),
+        "at": record.line.decode(errors="replace"),
     }
+
+
+def records_json(records: Iterable[Record]) -> list[dict[str, Any]]:
+    """``record_json`` of each record; one that cannot be shown is left out with a warning,
+    never taking the rest of the document with it."""
+    shown = []
+    for record in records:
+        try:
+            shown.append(record_json(record))
+        except Exception:  # a bug for one record must not hide every other client
+            log.exception("cannot render the record %r; left out", record.line[:200])
+    return shown

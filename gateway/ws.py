@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from backend.protocol import MAX_BOUND, MAX_RADIUS_KM
+from backend.protocol import MAX_BOUND
 
-from . import auth, phones
+from . import api, auth, phones
 from .herd_client import HerdRefused, HerdUnavailable
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SOCKETS
 from .live import BBox, Watcher
-from .records import record_json
+from .numbers import bounded_decimal
+from .records import dumps, record_json, records_json
 
 __all__ = ["websocket"]
 
@@ -49,12 +47,10 @@ def parse_bbox(value: Any) -> BBox | None:
     if isinstance(value, str):
         value = value.split(",")
     try:
-        west, south, east, north = (float(v) for v in value)
-    except (TypeError, ValueError):
+        west, south, east, north = (float(bounded_decimal(v)) for v in value)
+    except (TypeError, ValueError):  # NumberError included
         raise CommandError(400, "bbox must be four numbers: west, south, east, north") from None
-    if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
-        -90 <= south <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180
-    ):
+    if not (-90 <= south <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180):
         raise CommandError(400, "bbox must be west, south, east, north within the globe")
     return BBox(west, south, east, north)
 
@@ -72,10 +68,7 @@ def parse_clients(value: Any) -> list[str] | None:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     config = app[CONFIG].gateway
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
-        log.warning("refused cross-origin WebSocket from %s (Origin %s)", request.remote, origin)
-        raise web.HTTPForbidden(text="cross-origin WebSocket refused")
+    # A cross-site upgrade was refused before this (gateway/site.py).
     try:
         watcher = Watcher(
             parse_clients(request.query.get("clients")), parse_bbox(request.query.get("bbox"))
@@ -89,16 +82,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     sockets.add(ws)
     # Registration and snapshot with no await between them: no update falls in the gap.
     feed.add_listener(watcher.push)
-    snapshot = [record_json(r) for r in feed.records.values() if watcher.wants(r)]
+    snapshot = records_json(r for r in feed.records.values() if watcher.wants(r))
     sender = asyncio.create_task(_send_updates(ws, watcher, request))
     try:
-        await ws.send_json({"type": "snapshot", "records": snapshot})
+        await ws.send_json({"type": "snapshot", "records": snapshot}, dumps=dumps)
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 reply = await _command(request, watcher, message.data)
-                await ws.send_json(reply)
+                await ws.send_json(reply, dumps=dumps)
             elif message.type == WSMsgType.BINARY:
-                await ws.send_json(_error(None, 400, "send JSON text messages"))
+                await ws.send_json(_error(None, 400, "send JSON text messages"), dumps=dumps)
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
@@ -117,8 +110,10 @@ async def _send_updates(ws: web.WebSocketResponse, watcher: Watcher, request: we
     while not ws.closed:
         for record in await watcher.next_batch():
             # Encoded once per record, however many sockets it goes to.
-            await ws.send_str(feed.update_message(record))
-            metrics.updates_pushed += 1
+            text = feed.update_message(record)
+            if text is not None:
+                await ws.send_str(text)
+                metrics.updates_pushed += 1
 
 
 def _error(command_id: Any, status: int, message: str) -> dict[str, Any]:
@@ -151,8 +146,14 @@ async def _command(request: web.Request, watcher: Watcher, data: str) -> dict[st
         return _error(command_id, exc.status, exc.message)
     except phones.PhoneError as exc:
         return _error(command_id, exc.status, exc.message)
+    except web.HTTPException as exc:  # a check shared with the REST API
+        return _error(command_id, exc.status, exc.text or exc.reason)
     except HerdUnavailable:
         return _error(command_id, 503, "no herd server answered")
+    except Exception:
+        # A bug answers this command with 500 and keeps the socket (and its map) alive.
+        log.exception("WebSocket command from %s failed", request.remote)
+        return _error(command_id, 500, "internal error")
 
 
 async def _report(
@@ -164,6 +165,7 @@ async def _report(
         message.get("lon"),
         message.get("time"),
         time.time_ns(),
+        max_future=request.app[CONFIG].limits.max_future,
     )
     # A report carries its own write token: the socket itself was opened with a read token.
     token = message.get("token")
@@ -173,32 +175,26 @@ async def _report(
         )
     except auth.Refused as exc:
         raise CommandError(exc.status, exc.message) from None
-    record = await request.app[HERD].iamat(report.iamat())
+    try:
+        record = await request.app[HERD].iamat(report.iamat())
+    except HerdRefused:
+        raise CommandError(429, api.HERD_REFUSED) from None
     return {"record": record_json(record)}
 
 
 async def _nearby(
     request: web.Request, watcher: Watcher, message: dict[str, Any]
 ) -> dict[str, Any]:
-    client_id = message.get("client_id")
-    if (
-        not isinstance(client_id, str)
-        or not client_id
-        or any(c in client_id for c in " \t\r\n\x0b\x0c")
-    ):
-        raise CommandError(400, "client_id must be a client ID")
     try:
-        radius = Decimal(str(message.get("radius_km", 10)))
-    except InvalidOperation:
-        radius = Decimal("NaN")
-    if not radius.is_finite() or not 0 < radius <= MAX_RADIUS_KM:
-        raise CommandError(400, f"radius_km must be a number in (0, {MAX_RADIUS_KM}]")
+        client_id = phones.check_client_id(message.get("client_id"))
+    except phones.PhoneError as exc:
+        raise CommandError(400, f"client_id: {exc.message}") from None
+    radius = api.radius_param(message.get("radius_km", 10))
     limit = message.get("limit", 5)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_BOUND:
         raise CommandError(400, f"limit must be a whole number in 1..{MAX_BOUND}")
-    text = format(radius.normalize(), "f")
     try:
-        record, places = await request.app[HERD].whatsat(client_id, text, limit)
+        record, places = await request.app[HERD].whatsat(client_id, api.plain(radius), limit)
     except HerdRefused:
         raise CommandError(404, f"no location known for client {client_id!r}") from None
     return {"record": record_json(record), "places": places}
@@ -212,7 +208,7 @@ async def _filter(
     watcher.set_filter(clients, bbox)
     feed = request.app[FEED]
     # A new filter comes with its own snapshot, so the map can redraw what it now covers.
-    snapshot = [record_json(r) for r in feed.records.values() if watcher.wants(r)]
+    snapshot = records_json(r for r in feed.records.values() if watcher.wants(r))
     return {"records": snapshot}
 
 

@@ -21,6 +21,9 @@
   const BACKOFF_MAX_MS = 10000;
   const STALE_S = 300; // list entries older than this are dimmed
   const FALLBACK_ICON = "/static/icons/locality.svg";
+  // The herd's latest client time (end of 9999): the gateway sends null for a later one, and
+  // a browser's Date holds no time much past it.
+  const MAX_TIME_S = 253402300799;
 
   const $ = (id) => document.getElementById(id);
   let socket = null;
@@ -119,7 +122,22 @@
     className: "client-marker",
   });
 
+  // One record from the gateway, shown; a record that cannot be (no position, a time no Date
+  // can hold, a missing field) is skipped with a warning, never taking the others with it.
+  function show(record) {
+    try {
+      upsert(record);
+    } catch (err) {
+      console.warn("record not shown:", err, record);
+    }
+  }
+
+  const finite = (value) => typeof value === "number" && Number.isFinite(value);
+
   function upsert(record) {
+    if (!record || typeof record.client_id !== "string") throw new Error("no client ID");
+    if (!(finite(record.lat) && Math.abs(record.lat) <= 90)) throw new Error("no latitude");
+    if (!(finite(record.lon) && Math.abs(record.lon) <= 180)) throw new Error("no longitude");
     const id = record.client_id;
     let client = clients.get(id);
     if (client && client.record.at === record.at) return; // a snapshot repeating what we have
@@ -183,13 +201,22 @@
   }
 
   function refreshAge(client, now) {
-    const seconds = Math.max(0, now - client.record.time);
+    const time = client.record.time; // null when the gateway cannot show it
+    const known = finite(time) && time >= 0 && time <= MAX_TIME_S;
+    const seconds = known ? Math.max(0, now - time) : NaN;
     client.age.textContent = formatAge(seconds);
-    client.age.title = new Date(client.record.time * 1000).toISOString();
-    client.li.classList.toggle("stale", seconds > STALE_S);
+    client.age.title = known ? formatDate(time) : "";
+    client.li.classList.toggle("stale", !(seconds <= STALE_S));
+  }
+
+  // ISO 8601 for a POSIX time, or "" for one no Date holds (past ±8.64e12 s, or not a number).
+  function formatDate(time) {
+    const date = new Date(finite(time) ? time * 1000 : NaN);
+    return Number.isNaN(date.getTime()) ? "" : date.toISOString();
   }
 
   function formatAge(seconds) {
+    if (!Number.isFinite(seconds)) return "time unknown";
     if (seconds < 60) return `${Math.floor(seconds)} s ago`;
     if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
     if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
@@ -198,7 +225,13 @@
 
   setInterval(() => {
     const now = Date.now() / 1000;
-    for (const client of clients.values()) refreshAge(client, now);
+    for (const client of clients.values()) {
+      try {
+        refreshAge(client, now);
+      } catch (err) {
+        console.warn("age not shown:", err);
+      }
+    }
   }, 1000);
 
   // -- selection and nearby places ------------------------------------------------------
@@ -259,14 +292,15 @@
 
   function showPlaces(reply) {
     const record = reply.record;
-    const results = (reply.places && reply.places.results) || [];
+    const listed = reply.places && reply.places.results;
+    const results = (Array.isArray(listed) ? listed : []).filter((p) => p && typeof p === "object");
     const from = L.latLng(record.lat, record.lon);
     const found = ["No places", "1 place"][results.length] || `${results.length} places`;
     placesStatus(`${found} within ${reply.radius} km of ${record.client_id}`, false);
     const bounds = L.latLngBounds([from]);
     const items = results.map((place) => {
-      const loc = place.geometry && place.geometry.location;
-      const latlng = loc ? L.latLng(loc.lat, loc.lng) : null;
+      const loc = place && place.geometry && place.geometry.location;
+      const latlng = loc && finite(loc.lat) && finite(loc.lng) ? L.latLng(loc.lat, loc.lng) : null;
       const li = el("li", "place");
       const head = el("div", "head");
       head.append(el("span", "name", String(place.name ?? "(unnamed)")));
@@ -328,7 +362,13 @@
     const url = new URL("/api/v1/ws", location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     socket = new WebSocket(url);
-    socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
+    socket.addEventListener("message", (event) => {
+      try {
+        handle(JSON.parse(event.data));
+      } catch (err) {
+        console.warn("message not handled:", err);
+      }
+    });
     socket.addEventListener("close", () => {
       setConnection("reconnecting");
       // Jitter so that many pages do not all come back in the same instant.
@@ -342,11 +382,11 @@
       case "snapshot":
         backoff = BACKOFF_MIN_MS;
         setConnection("live");
-        for (const record of message.records) upsert(record);
+        for (const record of message.records) show(record);
         if (selected) askNearby();
         break;
       case "update":
-        upsert(message.record);
+        show(message.record);
         break;
       case "reply":
         if (message.id === nearbyCommand) showPlaces({ ...message, radius: nearbyRadius });

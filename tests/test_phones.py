@@ -686,7 +686,8 @@ client_ids = st.text(
 )
 lats = st.floats(-90, 90)
 lons = st.floats(-180, 180)
-posix_times = st.from_regex(r"[0-9]{1,12}(\.[0-9]{1,12})?", fullmatch=True)
+# Up to 11 digits of seconds: the herd's times end with the year 9999 (12 digits).
+posix_times = st.from_regex(r"[0-9]{1,11}(\.[0-9]{1,12})?", fullmatch=True)
 
 
 @FEW
