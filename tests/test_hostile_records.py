@@ -8,12 +8,13 @@ The bounds are in backend/protocol.py and docs/protocol.md ("Bounds").
 from __future__ import annotations
 
 import asyncio
+import socket
 import string
 import time
 from pathlib import Path
 
 import pytest
-from helpers import Herd, poll
+from helpers import Herd, iamat, poll
 from memory_transport import MemoryTransport
 
 from backend.config import load_config
@@ -183,3 +184,31 @@ async def test_a_peer_link_skips_a_poison_line_from_an_older_peer_and_stays_up(
     transport.close()
     await asyncio.wait_for(serving, 5)
     outbox.traffic.close()
+
+
+def test_a_client_elsewhere_cannot_spend_another_addresss_report_budget(tmp_path: Path) -> None:
+    # reports_per_client counts per remote address and client ID: a TCP client at another
+    # address (here 127.0.0.2) that exhausts its budget for "kiwi" leaves the budget of the
+    # gateway's address (127.0.0.1) for "kiwi" untouched.
+    with Herd(
+        tmp_path, names=("Solo",), links=(), extra="[limits]\nreports_per_client = 1\n"
+    ) as herd:
+        port = herd.ports["Solo"]
+
+        def report_from(source: str, n: int) -> list[bytes]:
+            with socket.create_connection(("127.0.0.1", port), source_address=(source, 0)) as s:
+                now = time.time()
+                s.sendall(b"".join(iamat("kiwi", when=now - 100 + i) for i in range(n)))
+                s.shutdown(socket.SHUT_WR)
+                return recv_all(s).splitlines()
+
+        stranger = report_from("127.0.0.2", 10)
+        assert stranger[0].startswith(b"AT Solo ") and stranger[-1].startswith(b"? ")
+        assert report_from("127.0.0.1", 1)[0].startswith(b"AT Solo ")
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
