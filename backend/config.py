@@ -569,20 +569,10 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
     if not isinstance(open_access, bool):
         raise ConfigError("[gateway] open_access must be true or false")
 
-    def loopback(name: str) -> bool:
-        import ipaddress
-
-        if name.lower().rstrip(".") == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(name.strip("[]")).is_loopback
-        except ValueError:  # a host name other than localhost: it may reach anywhere
-            return False
-
     tokens = bool(read_tokens or write_tokens)
     if tokens and open_access:
         raise ConfigError("[gateway] open_access = true contradicts the configured tokens")
-    if not tokens and not open_access and not loopback(host):
+    if not tokens and not open_access and not _is_loopback(host):
         raise ConfigError(
             f"[gateway] host {host!r} is not a loopback address, so anyone who reaches it "
             "could read and write every location: configure read_tokens and write_tokens, "
@@ -593,7 +583,7 @@ def _gateway(table: dict[str, Any], servers: Mapping[str, ServerAddress]) -> Gat
     # local tools reach it (the benchmark, the contract test), and a limit there would only
     # throttle them. A phone reports every few seconds at most; a map page load is ~15
     # requests and then one every few seconds.
-    guarded = tokens or not loopback(host)
+    guarded = tokens or not _is_loopback(host)
     exposed_rates = {"rate_per_client": 10.0, "rate_per_address": 50.0}
 
     def rate(key: str) -> float:
