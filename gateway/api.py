@@ -115,7 +115,7 @@ async def _send(request: web.Request, reports: list[phones.Report]) -> list[Reco
     records = []
     for report in reports:
         try:
-            records.append(await herd.iamat(report.iamat()))
+            records.append(await herd.iamat(report.command()))
         except HerdRefused:
             raise web.HTTPTooManyRequests(
                 text=HERD_REFUSED, headers={hdrs.RETRY_AFTER: str(HERD_RETRY_AFTER)}

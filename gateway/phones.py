@@ -30,6 +30,7 @@ reuses the device's last known position, but the gateway keeps no state to reuse
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -40,10 +41,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from backend.protocol import (
+    MAX_ATTRIBUTES_BYTES,
     MAX_CLIENT_ID_BYTES,
     MAX_LOCATION_BYTES,
     MAX_TIME_BYTES,
     MAX_TIME_S,
+    format_attributes,
     time_to_ns,
 )
 
@@ -137,6 +140,9 @@ class Report:
     lat: float
     lon: float
     time: str
+    # What the phone said besides the position (docs/gateway.md, "Attributes"): carried by
+    # the herd with the record, as REPORT instead of IAMAT.
+    attributes: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _client_id(self.client_id)
@@ -154,6 +160,8 @@ class Report:
             raise PhoneError(400, "time is after the year 9999")
         if len(self.location) > MAX_LOCATION_BYTES:  # unreachable: 7 decimals at most
             raise PhoneError(400, "location is too long")
+        if len(format_attributes(self.attributes)) > MAX_ATTRIBUTES_BYTES:
+            raise PhoneError(400, f"the report's attributes are over {MAX_ATTRIBUTES_BYTES} bytes")
 
     @property
     def location(self) -> str:
@@ -161,9 +169,14 @@ class Report:
         trailing zeros trimmed (``+34.06893-118.445127``, ``+0+0``); zero is ``+``."""
         return _degrees(self.lat) + _degrees(self.lon)
 
-    def iamat(self) -> bytes:
-        """The herd command ``IAMAT <client_id> <location> <time>`` with its newline."""
-        return f"IAMAT {self.client_id} {self.location} {self.time}\n".encode()
+    def command(self) -> bytes:
+        """The herd command with its newline: ``IAMAT <client_id> <location> <time>``, or
+        ``REPORT <client_id> <location> <time> <attributes>`` when there are attributes."""
+        attributes = format_attributes(self.attributes)
+        if not attributes:
+            return f"IAMAT {self.client_id} {self.location} {self.time}\n".encode()
+        line = f"REPORT {self.client_id} {self.location} {self.time} ".encode()
+        return line + attributes + b"\n"
 
 
 def _degrees(value: float) -> str:

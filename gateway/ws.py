@@ -176,7 +176,7 @@ async def _report(
     except auth.Refused as exc:
         raise CommandError(exc.status, exc.message) from None
     try:
-        record = await request.app[HERD].iamat(report.iamat())
+        record = await request.app[HERD].iamat(report.command())
     except HerdRefused:
         raise CommandError(429, api.HERD_REFUSED) from None
     return {"record": record_json(record)}

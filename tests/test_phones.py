@@ -46,7 +46,7 @@ def query_of(url: str) -> dict[str, str]:
 
 
 def iamat(r: Report) -> IAmAt:
-    command = parse_line(r.iamat())
+    command = parse_line(r.command())
     assert isinstance(command, IAmAt)
     return command
 
@@ -79,7 +79,7 @@ def test_owntracks_android_example_without_topic_gets_recorder_defaults() -> Non
 def test_owntracks_topic_is_the_id_as_it_is() -> None:
     [r] = owntracks(OWNTRACKS_WIRE, {"Content-Type": JSON}, {}, NOW_NS)
     assert r == Report("owntracks/jane/phone", 50.1, 60.2, "123456789")
-    assert r.iamat() == b"IAMAT owntracks/jane/phone +50.1+60.2 123456789\n"
+    assert r.command() == b"IAMAT owntracks/jane/phone +50.1+60.2 123456789\n"
     mixed = OWNTRACKS_ANDROID[:-1] + b',"topic":"owntracks/Jane/Phone"}'
     assert owntracks(mixed, {}, {}, NOW_NS)[0].client_id == "owntracks/Jane/Phone"
 
@@ -195,7 +195,7 @@ NO_FIX = (
 def test_traccar_generation_a_query_with_empty_body() -> None:
     [r] = traccar(query_of(GEN_A), "", b"", NOW_NS)
     assert r == Report("123456789012345", 0.0, 0.0, "619315200")
-    assert r.iamat() == b"IAMAT 123456789012345 +0+0 619315200\n"
+    assert r.command() == b"IAMAT 123456789012345 +0+0 619315200\n"
     extras = query_of(GEN_A + "&charge=true&mock=true&alarm=alert%20message")
     assert traccar(extras, "", b"", NOW_NS) == [r]
 
@@ -203,7 +203,7 @@ def test_traccar_generation_a_query_with_empty_body() -> None:
 def test_traccar_generation_b_json() -> None:
     [r] = traccar({}, "application/json", GEN_B, NOW_NS)
     assert r == Report("48241179", 37.4219983, -122.084, "1749995112.862")
-    assert r.iamat() == b"IAMAT 48241179 +37.4219983-122.084 1749995112.862\n"
+    assert r.command() == b"IAMAT 48241179 +37.4219983-122.084 1749995112.862\n"
 
 
 def test_traccar_generation_c_form_body() -> None:
@@ -561,7 +561,7 @@ def test_location_is_iso_6709_with_seven_decimals(lat: float, lon: float, locati
 def test_report_keeps_fields_exact() -> None:
     r = report("kiwi.cs.ucla.edu", "+34.068930", "-118.445127", "1614209128.918963997", NOW_NS)
     assert r == Report("kiwi.cs.ucla.edu", 34.06893, -118.445127, "1614209128.918963997")
-    assert r.iamat() == b"IAMAT kiwi.cs.ucla.edu +34.06893-118.445127 1614209128.918963997\n"
+    assert r.command() == b"IAMAT kiwi.cs.ucla.edu +34.06893-118.445127 1614209128.918963997\n"
     assert report("c", 1, Decimal("2.5"), None, NOW_NS) == Report("c", 1.0, 2.5, NOW)
     assert isinstance(Report("c", 1, 2, "3").lat, float)
 
