@@ -310,7 +310,7 @@ class PeerLink:
             differ = list(range(len(ours)))
         sent = 0
         for index in differ:
-            lines = [r.line + b"\n" for r in self.store.bucket(index)]
+            lines = [r.wire() + b"\n" for r in self.store.bucket(index)]
             if lines:
                 for line in lines:
                     self._outbox.log(self._tag_out, line)

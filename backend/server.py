@@ -25,7 +25,7 @@ from .journal import Journal
 from .outbox import Outbox, TrafficLog
 from .peers import PeerManager, format_address
 from .protocol import (
-    MAX_RECORD_LINE,
+    MAX_POINT_LINE,
     PEER_LINE_LIMIT,
     At,
     Command,
@@ -278,8 +278,11 @@ class Subscription:
     cut it off; so is its time: STALLED_HEARTBEATS without reading and it is cut off.
     """
 
-    def __init__(self, conn: ClientConnection, records: list[Record], allowance: int) -> None:
+    def __init__(
+        self, conn: ClientConnection, records: list[Record], allowance: int, points: bool
+    ) -> None:
         self.conn = conn
+        self.points = points  # SUBSCRIBE POINTS: records with attributes as POINT lines
         self.records = records
         self.count = len(records)
         self.sent = 0  # snapshot records written
@@ -302,7 +305,10 @@ class Subscription:
         while self.sent < self.count and transport.get_write_buffer_size() <= SNAPSHOT_WINDOW:
             chunk = records[self.sent : self.sent + SNAPSHOT_CHUNK]
             self.sent += len(chunk)
-            self._write(transport, b"".join([r.line + b"\n" for r in chunk]))
+            if self.points:
+                self._write(transport, b"".join([r.wire() + b"\n" for r in chunk]))
+            else:
+                self._write(transport, b"".join([r.line + b"\n" for r in chunk]))
         if self.sent < self.count:
             return  # resumed by resume_writing once the subscriber has read some
         self.records = []  # the references go with the snapshot
@@ -366,6 +372,7 @@ class HerdServer:
         self.retention = config.durability.retention
         self.peers = PeerManager(config, name, self.accept, self.store, self.outbox)
         self._sub_lines: list[bytes] = []  # records for subscribers, this iteration
+        self._sub_points: dict[int, bytes] = {}  # of them, the POINT lines, by index
         self.places = places or places_mod.make_provider(config.places, config.data_dir / "places")
         self._subscribers: dict[ClientConnection, Subscription] = {}
         self._clients: set[ClientConnection] = set()
@@ -421,7 +428,7 @@ class HerdServer:
         log.info("%s recovered %d records from %s", self.name, recovered, self.journal.directory)
         if self.dropped:
             # Rewrite the journal without the dropped lines, so they are gone from the disk.
-            self.journal.compact(r.line + b"\n" for r in self.store)
+            self.journal.compact(r.wire() + b"\n" for r in self.store)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ClientConnection(self),
@@ -539,25 +546,35 @@ class HerdServer:
         if self._expired(record) or not self.store.offer(record):
             return False
         line = record.line + b"\n"
+        # What travels between servers and into the journal: the AT line, or with the
+        # record's attributes a POINT line.
+        wire = record.wire() + b"\n" if record.attributes else line
         # Into the kernel before its client has the reply (the journal's stage of the outbox
         # comes before the replies'): an acknowledged record survives kill -9.
-        if self.journal.append(line):
+        if self.journal.append(wire):
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)
         if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
-            self.journal.compact(r.line + b"\n" for r in self.store)
-        self.peers.flood(record, line, source)
+            self.journal.compact(r.wire() + b"\n" for r in self.store)
+        self.peers.flood(record, wire, source)
         if self._subscribers:
             if not self._sub_lines:
                 # With the peer links: subscribers pass records on too (the gateway's map).
                 self.outbox.later(Outbox.PEERS, self._push_to_subscribers)
+            if wire is not line:
+                self._sub_points[len(self._sub_lines)] = wire
             self._sub_lines.append(line)
         return True
 
     def _push_to_subscribers(self) -> None:
-        data = b"".join(self._sub_lines)
-        self._sub_lines.clear()
+        lines, points = self._sub_lines, self._sub_points
+        data = b"".join(lines)
+        # For SUBSCRIBE POINTS: the same records, with POINT lines where they have attributes.
+        with_points = (
+            b"".join([points.get(i, line) for i, line in enumerate(lines)]) if points else data
+        )
+        self._sub_lines, self._sub_points = [], {}
         for conn, subscription in list(self._subscribers.items()):
-            if not subscription.send(data):
+            if not subscription.send(with_points if subscription.points else data):
                 log.warning("subscriber %s too slow, disconnected", conn.peer)
                 self._subscribers.pop(conn, None)
                 conn.abort()
@@ -754,7 +771,7 @@ class HerdServer:
         record = self.store.get(command.client_id)
         if record is None:
             raise ProtocolError("WHEREIS for an unknown client")
-        return record.line + b"\n"
+        return (record.wire() if command.points else record.line) + b"\n"
 
     def _on_status(self, command: Status, conn: ClientConnection) -> Reply:
         status = {
@@ -778,9 +795,9 @@ class HerdServer:
         # What it may pin: its live records up to the limit, and the part of the snapshot in
         # its socket buffer (the window and a chunk).
         allowance = (
-            self.limits.subscriber_buffer + SNAPSHOT_WINDOW + SNAPSHOT_CHUNK * MAX_RECORD_LINE
+            self.limits.subscriber_buffer + SNAPSHOT_WINDOW + SNAPSHOT_CHUNK * MAX_POINT_LINE
         )
-        subscription = Subscription(conn, list(self.store), allowance)
+        subscription = Subscription(conn, list(self.store), allowance, command.points)
         self._subscribers[conn] = subscription
         conn.subscription = subscription
         conn.subscribed = True
