@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record
+from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record, format_attributes
 
 from . import phones
 from .herd_client import HerdRefused, HerdUnavailable, Server
@@ -115,7 +115,7 @@ async def _send(request: web.Request, reports: list[phones.Report]) -> list[Reco
     records = []
     for report in reports:
         try:
-            records.append(await herd.iamat(report.command()))
+            records.append(await herd.iamat(report.command(), format_attributes(report.attributes)))
         except HerdRefused:
             raise web.HTTPTooManyRequests(
                 text=HERD_REFUSED, headers={hdrs.RETRY_AFTER: str(HERD_RETRY_AFTER)}

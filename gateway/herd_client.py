@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +18,8 @@ from typing import Any
 
 from backend.config import ServerAddress
 from backend.protocol import At, ProtocolError, Record, parse_line
+
+from .records import herd_json
 
 __all__ = ["HERD_ERRORS", "HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
 
@@ -153,12 +153,17 @@ class HerdClient:
 
     # -- the herd's commands -------------------------------------------------------------
 
-    async def iamat(self, line: bytes) -> Record:
-        return _record(await self.request(line))
+    async def iamat(self, line: bytes, attributes: bytes = b"") -> Record:
+        """Send an IAMAT (or a REPORT carrying ``attributes``); the record the herd made. Its
+        reply is IAMAT's AT line, so the attributes sent are put back on the record."""
+        record = _record(await self.request(line))
+        record.attributes = attributes
+        return record
 
     async def whereis(self, client_id: str) -> Record | None:
+        """A client's current record, attributes included (WHEREIS ... POINTS)."""
         try:
-            return _record(await self.request(f"WHEREIS {client_id}\n".encode()))
+            return _record(await self.request(f"WHEREIS {client_id} POINTS\n".encode()))
         except HerdRefused:
             return None
 
@@ -169,7 +174,7 @@ class HerdClient:
         at, _, places = reply.partition(b"\n")
         record = _record(at + b"\n")
         try:
-            found = _loads(places)
+            found = herd_json(places)
         except ValueError:  # not JSON, or an integer past Python's digit limit
             raise HerdUnavailable(f"unexpected places from the herd: {places[:100]!r}") from None
         if not isinstance(found, dict):
@@ -183,22 +188,10 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         with contextlib.suppress(ValueError):
-            status = _loads(reply.removeprefix(b"STATUS "))
+            status = herd_json(reply.removeprefix(b"STATUS "))
             if isinstance(status, dict):
                 return status
         return None
-
-
-def _loads(text: bytes) -> Any:
-    """JSON from the herd, read as JSON: NaN, Infinity and numbers past a double's range
-    (which Python's json accepts, and would write back out) become null, so nothing the herd
-    sends makes the gateway's own answers invalid JSON."""
-    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
-
-
-def _finite(text: str) -> float | None:
-    value = float(text)  # 1e400 reads as inf
-    return value if math.isfinite(value) else None
 
 
 def _record(line: bytes) -> Record:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from backend.protocol import At, ProtocolError, Record, parse_line
 
 from .herd_client import HERD_ERRORS, Server
-from .records import dumps, record_json
+from .records import dumps, event_json, has_event, record_json
 
 __all__ = ["BBox", "LiveFeed", "Watcher"]
 
@@ -33,6 +34,10 @@ MAX_LINE = 64 * 1024
 # Encoded updates kept: enough for every socket to work through a burst before a record's
 # text is made again (a miss costs one encoding, never a wrong message).
 MESSAGE_CACHE = 4096
+
+# Events (alarms, transitions) waiting for one socket: a browser that falls this far behind
+# loses the oldest, as it would lose intermediate positions.
+EVENT_QUEUE = 1024
 
 Listener = Callable[[Record], None]
 
@@ -75,6 +80,17 @@ class LiveFeed:
             listener(record)
         return True
 
+    def event_message(self, record: Record) -> str | None:
+        """The WebSocket event (an alarm, a region entered or left) that ``record`` carries,
+        as JSON text; None if it carries none or cannot be shown."""
+        try:
+            shown = record_json(record)
+            event = event_json(shown)
+            return None if event is None else dumps({"type": "event", "event": event})
+        except Exception:
+            log.exception("cannot render the event of %r; not sent", record.line[:200])
+            return None
+
     def update_message(self, record: Record) -> str | None:
         """The WebSocket update for ``record`` as JSON text, encoded once for every socket;
         None (logged) for a record that cannot be shown."""
@@ -114,7 +130,8 @@ class LiveFeed:
             )
         loop = asyncio.get_running_loop()
         try:
-            writer.write(b"SUBSCRIBE\n")
+            # POINTS: records with attributes come as POINT lines, attributes included.
+            writer.write(b"SUBSCRIBE POINTS\n")
             # One deadline for the whole subscription, moved on by the lines that arrive once a
             # tenth of it has passed (a timer per line would cost more than the line): silence
             # ends the subscription after 90-100% of ``silence``.
@@ -167,6 +184,9 @@ class Watcher:
     def __init__(self, clients: Iterable[str] | None = None, bbox: BBox | None = None) -> None:
         self.set_filter(clients, bbox)
         self._pending: dict[str, Record] = {}
+        # Records that carry an event: each is pushed as an event message, never coalesced
+        # away by a newer update of the same client.
+        self._events: deque[Record] = deque(maxlen=EVENT_QUEUE)
         self._wake = asyncio.Event()
 
     def set_filter(self, clients: Iterable[str] | None, bbox: BBox | None) -> None:
@@ -189,6 +209,8 @@ class Watcher:
             # Re-inserted at the end, so the queue stays in order of arrival.
             self._pending.pop(record.client_id, None)
             self._pending[record.client_id] = record
+            if record.attributes and has_event(record.attributes):
+                self._events.append(record)
             self._wake.set()
 
     async def next_batch(self) -> list[Record]:
@@ -198,3 +220,9 @@ class Watcher:
         batch = list(self._pending.values())
         self._pending.clear()
         return batch
+
+    def take_events(self) -> list[Record]:
+        """The records carrying events since the last call, oldest first."""
+        events = list(self._events)
+        self._events.clear()
+        return events

@@ -67,6 +67,35 @@ REPORT = {
     },
 }
 
+ATTRIBUTES = {
+    "type": "object",
+    "description": "What the phone said besides its position, carried by the herd with the "
+    'record (docs/gateway.md, "Attributes"); {} when it said nothing more. Each key is '
+    "present only when the report carried it; keys not listed here may appear.",
+    "properties": {
+        "accuracy": {"type": "number", "description": "metres"},
+        "altitude": {"type": "number", "description": "metres"},
+        "speed": {"type": "number", "description": "metres per second"},
+        "heading": {"type": "number", "description": "degrees, 0 to 360"},
+        "battery": {"type": "number", "description": "percent, 0 to 100"},
+        "charging": {"type": "boolean"},
+        "trigger": {"type": "string", "description": "what made the app report"},
+        "event": {"type": "string", "description": "an app-defined event"},
+        "alarm": {"type": "string", "description": "an alarm, such as sos"},
+        "name": {"type": "string", "description": "the device's name as the phone sent it"},
+        "transition": {
+            "type": "object",
+            "properties": {"event": {"enum": ["enter", "leave"]}, "region": {"type": "string"}},
+        },
+        "motion": {"type": "array", "items": {"type": "string"}},
+        "regions": {"type": "array", "items": {"type": "string"}},
+        "heartbeat": {
+            "type": "boolean",
+            "description": "a report without a fix, at the last known position",
+        },
+    },
+}
+
 RECORD = {
     "type": "object",
     "description": "A client's newest location as the herd holds it.",
@@ -80,6 +109,7 @@ RECORD = {
         "server",
         "time_diff",
         "at",
+        "attributes",
     ],
     "properties": {
         "client_id": {"type": "string"},
@@ -95,6 +125,7 @@ RECORD = {
         "server": {"type": "string", "description": "the herd server that received the report"},
         "time_diff": {"type": "string", "description": "receive time minus client time"},
         "at": {"type": "string", "description": "the herd's AT line, byte for byte"},
+        "attributes": ATTRIBUTES,
     },
 }
 

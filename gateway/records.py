@@ -15,7 +15,15 @@ from aiohttp import web
 
 from backend.protocol import MAX_TIME_BYTES, MAX_TIME_S, ProtocolError, Record
 
-__all__ = ["dumps", "json_response", "record_json", "records_json"]
+__all__ = [
+    "dumps",
+    "event_json",
+    "has_event",
+    "herd_json",
+    "json_response",
+    "record_json",
+    "records_json",
+]
 
 log = logging.getLogger("herd.gateway")
 
@@ -77,7 +85,60 @@ def record_json(record: Record) -> dict[str, Any]:
         "server": record.server_id,
         "time_diff": record.time_diff,
         "at": record.line.decode(errors="replace"),
+        "attributes": _attributes(record.attributes),
     }
+
+
+def herd_json(text: bytes) -> Any:
+    """JSON from the herd, read as JSON: NaN, Infinity and numbers past a double's range
+    (which Python's json accepts, and would write back out) become null, so nothing the herd
+    sends makes the gateway's own answers invalid JSON. Raises ValueError if it is not JSON
+    (or holds an integer past Python's digit limit)."""
+    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
+
+
+def _finite(text: str) -> float | None:
+    value = float(text)  # 1e400 reads as inf
+    return value if math.isfinite(value) else None
+
+
+def _attributes(raw: bytes) -> dict[str, Any]:
+    """A record's attributes as the herd carries them (a JSON object), or {}."""
+    if not raw:
+        return {}
+    try:
+        value = herd_json(raw)
+    except ValueError:
+        log.warning("unreadable attributes left out: %r", raw[:200])
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# Attributes that make a point an event on the WebSocket, and the event's type.
+EVENT_KEYS = {"alarm": "alarm", "transition": "transition"}
+
+
+def has_event(raw: bytes) -> bool:
+    """Whether attributes (as the herd carries them) may hold an event; cheap, no parsing."""
+    return b'"alarm"' in raw or b'"transition"' in raw
+
+
+def event_json(shown: dict[str, Any]) -> dict[str, Any] | None:
+    """The event a shown record carries (``record_json``), or None: ``{"type": "alarm",
+    "client_id", "point", "alarm": "sos"}`` or ``{"type": "transition", "client_id", "point",
+    "event": "enter" | "leave", "region": ...}``."""
+    attributes = shown["attributes"]
+    for key, kind in EVENT_KEYS.items():
+        value = attributes.get(key)
+        if not value:
+            continue
+        event: dict[str, Any] = {"type": kind, "client_id": shown["client_id"], "point": shown}
+        if isinstance(value, dict):
+            event.update({k: v for k, v in value.items() if k not in event})
+        else:
+            event[key] = value
+        return event
+    return None
 
 
 def records_json(records: Iterable[Record]) -> list[dict[str, Any]]:

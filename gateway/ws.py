@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from backend.protocol import MAX_BOUND
+from backend.protocol import MAX_BOUND, format_attributes
 
 from . import api, auth, phones
 from .herd_client import HerdRefused, HerdUnavailable
@@ -114,6 +114,10 @@ async def _send_updates(ws: web.WebSocketResponse, watcher: Watcher, request: we
             if text is not None:
                 await ws.send_str(text)
                 metrics.updates_pushed += 1
+        for record in watcher.take_events():
+            text = feed.event_message(record)
+            if text is not None:
+                await ws.send_str(text)
 
 
 def _error(command_id: Any, status: int, message: str) -> dict[str, Any]:
@@ -176,7 +180,9 @@ async def _report(
     except auth.Refused as exc:
         raise CommandError(exc.status, exc.message) from None
     try:
-        record = await request.app[HERD].iamat(report.command())
+        record = await request.app[HERD].iamat(
+            report.command(), format_attributes(report.attributes)
+        )
     except HerdRefused:
         raise CommandError(429, api.HERD_REFUSED) from None
     return {"record": record_json(record)}

@@ -10,8 +10,10 @@ import socket
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from helpers import Herd
+from test_browser import gateway
 
 from backend.protocol import format_attributes
 
@@ -120,3 +122,29 @@ def test_attributes_that_are_not_a_json_object_are_refused(tmp_path: Path) -> No
         # A plain client cannot pass a record off as a peer's.
         point = b"POINT Riley +0.1 kiwi +1+1 1700000000 {}\n"
         assert herd.ask("Solo", point) == b"? " + point
+
+
+async def test_the_gateway_shows_attributes_and_pushes_events(tmp_path: Path) -> None:
+    with Herd(tmp_path, names=("Solo",), links=()) as herd, gateway(herd) as base:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{base}/api/v1/ws") as ws:
+                first = await ws.receive_json(timeout=10)
+                assert first["type"] == "snapshot"
+                stamp = time.time()
+                herd.ask("Solo", report("phone", stamp))
+                transition = {"transition": {"event": "enter", "region": "Home Office"}}
+                herd.ask("Solo", report("phone", stamp + 1, transition))
+                messages = []  # updates (two, or one if coalesced), and an event for each
+                while sum(m["type"] == "event" for m in messages) < 2:
+                    messages.append(await ws.receive_json(timeout=10))
+            async with session.get(f"{base}/api/v1/clients/phone") as response:
+                assert (await response.json())["record"]["attributes"] == transition
+        events = [m["event"] for m in messages if m["type"] == "event"]
+        assert [(e["type"], e["client_id"]) for e in events] == [
+            ("alarm", "phone"),
+            ("transition", "phone"),
+        ]
+        assert events[0]["alarm"] == "sos" and events[0]["point"]["attributes"] == ATTRIBUTES
+        assert (events[1]["event"], events[1]["region"]) == ("enter", "Home Office")
+        updates = [m["record"] for m in messages if m["type"] == "update"]
+        assert updates and updates[-1]["attributes"] in (ATTRIBUTES, transition)
