@@ -152,6 +152,10 @@
     if (client.points.length > TRAIL_POINTS) client.points.shift();
     client.trail.setLatLngs(client.points);
     client.server.textContent = `via ${record.server}`;
+    const attributes = record.attributes || {};
+    client.display.textContent = typeof attributes.name === "string" ? attributes.name : "";
+    client.details.textContent = summary(attributes);
+    client.li.classList.toggle("alarm", Boolean(attributes.alarm));
     client.marker.setTooltipContent(tooltipText(record));
     refreshAge(client, Date.now() / 1000);
   }
@@ -173,12 +177,15 @@
     button.setAttribute("aria-pressed", "false");
     const server = el("span", "server");
     const age = el("span", "age");
-    button.append(el("span", "name", id), server, age);
+    // The device's name as the phone sent it, and what else it said (battery, accuracy, ...).
+    const display = el("span", "display");
+    const details = el("span", "details");
+    button.append(el("span", "name", id), display, server, age, details);
     button.addEventListener("click", () => select(id));
     li.append(button);
     insertSorted($("clients"), li, id);
 
-    const client = { record, marker, trail, points: [], li, server, age };
+    const client = { record, marker, trail, points: [], li, server, age, display, details };
     clients.set(id, client);
     $("client-count").textContent = String(clients.size);
     $("clients-empty").hidden = true;
@@ -187,7 +194,32 @@
   }
 
   function tooltipText(record) {
-    return document.createTextNode(`${record.client_id} · ${record.server}`);
+    const attributes = record.attributes || {};
+    const name = typeof attributes.name === "string" ? ` (${attributes.name})` : "";
+    const said = summary(attributes);
+    const text = `${record.client_id}${name} · ${record.server}${said ? ` · ${said}` : ""}`;
+    return document.createTextNode(text);
+  }
+
+  // A point's attributes in a few words: "battery 87% · ±5 m · 3.2 m/s · ALARM sos".
+  function summary(attributes) {
+    const parts = [];
+    const number = (key, format) => {
+      if (finite(attributes[key])) parts.push(format(attributes[key]));
+    };
+    number("battery", (v) => `battery ${Math.round(v)}%${attributes.charging ? " charging" : ""}`);
+    number("accuracy", (v) => `±${Math.round(v)} m`);
+    number("speed", (v) => `${v.toFixed(1)} m/s`);
+    number("altitude", (v) => `${Math.round(v)} m up`);
+    const transition = attributes.transition;
+    if (transition && typeof transition === "object") {
+      const verb = transition.event === "leave" ? "left" : "entered";
+      parts.push(`${verb} ${String(transition.region ?? "a region")}`);
+    }
+    if (attributes.alarm) parts.push(`ALARM ${String(attributes.alarm)}`);
+    else if (attributes.event) parts.push(String(attributes.event));
+    if (attributes.heartbeat) parts.push("no fix");
+    return parts.join(" · ");
   }
 
   function insertSorted(list, li, id) {
@@ -387,6 +419,9 @@
         break;
       case "update":
         show(message.record);
+        break;
+      case "event": // an alarm or a region transition: the update shows it in the list
+        if (message.event && message.event.point) show(message.event.point);
         break;
       case "reply":
         if (message.id === nearbyCommand) showPlaces({ ...message, radius: nearbyRadius });

@@ -4,6 +4,7 @@ document parses, and every record is listed and drawn (Debian's Chromium via Pla
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +13,13 @@ from helpers import Herd, ask
 from playwright.sync_api import ConsoleMessage, expect, sync_playwright
 from test_browser import CHROMIUM, CHROMIUM_ARGS, gateway
 
-from backend.protocol import MAX_CLIENT_ID_BYTES, MAX_LOCATION_BYTES, MAX_TIME_BYTES, MAX_TIME_S
+from backend.protocol import (
+    MAX_CLIENT_ID_BYTES,
+    MAX_LOCATION_BYTES,
+    MAX_TIME_BYTES,
+    MAX_TIME_S,
+    format_attributes,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,6 +88,27 @@ def test_every_record_at_the_bounds_is_served_as_json_and_drawn(tmp_path: Path) 
                     expect(page.locator(entry(client))).to_be_attached(timeout=5000)
                     expect(page.locator(marker(client))).to_be_attached()
                 assert page.locator("#clients img").count() == 0
+            finally:
+                browser.close()
+    assert not problems, problems
+
+
+def test_the_map_shows_a_clients_attributes_and_its_alarm(tmp_path: Path) -> None:
+    problems: list[str] = []
+    attributes = {"name": "iPhone 12 Pro", "battery": 87, "accuracy": 5, "alarm": "sos"}
+    with Herd(tmp_path, names=("Solo",), links=()) as herd:
+        line = f"REPORT phone +34.1-118.3 {time.time():.3f} ".encode()
+        assert ask(herd.ports["Solo"], line + format_attributes(attributes) + b"\n")
+        with gateway(herd) as base, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+                page.goto(base + "/")
+                phone = page.locator(entry("phone"))
+                expect(phone.locator(".display")).to_have_text("iPhone 12 Pro", timeout=5000)
+                expect(phone.locator(".details")).to_have_text("battery 87% · ±5 m · ALARM sos")
+                expect(phone).to_contain_class("alarm")
             finally:
                 browser.close()
     assert not problems, problems
