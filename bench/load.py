@@ -48,15 +48,25 @@ def time_text(ns: int) -> str:
     return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
 
 
-def iamat_lines(prefix: str, clients: int, count: int, base_ns: int, location: str) -> list[bytes]:
+def iamat_lines(
+    prefix: str, clients: int, count: int, base_ns: int, location: str, attributes: bytes = b""
+) -> list[bytes]:
     """``count`` IAMAT lines for ``clients`` client IDs ``<prefix><k>`` taken in turn.
 
     Line i carries client time ``base_ns + i`` nanoseconds, so every line is newer than the
     one before for its client (each is stored and flooded, none dropped as old) and the time
     field identifies line i. With ``base_ns`` taken from the clock just before a round, the
     herd's time difference stays under 10 s, so its AT reply is exactly 16 bytes longer than
-    the IAMAT line, the length of the baselines' prefix.
+    the IAMAT line, the length of the baselines' prefix. With ``attributes`` the lines are
+    REPORTs carrying them (the herd's reply is the same AT line).
     """
+    if attributes:
+        return [
+            f"REPORT {prefix}{i % clients} {location} {time_text(base_ns + i)} ".encode()
+            + attributes
+            + b"\n"
+            for i in range(count)
+        ]
     return [
         f"IAMAT {prefix}{i % clients} {location} {time_text(base_ns + i)}\n".encode()
         for i in range(count)

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from backend.protocol import format_attributes
+
 from ..context import Context, interleave, summarise
 from ..herd import node_baseline, python_baseline, start_baseline
 from ..load import ClosedLoopRound, iamat_lines, run_closed_loop
@@ -26,6 +28,19 @@ HERD = "herd"
 FELLOWS_NICE = 19  # the lowest priority, for Riley's four fellows while Riley is measured
 # The target: the herd's replies per CPU-second at least half the bare asyncio echo's.
 TARGET = Target("ratio >= 0.5", "ratio", lambda r: r >= 0.5)
+# What a phone's report typically carries besides its position (106 bytes as the herd carries
+# them): the "REPORT with attributes" mode sends these on every line.
+PHONE_ATTRIBUTES = format_attributes(
+    {
+        "accuracy": 5.0,
+        "altitude": 71.0,
+        "speed": 1.4,
+        "heading": 270.0,
+        "battery": 87.0,
+        "charging": False,
+        "trigger": "p",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class Mode:
     depth: int
     rounds: int
     window: float
+    attributes: bytes = b""  # REPORT lines carrying these, instead of IAMAT
 
 
 async def run(ctx: Context) -> WorkloadResult:
@@ -89,6 +105,15 @@ async def run(ctx: Context) -> WorkloadResult:
             sizes.rounds,
             sizes.window,
         ),
+        Mode(
+            "attributes",
+            f"{sizes.connections} connections, REPORT with attributes",
+            sizes.connections,
+            1,
+            sizes.rounds,
+            sizes.window,
+            PHONE_ATTRIBUTES,
+        ),
     ]
     targets = [*baselines, HERD]
     if ctx.server_cpus is not None:
@@ -99,7 +124,11 @@ async def run(ctx: Context) -> WorkloadResult:
         )
     try:
         for mode in modes:
-            await _mode(ctx, result, mode, targets, ports, pids, neighbours, missing)
+            # Attributes: the herd against the asyncio echo only (the figure, not a target).
+            these = (
+                [t for t in targets if t in (HERD, "asyncio echo")] if mode.attributes else targets
+            )
+            await _mode(ctx, result, mode, these, ports, pids, neighbours, missing)
     finally:
         for proc in baselines.values():
             ctx.procs.forget(proc)
@@ -146,6 +175,7 @@ async def _mode(
                     per_conn,
                     base,
                     LOCATION,
+                    mode.attributes,
                 )
                 for j in range(mode.connections)
             ]
