@@ -148,3 +148,23 @@ async def test_the_gateway_shows_attributes_and_pushes_events(tmp_path: Path) ->
         assert (events[1]["event"], events[1]["region"]) == ("enter", "Home Office")
         updates = [m["record"] for m in messages if m["type"] == "update"]
         assert updates and updates[-1]["attributes"] in (ATTRIBUTES, transition)
+
+
+def test_a_data_directory_of_the_previous_version_loads_unchanged(tmp_path: Path) -> None:
+    # The previous version wrote AT lines only, to a snapshot and journal segments.
+    data = tmp_path / "data" / "Solo"
+    data.mkdir(parents=True)
+    old = b"AT Solo +0.000100000 old +34.068930-118.445127 1700000000.5\n"
+    newer = b"AT Solo +0.000100000 moved +1+1 1700000001\n"
+    (data / "snapshot").write_bytes(old + newer.replace(b"+1+1 1700000001", b"+2+2 1700000000"))
+    (data / "journal.3").write_bytes(newer)
+    with Herd(tmp_path, names=("Solo",), links=()) as herd:
+        assert herd.ask("Solo", b"WHEREIS old\n") == old
+        assert herd.ask("Solo", b"WHEREIS moved POINTS\n") == newer
+        # New records with attributes go into the same directory beside them.
+        reply = herd.ask("Solo", report("phone", time.time()))
+        herd.kill("Solo")
+        herd.start("Solo")
+        assert attributes_of(herd.ask("Solo", b"WHEREIS phone POINTS\n")) == ATTRIBUTES
+        assert herd.ask("Solo", b"WHEREIS phone\n") == reply
+        assert herd.ask("Solo", b"WHEREIS old\n") == old
