@@ -53,7 +53,7 @@ WRITE_HIGH_WATER = 1024 * 1024
 # the write, small enough that a flush never holds the loop for long.
 FLUSH_BATCH = 512
 
-PING_LINE = b"PING\n"
+PING_LINE = Ping().encode()
 # Acceptor handshakes waiting for PROOF per neighbour: a neighbour dials one at a time, so two
 # cover a redial that overtakes a stale attempt. Anyone can send PEER with a neighbour's name;
 # a newer handshake ends the oldest, so stalled ones cannot pile up or lock the neighbour out.
@@ -203,12 +203,12 @@ class PeerLink:
             except TimeoutError:
                 raise self._timed_out("the TLS handshake") from None
         nonce_d = secrets.token_hex(16)
-        self._say(conn, f"PEER {self.local} {nonce_d}\n".encode())
+        self._say(conn, Peer(self.local, nonce_d).encode())
         reply = parse_line(await self._hear(conn, "CHALLENGE", deadline))
         if not isinstance(reply, Challenge) or reply.server_id != self.name:
             raise HandshakeError(f"expected CHALLENGE from {self.name}, got {reply!r}")
         proof = peer_proof(self.key, "dialer", self.local, self.name, nonce_d, reply.nonce)
-        self._say(conn, f"PROOF {proof}\n".encode())
+        self._say(conn, Proof(proof).encode())
         welcome = parse_line(await self._hear(conn, "WELCOME", deadline))
         if not isinstance(welcome, Welcome) or welcome.server_id != self.name:
             raise HandshakeError(f"{self.name} refused our proof: {welcome!r}")
@@ -229,7 +229,7 @@ class PeerLink:
         pending.append(conn)
         try:
             nonce_a = secrets.token_hex(16)
-            self._say(conn, f"CHALLENGE {self.local} {nonce_a}\n".encode())
+            self._say(conn, Challenge(self.local, nonce_a).encode())
             answer = parse_line(await self._hear(conn, "PROOF", deadline))
         finally:
             with contextlib.suppress(ValueError):  # ended by a newer one: no longer there
@@ -238,7 +238,7 @@ class PeerLink:
         if not isinstance(answer, Proof) or not secrets.compare_digest(expected, answer.proof):
             raise HandshakeError(f"{self.name} failed to prove the herd secret")
         proof = peer_proof(self.key, "acceptor", self.name, self.local, hello.nonce, nonce_a)
-        self._say(conn, f"WELCOME {self.local} {proof}\n".encode())
+        self._say(conn, Welcome(self.local, proof).encode())
         await self.serve(conn)
 
     async def serve(self, conn: LineConnection) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "Status",
     "Subscribe",
     "Sync",
+    "Synced",
     "Welcome",
     "WhatsAt",
     "WhereIs",
@@ -53,6 +54,7 @@ __all__ = [
     "derive_peer_key",
     "format_attributes",
     "format_digests",
+    "format_status",
     "format_time_diff",
     "invalid_reply",
     "key_to_ns",
@@ -60,6 +62,7 @@ __all__ = [
     "parse_fields",
     "parse_line",
     "parse_location",
+    "parse_status",
     "peer_proof",
     "time_to_ns",
 ]
@@ -192,6 +195,10 @@ class WhatsAt:
     def radius_m(self) -> float:
         return float(self.radius_km * 1000)
 
+    def encode(self) -> bytes:
+        # Plain decimal notation: the protocol has no exponents.
+        return f"WHATSAT {self.client_id} {self.radius_km:f} {self.bound}\n".encode()
+
 
 @dataclass(slots=True)
 class At:
@@ -207,6 +214,9 @@ class Subscribe:
 
     points: bool = False
 
+    def encode(self) -> bytes:
+        return b"SUBSCRIBE POINTS\n" if self.points else b"SUBSCRIBE\n"
+
 
 @dataclass(frozen=True, slots=True)
 class WhereIs:
@@ -216,20 +226,43 @@ class WhereIs:
     client_id: str
     points: bool = False
 
+    def encode(self) -> bytes:
+        points = " POINTS" if self.points else ""
+        return f"WHEREIS {self.client_id}{points}\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """Extension (SUBSCRIBE streams): the end of the snapshot, with its number of records."""
+
+    count: int
+
+    def encode(self) -> bytes:
+        return b"SYNCED %d\n" % self.count
+
 
 @dataclass(frozen=True, slots=True)
 class Status:
     """Extension: the server's name, record count and links, as one JSON line."""
+
+    def encode(self) -> bytes:
+        return b"STATUS\n"
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
     """Extension (peer links): a heartbeat; any line proves the link alive."""
 
+    def encode(self) -> bytes:
+        return b"PING\n"
+
 
 @dataclass(frozen=True, slots=True)
 class StartTls:
     """Extension (peer links): switch this connection to TLS before the peer handshake."""
+
+    def encode(self) -> bytes:
+        return b"STARTTLS\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +272,9 @@ class Peer:
     server_id: str
     nonce: str
 
+    def encode(self) -> bytes:
+        return f"PEER {self.server_id} {self.nonce}\n".encode()
+
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
@@ -247,6 +283,9 @@ class Challenge:
 
     server_id: str
     nonce: str
+
+    def encode(self) -> bytes:
+        return f"CHALLENGE {self.server_id} {self.nonce}\n".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +299,9 @@ class Digests:
 class Sync:
     """Extension (peer links): "send me your DIGESTS" (after records to you were dropped)."""
 
+    def encode(self) -> bytes:
+        return b"SYNC\n"
+
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
@@ -269,6 +311,9 @@ class Welcome:
     server_id: str
     proof: str
 
+    def encode(self) -> bytes:
+        return f"WELCOME {self.server_id} {self.proof}\n".encode()
+
 
 @dataclass(frozen=True, slots=True)
 class Proof:
@@ -276,9 +321,13 @@ class Proof:
 
     proof: str
 
+    def encode(self) -> bytes:
+        return f"PROOF {self.proof}\n".encode()
+
 
 Command = (
-    IAmAt
+    Synced
+    | IAmAt
     | WhatsAt
     | At
     | Subscribe
@@ -503,6 +552,28 @@ def _parse_subscribe(f: list[bytes]) -> Subscribe:
     return Subscribe()
 
 
+def _parse_synced(f: list[bytes]) -> Synced:
+    if len(f) != 2 or _BOUND.fullmatch(f[1]) is None or len(f[1]) > MAX_NUMBER_BYTES:
+        raise ProtocolError("SYNCED takes a number of records")
+    return Synced(int(f[1]))
+
+
+def format_status(status: Mapping[str, object]) -> bytes:
+    """The reply to STATUS: ``STATUS`` and the server's state as one line of compact JSON."""
+    return b"STATUS " + orjson.dumps(status) + b"\n"
+
+
+def parse_status(reply: bytes) -> dict[str, object] | None:
+    """The state in a reply to STATUS, or None if the reply is not one."""
+    if not reply.startswith(b"STATUS "):
+        return None
+    try:
+        status = orjson.loads(reply[len(b"STATUS ") :])
+    except orjson.JSONDecodeError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
 def check_attributes(raw: bytes) -> bytes:
     """``raw`` if it is attributes as the herd carries them: one JSON object of at most
     MAX_ATTRIBUTES_BYTES with no white space; raises ProtocolError otherwise. The herd does
@@ -606,6 +677,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"STARTTLS": _no_args(StartTls()),
     b"SYNC": _no_args(Sync()),
     b"REPORT": _parse_report,
+    b"SYNCED": _parse_synced,
     b"POINT": _parse_point,
 }
 

@@ -9,7 +9,6 @@ iteration the outbox writes the peer links and subscribers, then the journal, th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import ssl
@@ -31,13 +30,16 @@ from .protocol import (
     Command,
     IAmAt,
     Peer,
+    Ping,
     ProtocolError,
     Record,
     StartTls,
     Status,
     Subscribe,
+    Synced,
     WhatsAt,
     WhereIs,
+    format_status,
     invalid_reply,
     key_to_ns,
     make_record,
@@ -313,7 +315,7 @@ class Subscription:
             return  # resumed by resume_writing once the subscriber has read some
         self.records = []  # the references go with the snapshot
         self.synced = True
-        self._write(transport, b"SYNCED %d\n" % self.count)
+        self._write(transport, Synced(self.count).encode())
         if self.backlog:
             self._write(transport, b"".join(self.backlog))
             self.backlog.clear()
@@ -610,7 +612,7 @@ class HerdServer:
                     )
                     self._subscribers.pop(conn, None)
                     conn.abort()
-                elif subscription.synced and not subscription.send(b"PING\n"):
+                elif subscription.synced and not subscription.send(Ping().encode()):
                     log.warning("subscriber %s too slow, disconnected", conn.peer)
                     self._subscribers.pop(conn, None)
                     conn.abort()
@@ -783,7 +785,7 @@ class HerdServer:
                 name: ("up" if link.up else "down") for name, link in self.peers.links.items()
             },
         }
-        return b"STATUS " + json.dumps(status, separators=(",", ":")).encode() + b"\n"
+        return format_status(status)
 
     def _on_subscribe(self, command: Subscribe, conn: ClientConnection) -> Reply:
         if len(self._subscribers) >= self.limits.max_subscribers:

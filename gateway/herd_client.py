@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from backend.config import ServerAddress
-from backend.protocol import At, ProtocolError, Record, parse_line
+from backend.protocol import At, ProtocolError, Record, Status, WhatsAt, WhereIs, parse_line
 
 from .records import herd_json
 
@@ -163,14 +164,14 @@ class HerdClient:
     async def whereis(self, client_id: str) -> Record | None:
         """A client's current record, attributes included (WHEREIS ... POINTS)."""
         try:
-            return _record(await self.request(f"WHEREIS {client_id} POINTS\n".encode()))
+            return _record(await self.request(WhereIs(client_id, points=True).encode()))
         except HerdRefused:
             return None
 
     async def whatsat(
         self, client_id: str, radius_km: str, limit: int
     ) -> tuple[Record, dict[str, Any]]:
-        reply = await self.request(f"WHATSAT {client_id} {radius_km} {limit}\n".encode())
+        reply = await self.request(WhatsAt(client_id, Decimal(radius_km), limit).encode())
         at, _, places = reply.partition(b"\n")
         record = _record(at + b"\n")
         try:
@@ -184,7 +185,7 @@ class HerdClient:
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
         try:
-            reply = await self._ask(server, b"STATUS\n")
+            reply = await self._ask(server, Status().encode())
         except HERD_ERRORS:
             return None
         with contextlib.suppress(ValueError):

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from backend.protocol import At, ProtocolError, Record, parse_line
+from backend.protocol import At, Ping, ProtocolError, Record, Subscribe, Synced, parse_line
 
 from .herd_client import HERD_ERRORS, Server
 from .records import dumps, event_json, has_event, record_json
@@ -131,7 +131,7 @@ class LiveFeed:
         loop = asyncio.get_running_loop()
         try:
             # POINTS: records with attributes come as POINT lines, attributes included.
-            writer.write(b"SUBSCRIBE POINTS\n")
+            writer.write(Subscribe(points=True).encode())
             # One deadline for the whole subscription, moved on by the lines that arrive once a
             # tenth of it has passed (a timer per line would cost more than the line): silence
             # ends the subscription after 90-100% of ``silence``.
@@ -146,20 +146,17 @@ class LiveFeed:
             writer.close()
 
     def _on_line(self, server: Server, line: bytes) -> None:
-        if line == b"PING\n":
-            return
-        if line.startswith(b"SYNCED "):
-            self.subscribed_to = server.name
-            self.synced.set()
-            log.info("subscribed to %s (%d clients known)", server.name, len(self.records))
-            return
         try:
             command = parse_line(line)
         except (ProtocolError, ValueError):  # ValueError: int() past its digit limit
             command = None
         if isinstance(command, At):
             self.offer(command.record)
-        else:
+        elif isinstance(command, Synced):
+            self.subscribed_to = server.name
+            self.synced.set()
+            log.info("subscribed to %s (%d clients known)", server.name, len(self.records))
+        elif not isinstance(command, Ping):
             log.warning("unexpected line from %s: %r", server.name, line[:100])
 
 
