@@ -34,13 +34,19 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
-async def wait_for_signal() -> None:
-    """Return on SIGINT or SIGTERM."""
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: the one place where the herd's commands install
+    signal handlers."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM."""
+    await stop_on_signals().wait()
 
 
 # The cycle collector's young generation is collected every GC_YOUNG allocations instead of
@@ -124,7 +130,10 @@ def cmd_up(args: argparse.Namespace, config: HerdConfig) -> int:
 
     os.umask(PRIVATE_UMASK)  # the servers and the gateway it starts inherit it
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    return run_async(supervise(config, args.config))
+    async def up() -> int:
+        return await supervise(config, args.config, stop_on_signals())
+
+    return run_async(up())
 
 
 def cmd_config(args: argparse.Namespace, config: HerdConfig) -> int:

@@ -25,6 +25,7 @@ from .outbox import Outbox, TrafficLog
 from .protocol import (
     PEER_LINE_LIMIT,
     At,
+    Bye,
     Challenge,
     Digests,
     Peer,
@@ -98,6 +99,7 @@ class PeerLink:
         self._handshakes: deque[LineConnection] = deque()  # acceptor handshakes in progress
         self._tls = client_context(config.tls) if config.tls is not None else None
         self.overflowed = False
+        self._farewell = False  # the neighbour said BYE on the current connection
 
     @property
     def up(self) -> bool:
@@ -138,6 +140,12 @@ class PeerLink:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+    def say_goodbye(self) -> None:
+        """Tell the neighbour that this server is stopping (BYE), so that it does not take
+        the close that follows for a failure."""
+        if self._conn is not None:
+            self._say(self._conn, Bye().encode())
 
     def _say(self, conn: LineConnection, line: bytes) -> None:
         """Write a line of the link's own (handshake, DIGESTS, SYNC, PING), logged like all."""
@@ -250,6 +258,7 @@ class PeerLink:
             log.info("link to %s: replaced by a new connection", self.name)
             old.abort()  # at once: a black-holed old path must not linger
         self._conn = conn
+        self._farewell = False
         self._last_line = time.monotonic()
         tls = " over TLS" if conn.get_extra_info("ssl_object") is not None else ""
         log.info(
@@ -294,7 +303,10 @@ class PeerLink:
         try:
             conn.deliver(on_lines)
             reason = await conn.closed
-            log.warning("link to %s dropped: %s", self.name, reason)
+            if self._farewell:
+                log.info("link to %s closed: %s is stopping", self.name, self.name)
+            else:
+                log.warning("link to %s dropped: %s", self.name, reason)
         finally:
             for task in helpers:
                 task.cancel()
@@ -335,6 +347,8 @@ class PeerLink:
             return None
         if isinstance(command, At):
             self._on_record(command.record, self.name)
+        elif isinstance(command, Bye):
+            self._farewell = True
         elif isinstance(command, Digests | Sync):
             return command
         elif command is not None and not isinstance(command, Ping):
@@ -436,6 +450,8 @@ class PeerManager:
             conn.close()
 
     async def close(self) -> None:
+        for link in self.links.values():
+            link.say_goodbye()
         tasks = [*self._tasks, *self._accepting]
         for task in tasks:
             task.cancel()

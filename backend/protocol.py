@@ -33,6 +33,7 @@ __all__ = [
     "MAX_TIME_S",
     "PEER_LINE_LIMIT",
     "At",
+    "Bye",
     "Challenge",
     "Command",
     "Digests",
@@ -232,6 +233,15 @@ class WhereIs:
 
 
 @dataclass(frozen=True, slots=True)
+class Bye:
+    """Extension (peer links): the sender is stopping; the close that follows is not a
+    failure."""
+
+    def encode(self) -> bytes:
+        return b"BYE\n"
+
+
+@dataclass(frozen=True, slots=True)
 class Synced:
     """Extension (SUBSCRIBE streams): the end of the snapshot, with its number of records."""
 
@@ -326,7 +336,8 @@ class Proof:
 
 
 Command = (
-    Synced
+    Bye
+    | Synced
     | IAmAt
     | WhatsAt
     | At
@@ -527,7 +538,7 @@ def _parse_at(f: list[bytes]) -> At:
     return At(record)
 
 
-def _no_args(cmd: Status | Ping | StartTls | Sync) -> Callable[[list[bytes]], Command]:
+def _no_args(cmd: Status | Ping | StartTls | Sync | Bye) -> Callable[[list[bytes]], Command]:
     def parse(f: list[bytes]) -> Command:
         if len(f) != 1:
             raise ProtocolError(f"{f[0].decode()} takes no fields")
@@ -678,6 +689,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"SYNC": _no_args(Sync()),
     b"REPORT": _parse_report,
     b"SYNCED": _parse_synced,
+    b"BYE": _no_args(Bye()),
     b"POINT": _parse_point,
 }
 

@@ -453,6 +453,7 @@ class HerdServer:
         middle of a reply finish it (up to ``limits.shutdown_grace`` seconds); close links;
         flush the journal to disk."""
         self._closing = True
+        log.info("%s stopping: no new connections", self.name)
         if self._server is not None:
             self._server.close()
         for conn in list(self._subscribers):
@@ -466,15 +467,20 @@ class HerdServer:
         if busy:
             log.info("%s: finishing %d replies in flight", self.name, len(busy))
             await asyncio.wait(busy, timeout=self.limits.shutdown_grace)
+        cancelled = []
         for conn in list(self._clients):
             if conn.task is not None:
                 conn.task.cancel()
+                cancelled.append(conn.task)
             conn.hang_up()
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*cancelled, *self._tasks, return_exceptions=True)
+        log.info("%s: closing its links (BYE to each neighbour)", self.name)
         await self.peers.close()
         await self.places.close()
         self.outbox.flush()
+        log.info("%s: journal to disk", self.name)
         await self.journal.close()
         self.outbox.traffic.close()
         log.info("%s stopped", self.name)

@@ -87,13 +87,9 @@ async def _keep_running(child: _Child, stopping: asyncio.Event) -> None:
         await child.spawn()
 
 
-async def supervise(config: HerdConfig, config_path: str | None) -> int:
-    """Run the herd until SIGINT or SIGTERM; returns the exit status."""
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-
+async def supervise(config: HerdConfig, config_path: str | None, stopping: asyncio.Event) -> int:
+    """Run the herd until ``stopping`` is set (by SIGINT or SIGTERM); returns the exit
+    status."""
     names = [*config.servers, GATEWAY]
     children = [_Child(config, config_path, name) for name in names]
     for child in children:
@@ -116,21 +112,31 @@ async def supervise(config: HerdConfig, config_path: str | None) -> int:
 
     watchers = [asyncio.create_task(_keep_running(c, stopping)) for c in children]
     await stopping.wait()
-    log.info("stopping the herd")
-    for child in children:
-        if child.proc is not None and child.proc.returncode is None:
-            child.proc.terminate()
-    procs = [c.proc for c in children if c.proc is not None]
-    try:
-        async with asyncio.timeout(STOP_GRACE):
-            await asyncio.gather(*(p.wait() for p in procs))
-    except TimeoutError:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-        await asyncio.gather(*(p.wait() for p in procs))
+    # The gateway first, so that it does not see its herd go; then every server at once (a
+    # server logs a neighbour that closes cleanly as stopped, not as a failure).
+    log.info("stopping the gateway")
+    await _stop([c for c in children if c.name == GATEWAY])
+    log.info("stopping the servers")
+    await _stop([c for c in children if c.name != GATEWAY])
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
     log.info("herd stopped")
     return 0
+
+
+async def _stop(children: list[_Child]) -> None:
+    """SIGTERM ``children``, and SIGKILL those still running after STOP_GRACE."""
+    procs = [c.proc for c in children if c.proc is not None]
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+    try:
+        async with asyncio.timeout(STOP_GRACE):
+            await asyncio.gather(*(p.wait() for p in procs))
+    except TimeoutError:
+        for proc in procs:
+            if proc.returncode is None:
+                log.warning("a child did not stop within %g s: killed", STOP_GRACE)
+                proc.kill()
+        await asyncio.gather(*(p.wait() for p in procs))
