@@ -349,7 +349,9 @@ async def garbage(port: int, rng: random.Random, replies: list[bytes]) -> None:
         writer.close()
 
 
-async def test_a_live_server_survives_hostile_input_and_keeps_serving(tmp_path: Path) -> None:
+async def test_a_live_server_survives_hostile_input_and_keeps_serving(
+    tmp_path: Path, rng: random.Random
+) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     herd = Herd(tmp_path, names=("Solo",), links=(), extra="[limits]\nmax_connections = 3000\n")
@@ -359,7 +361,6 @@ async def test_a_live_server_survives_hostile_input_and_keeps_serving(tmp_path: 
         port = herd.ports["Solo"]
         for _ in range(IDLE_CONNECTIONS):
             idle.append((await asyncio.open_connection("127.0.0.1", port))[1])
-        rng = random.Random(131)
         replies: list[bytes] = []
         latencies: list[float] = []
         await asyncio.gather(
