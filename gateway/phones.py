@@ -643,15 +643,15 @@ def owntracks(
     if any(isinstance(m, dict) and m.get("_type") == "encrypted" for m in messages):
         raise PhoneError(400, ENCRYPTED)
 
-    def parse(item: object) -> Report | None:
+    def parse(item: object) -> Report | Skipped | None:
         return _owntracks_message(item, lowered, query, now_ns, max_future)
 
     if isinstance(message, list):
         return _batch(message, "message", parse)
     if not isinstance(message, dict):
         raise PhoneError(400, "an OwnTracks message is a JSON object or an array of them")
-    report = parse(message)
-    return [] if report is None else [report]
+    entry = parse(message)
+    return [] if entry is None else [entry]
 
 
 def _owntracks_message(
@@ -660,7 +660,7 @@ def _owntracks_message(
     query: Mapping[str, str],
     now_ns: int,
     max_future: float | None,
-) -> Report | None:
+) -> Report | Skipped | None:
     if not isinstance(message, dict):
         raise PhoneError(400, "an OwnTracks message is a JSON object")
     kind = message.get("_type")
@@ -669,6 +669,8 @@ def _owntracks_message(
     lat, lon = message.get("lat"), message.get("lon")
     if kind == "transition" and (_missing(lat) or _missing(lon)):
         return None
+    if _missing(lat) and _missing(lon):  # {"_type":"location"} alone: nothing to place
+        return Skipped(NO_POSITION, "OwnTracks location has no lat/lon")
     for field, value in (("lat", lat), ("lon", lon)):
         if _missing(value):
             raise PhoneError(400, f"OwnTracks location has no {field}")
