@@ -67,6 +67,50 @@ REPORT = {
     },
 }
 
+ATTRIBUTES = {
+    "type": "object",
+    "description": "What the phone said besides the position (docs/gateway.md, "
+    '"Phone apps"); a key is present only when the report carried a real value. Other keys '
+    "may appear: clients should ignore those they do not know.",
+    "properties": {
+        "accuracy": {"type": "number", "description": "metres"},
+        "altitude": {"type": "number", "description": "metres"},
+        "speed": {"type": "number", "description": "metres per second"},
+        "heading": {"type": "number", "description": "degrees, 0 <= heading < 360"},
+        "battery": {"type": "number", "description": "percent, 0 to 100"},
+        "charging": {"type": "boolean"},
+        "trigger": {"type": "string", "description": "what made the app report (OwnTracks t)"},
+        "event": {"type": "string", "description": "an app-defined event (Traccar event)"},
+        "alarm": {"type": "string", "description": "Traccar alarm, e.g. sos"},
+        "name": {"type": "string", "description": "the device name as the phone sent it"},
+        "transition": {
+            "type": "object",
+            "required": ["event"],
+            "properties": {
+                "event": {"enum": ["enter", "leave"]},
+                "region": {"type": "string"},
+            },
+        },
+        "motion": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+        "regions": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+        "heartbeat": {
+            "type": "boolean",
+            "description": "true: a report without a fix, placed at the previous position",
+        },
+    },
+}
+
+RESULT = {
+    "type": "object",
+    "description": "What became of one report of a batch.",
+    "required": ["stored", "status"],
+    "properties": {
+        "stored": {"type": "boolean"},
+        "status": {"type": "integer", "description": "200, or 429: the herd refused it"},
+        "message": {"type": "string"},
+    },
+}
+
 RECORD = {
     "type": "object",
     "description": "A client's newest location as the herd holds it.",
@@ -95,6 +139,7 @@ RECORD = {
         "server": {"type": "string", "description": "the herd server that received the report"},
         "time_diff": {"type": "string", "description": "receive time minus client time"},
         "at": {"type": "string", "description": "the herd's AT line, byte for byte"},
+        "attributes": ATTRIBUTES,
     },
 }
 
@@ -213,14 +258,20 @@ SPEC: dict[str, Any] = {
                                 },
                                 {
                                     "type": "object",
-                                    "required": ["records"],
+                                    "required": ["records", "results"],
                                     "properties": {
-                                        "records": {"type": "array", "items": _ref("Record")}
+                                        "records": {
+                                            "type": "array",
+                                            "items": {"oneOf": [_ref("Record"), {"type": "null"}]},
+                                        },
+                                        "results": {"type": "array", "items": RESULT},
                                     },
                                 },
                             ]
                         },
-                        "The record the herd made of each report (in order).",
+                        "The record the herd made of each report, in order; in a batch, null "
+                        "for a report the herd refused (a budget), and each report's result. "
+                        "429 when it refused every one.",
                     ),
                     "400": _error("The body is not a valid report or batch."),
                     "413": _error("The body is larger than the gateway accepts."),

@@ -5,26 +5,29 @@ gets back a list of :class:`Report`, each ready to send as one ``IAMAT`` line, o
 :class:`PhoneError` whose ``status`` and ``message`` it answers with. The wire formats are
 those of ``shared/reference/phone-apps.md``.
 
-Client IDs, per format (used verbatim unless stated; always checked against the herd's
-rule: non-empty, no white space, at most ``MAX_CLIENT_ID`` characters):
+Client IDs, per format (device names mapped by :func:`device_client_id`: ``%`` and white
+space percent-encoded, the name as sent kept in the ``name`` attribute; always checked
+against the herd's rule: non-empty, no white space, at most ``MAX_CLIENT_ID`` characters):
 
 - **OwnTracks** (HTTP mode): ``owntracks/<user>/<device>``. Like OwnTracks Recorder, user and
   device come from the ``X-Limit-U`` / ``X-Limit-D`` headers, else the ``u`` / ``d`` query
   parameters, else default to ``owntracks`` / ``phone``, and are lower-cased. Only when
   none of those four is given, a body ``topic`` of the form ``owntracks/<user>/<device>``
-  is used as the ID as it is (not lower-cased). Messages other than ``_type: location``
-  (transition, waypoint, card, lwt, encrypted, ...) and empty bodies yield no reports.
+  (a transition's ``/event`` suffix dropped) is used, not lower-cased.
 - **Traccar / OsmAnd**: the ``id`` parameter, else ``deviceid``; in JSON also ``device_id``
   (generation B puts it there). A JSON integer ID is written in decimal.
+- **GPSLogger**: ``id``, ``deviceid``, ``device``, ``serial`` or ``androidId``, else a fallback.
 - **Overland**: each feature's ``properties.device_id``, else the ``device_id`` query
-  parameter (an empty ``device_id`` counts as absent).
+  parameter (an empty ``device_id`` counts as absent), else a fallback.
 
 Times become POSIX seconds as protocol text, computed exactly (``decimal``, never a float
 made from text): numbers are seconds, or milliseconds from 2**31 - 1 up (Traccar's rule);
 ISO 8601 date-times keep their fraction; a naive date-time is UTC; a missing time is "now".
 
-A Traccar report without ``lat``/``lon`` (a cell- or wifi-only fix) is refused: Traccar
-reuses the device's last known position, but the gateway keeps no state to reuse.
+A parser returns entries: a :class:`Report`, a :class:`Heartbeat` (no fix: the gateway places
+it at the client's held position) or, in a batch, a :class:`Skipped` entry for one that
+cannot be stored, so that one bad entry never fails the batch. Reports carry the attributes
+of docs/gateway.md ("Phone apps") in fixed units, bounded.
 """
 
 from __future__ import annotations
