@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record, format_attributes
+from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record, format_attributes, time_to_ns
 
 from . import phones
 from .herd_client import HerdRefused, HerdUnavailable, Server
@@ -108,19 +108,65 @@ def _reports(payload: Any, now_ns: int, max_future: float) -> tuple[list[phones.
     return reports, batch
 
 
-async def _send(request: web.Request, reports: list[phones.Report]) -> list[Record]:
+async def _send(request: web.Request, reports: list[phones.Report]) -> list[Record | None]:
+    """Each report to the herd, in order; None for one the herd refused. Raises 429 when it
+    refused every one (the sender should retry later)."""
     # Every write path comes here: its token must cover each client ID, each within its rate.
     request.app[ACCESS].check_reports(request, [report.client_id for report in reports])
     herd = request.app[HERD]
-    records = []
+    records: list[Record | None] = []
     for report in reports:
         try:
             records.append(await herd.iamat(report.command(), format_attributes(report.attributes)))
         except HerdRefused:
-            raise web.HTTPTooManyRequests(
-                text=HERD_REFUSED, headers={hdrs.RETRY_AFTER: str(HERD_RETRY_AFTER)}
-            ) from None
+            records.append(None)
+    if reports and all(record is None for record in records):
+        raise web.HTTPTooManyRequests(
+            text=HERD_REFUSED, headers={hdrs.RETRY_AFTER: str(HERD_RETRY_AFTER)}
+        )
     return records
+
+
+async def _deliver(
+    request: web.Request, app: str, entries: list[phones.Entry], *, batch: bool
+) -> None:
+    """Store what a phone upload holds, in order; count what is skipped in /metrics.
+
+    A heartbeat becomes a record at the position the herd holds for its client, when it is
+    newer than that record (docs/gateway.md, "Phone apps"). In a batch, a report the herd
+    refuses is skipped and counted: the app drops a batch only on success, and would resend
+    it forever. A lone report the herd refuses is 429, so the app retries it later.
+    """
+    metrics = request.app[METRICS]
+    ids = [entry.client_id for entry in entries if not isinstance(entry, phones.Skipped)]
+    request.app[ACCESS].check_reports(request, ids)
+    herd = request.app[HERD]
+    for entry in entries:
+        if isinstance(entry, phones.Skipped):
+            metrics.phone_skipped[app, entry.reason] += 1
+            continue
+        if isinstance(entry, phones.Report):
+            report = entry
+        else:
+            held = await herd.whereis(entry.client_id)
+            if held is None:
+                metrics.phone_skipped[app, phones.HEARTBEAT_NO_POSITION] += 1
+                continue
+            if time_to_ns(entry.time) <= time_to_ns(held.client_time):
+                metrics.phone_skipped[app, phones.HEARTBEAT_NOT_NEWER] += 1
+                continue
+            report = entry.at(*held.lat_lng)
+        try:
+            await herd.iamat(report.command())
+        except HerdRefused:
+            if not batch:
+                raise web.HTTPTooManyRequests(
+                    text=HERD_REFUSED, headers={hdrs.RETRY_AFTER: str(HERD_RETRY_AFTER)}
+                ) from None
+            metrics.phone_skipped[app, phones.REFUSED] += 1
+            continue
+        if isinstance(entry, phones.Heartbeat):
+            metrics.phone_heartbeats[app] += 1
 
 
 # Every report is checked against the herd's own rules before it is sent (bounds, max_future,
@@ -133,8 +179,22 @@ async def post_locations(request: web.Request) -> web.Response:
     reports, batch = _reports(await _json_body(request), time.time_ns(), _max_future(request))
     records = await _send(request, reports)
     if batch:
-        return json_response({"records": [record_json(r) for r in records]})
-    return json_response({"record": record_json(records[0])})
+        # In order; a report the herd refused (a budget) is null, with its status in "results".
+        return json_response(
+            {
+                "records": [None if r is None else record_json(r) for r in records],
+                "results": [_result(r) for r in records],
+            }
+        )
+    record = records[0]
+    assert record is not None  # _send raised 429 otherwise
+    return json_response({"record": record_json(record)})
+
+
+def _result(record: Record | None) -> dict[str, Any]:
+    if record is None:
+        return {"stored": False, "status": 429, "message": HERD_REFUSED}
+    return {"stored": True, "status": 200}
 
 
 @routes.get("/api/v1/clients")
@@ -215,10 +275,10 @@ async def herd_status(request: web.Request) -> web.Response:
 @routes.post("/pub")
 async def owntracks(request: web.Request) -> web.Response:
     body = await request.read()
-    reports = phones.owntracks(
+    entries = phones.owntracks(
         body, request.headers, request.query, time.time_ns(), max_future=_max_future(request)
     )
-    await _send(request, reports)
+    await _deliver(request, "owntracks", entries, batch=body.lstrip().startswith(b"["))
     # OwnTracks expects a JSON array of messages for it (friends, cards, commands): none.
     return json_response([], content_type="application/json")
 
@@ -227,21 +287,48 @@ async def owntracks(request: web.Request) -> web.Response:
 async def traccar(request: web.Request) -> web.Response:
     body = await request.read()
     content_type = request.headers.get("Content-Type", "")
-    reports = phones.traccar(
+    entries = phones.traccar(
         request.query, content_type, body, time.time_ns(), max_future=_max_future(request)
     )
-    await _send(request, reports)
+    batch = content_type.lower().startswith("application/json") and body.lstrip()[:1] == b"["
+    await _deliver(request, "traccar", entries, batch=batch)
     return web.Response(status=200)  # Traccar: 200 with an empty body (no queued command)
+
+
+@routes.get("/api/v1/phones/gpslogger")
+@routes.post("/api/v1/phones/gpslogger")
+async def gpslogger(request: web.Request) -> web.Response:
+    body = await request.read()
+    entries = phones.gpslogger(
+        request.query,
+        body,
+        time.time_ns(),
+        max_future=_max_future(request),
+        fallback=_token_client(request) or phones.GPSLOGGER_DEVICE,
+    )
+    await _deliver(request, "gpslogger", entries, batch=False)
+    return web.Response(status=200)  # GPSLogger counts any 2xx as sent
 
 
 @routes.post("/api/v1/phones/overland")
 async def overland(request: web.Request) -> web.Response:
     body = await request.read()
-    reports = phones.overland(
-        body, request.headers, request.query, time.time_ns(), max_future=_max_future(request)
+    entries = phones.overland(
+        body,
+        request.headers,
+        request.query,
+        time.time_ns(),
+        max_future=_max_future(request),
+        fallback=_token_client(request) or phones.OVERLAND_DEVICE,
     )
-    await _send(request, reports)
+    await _deliver(request, "overland", entries, batch=True)
     return json_response({"result": "ok"})  # Overland drops the batch only on exactly this
+
+
+def _token_client(request: web.Request) -> str | None:
+    """The client ID of the request's write token, when tokens are configured."""
+    grant = request.app[ACCESS].check_writer(request)
+    return None if grant is None else grant.client_id
 
 
 # -- helpers -------------------------------------------------------------------------------

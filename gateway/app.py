@@ -15,7 +15,7 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
-from . import api, auth, openapi, site, ws
+from . import api, auth, openapi, phones, site, ws
 from .herd_client import HerdClient, Server
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SERVERS, SOCKETS
 from .live import LiveFeed
@@ -74,8 +74,10 @@ async def _herd_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @aiohttp_jinja2.template("index.html")
 async def index(request: web.Request) -> web.StreamResponse | dict[str, object]:
-    # Traccar Client and OsmAnd send to the server's root URL: /?id=...&lat=...
-    if "id" in request.query or "deviceid" in request.query:
+    # Traccar Client and OsmAnd send to the server's root URL: /?id=...&lat=... A report
+    # without an ID is answered 400 as Traccar does, never the map (the app would count the
+    # point as delivered).
+    if phones.traccar_query(request.query):
         return await api.traccar(request)
     config = request.app[CONFIG].gateway
     return {"tile_url": config.tile_url, "tile_attribution": config.tile_attribution}

@@ -37,6 +37,8 @@ from aiohttp import hdrs, web
 from backend.config import GatewayConfig
 from backend.ratelimit import MAX_BUCKETS, RateLimiter
 
+from .phones import traccar_query
+
 __all__ = [
     "COOKIE",
     "MAX_BUCKETS",
@@ -97,6 +99,7 @@ ROUTES: Mapping[str, Need] = {
     "/api/v1/phones/owntracks": Need.WRITE,
     "/api/v1/phones/traccar": Need.WRITE,
     "/api/v1/phones/overland": Need.WRITE,
+    "/api/v1/phones/gpslogger": Need.WRITE,
 }
 # OwnTracks authenticates with HTTP Basic; its endpoints challenge with Basic, the rest with
 # Bearer (a Basic challenge on the map would make browsers pop up a password dialog).
@@ -110,9 +113,7 @@ def need(request: web.Request) -> Need:
         return Need.READ
     path = resource.canonical
     # Traccar Client and OsmAnd report to the root URL (gateway/app.py ``index``).
-    if path == "/" and (
-        request.method == hdrs.METH_POST or "id" in request.query or "deviceid" in request.query
-    ):
+    if path == "/" and (request.method == hdrs.METH_POST or traccar_query(request.query)):
         return Need.WRITE
     return ROUTES.get(path, Need.READ)
 

@@ -69,30 +69,45 @@ REPORT = {
 
 ATTRIBUTES = {
     "type": "object",
-    "description": "What the phone said besides its position, carried by the herd with the "
-    'record (docs/gateway.md, "Attributes"); {} when it said nothing more. Each key is '
-    "present only when the report carried it; keys not listed here may appear.",
+    "description": "What the phone said besides the position (docs/gateway.md, "
+    '"Phone apps"); a key is present only when the report carried a real value. Other keys '
+    "may appear: clients should ignore those they do not know.",
     "properties": {
         "accuracy": {"type": "number", "description": "metres"},
         "altitude": {"type": "number", "description": "metres"},
         "speed": {"type": "number", "description": "metres per second"},
-        "heading": {"type": "number", "description": "degrees, 0 to 360"},
+        "heading": {"type": "number", "description": "degrees, 0 <= heading < 360"},
         "battery": {"type": "number", "description": "percent, 0 to 100"},
         "charging": {"type": "boolean"},
-        "trigger": {"type": "string", "description": "what made the app report"},
-        "event": {"type": "string", "description": "an app-defined event"},
-        "alarm": {"type": "string", "description": "an alarm, such as sos"},
-        "name": {"type": "string", "description": "the device's name as the phone sent it"},
+        "trigger": {"type": "string", "description": "what made the app report (OwnTracks t)"},
+        "event": {"type": "string", "description": "an app-defined event (Traccar event)"},
+        "alarm": {"type": "string", "description": "Traccar alarm, e.g. sos"},
+        "name": {"type": "string", "description": "the device name as the phone sent it"},
         "transition": {
             "type": "object",
-            "properties": {"event": {"enum": ["enter", "leave"]}, "region": {"type": "string"}},
+            "required": ["event"],
+            "properties": {
+                "event": {"enum": ["enter", "leave"]},
+                "region": {"type": "string"},
+            },
         },
-        "motion": {"type": "array", "items": {"type": "string"}},
-        "regions": {"type": "array", "items": {"type": "string"}},
+        "motion": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+        "regions": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
         "heartbeat": {
             "type": "boolean",
-            "description": "a report without a fix, at the last known position",
+            "description": "true: a report without a fix, placed at the previous position",
         },
+    },
+}
+
+RESULT = {
+    "type": "object",
+    "description": "What became of one report of a batch.",
+    "required": ["stored", "status"],
+    "properties": {
+        "stored": {"type": "boolean"},
+        "status": {"type": "integer", "description": "200, or 429: the herd refused it"},
+        "message": {"type": "string"},
     },
 }
 
@@ -244,14 +259,20 @@ SPEC: dict[str, Any] = {
                                 },
                                 {
                                     "type": "object",
-                                    "required": ["records"],
+                                    "required": ["records", "results"],
                                     "properties": {
-                                        "records": {"type": "array", "items": _ref("Record")}
+                                        "records": {
+                                            "type": "array",
+                                            "items": {"oneOf": [_ref("Record"), {"type": "null"}]},
+                                        },
+                                        "results": {"type": "array", "items": RESULT},
                                     },
                                 },
                             ]
                         },
-                        "The record the herd made of each report (in order).",
+                        "The record the herd made of each report, in order; in a batch, null "
+                        "for a report the herd refused (a budget), and each report's result. "
+                        "429 when it refused every one.",
                     ),
                     "400": _error("The body is not a valid report or batch."),
                     "413": _error("The body is larger than the gateway accepts."),
