@@ -581,7 +581,8 @@
     selected = id;
     followAll = false;
     const client = clients.get(id);
-    history.replaceState(null, "", `${location.pathname}${location.search}#client=${encodeURIComponent(id)}`);
+    const link = `#client=${encodeURIComponent(id)}`;
+    history.replaceState(null, "", `${location.pathname}${location.search}${link}`);
     if (client) {
       mark(client, true);
       map.setView(client.latlng, Math.max(map.getZoom(), 11));
@@ -615,7 +616,7 @@
   window.herdMap = Object.freeze({
     // Where a client's pin is: drawn (on its own or in a cluster), shown on its own, visible
     // (shown inside the map's view), selected, and where its head is in the page (to click
-    // it); null for no such client.
+    // it), and the position it shows; null for no such client.
     markerOf(id) {
       const client = clients.get(id);
       if (!client) return null;
@@ -630,6 +631,8 @@
         shown,
         visible: shown && inside && !map._animatingZoom,
         selected: id === selected,
+        lat: client.latlng.lat,
+        lon: client.latlng.lng,
         x: box.left + point.x,
         y: box.top + point.y,
       };
