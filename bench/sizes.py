@@ -47,6 +47,11 @@ class Sizes:
     posts_per_round: int  # POSTs timed per round
     post_concurrency: int  # concurrent POSTs for the throughput figure
 
+    # -- 6. The map in Chromium
+    map_clients: int  # the "10,000 clients"
+    map_rate: int  # reports/s while the map is open (the 1,000: each client every 10 s)
+    map_live_seconds: float  # seconds of those reports
+
     # -- 5. Convergence
     convergence_clients: int  # clients loaded into the herd (the 100,000)
     convergence_load_seconds: float  # at most this long loading them; fewer are reported
@@ -94,6 +99,9 @@ DEFAULT = Sizes(
     # A fifth of 100,000 (a lone server takes them in a few seconds); memory is linear in it.
     memory_clients=20_000,
     catch_up_limit=30.0,
+    map_clients=10_000,
+    map_rate=1_000,
+    map_live_seconds=10.0,
 )
 
 # Every workload end to end with tiny sizes: for CI, where no figure is asserted.
@@ -122,4 +130,7 @@ QUICK = Sizes(
     convergence_load_seconds=5.0,
     memory_clients=2_000,
     catch_up_limit=5.0,
+    map_clients=500,
+    map_rate=500,
+    map_live_seconds=1.0,
 )

@@ -20,6 +20,8 @@
   const BACKOFF_MIN_MS = 250; // first reconnect attempt; doubles up to the max
   const BACKOFF_MAX_MS = 10000;
   const STALE_S = 300; // list entries older than this are dimmed
+  const ROW_PX = 46; // the height of a client list row (map.css: #clients > li)
+  const OVERSCAN = 10; // rows kept in the page above and below the visible ones
   const FALLBACK_ICON = "/static/icons/locality.svg";
   // The herd's latest client time (end of 9999): the gateway sends null for a later one, and
   // a browser's Date holds no time much past it.
@@ -40,6 +42,8 @@
 
   const map = L.map("map", {
     minZoom: 2,
+    maxZoom: 19, // the clusters need one; the tiles' deepest
+
     worldCopyJump: true,
     // No dragging off the top or bottom of the Web Mercator world.
     maxBounds: [
@@ -110,87 +114,210 @@
     map.getContainer().addEventListener(type, () => (followAll = false), { passive: true });
   }
 
-  // -- clients ---------------------------------------------------------------------------
+  // -- clients on the map ----------------------------------------------------------------
+  //
+  // Pins and trails are drawn on canvases (one element each, however many clients), trails
+  // under pins. Pins that would overlap are gathered into clusters (DOM icons, a few hundred
+  // at most on a screen); a trail is drawn only while its client's own pin is. The selected
+  // client's pin leaves the clusters so that it always stands out.
 
-  const clients = new Map(); // client_id -> {record, marker, trail, points, li, server, age}
-  const clientLayer = L.layerGroup().addTo(map);
-  const clientIcon = L.icon({
-    iconUrl: "/static/icons/client.svg",
-    iconSize: [28, 28],
-    iconAnchor: [14, 26],
-    tooltipAnchor: [0, -24],
-    className: "client-marker",
+  map.createPane("trails").style.zIndex = 390;
+  map.createPane("clients").style.zIndex = 450;
+  const trailRenderer = L.canvas({ pane: "trails" });
+  const pinRenderer = L.canvas({ pane: "clients", tolerance: 3 });
+
+  const PIN = { radius: 8, color: "#fff", weight: 1.5, fillColor: "#1d4f91", fillOpacity: 1 };
+  const PIN_SELECTED = { ...PIN, radius: 11, color: "#1d4f91", weight: 2, fillColor: "#ffb300" };
+  const TRAIL = { color: "#1d4f91", opacity: 0.45, weight: 3, dashArray: "4 5" };
+  const TRAIL_SELECTED = { ...TRAIL, opacity: 0.9, dashArray: null };
+
+  // A map pin on a canvas: a round head of the marker's radius, its tip at the position.
+  const Pin = L.CircleMarker.extend({
+    _head() {
+      return this._point.subtract([0, 2 * this._radius]);
+    },
+    _updateBounds() {
+      const r = this._radius + this._clickTolerance() + 1;
+      const tip = this._point;
+      this._pxBounds = L.bounds(tip.subtract([r, 3 * r]), tip.add([r, r]));
+    },
+    _updatePath() {
+      const renderer = this._renderer;
+      if (!renderer._drawing || this._empty()) return;
+      const ctx = renderer._ctx;
+      const tip = this._point;
+      const head = this._head();
+      const r = this._radius;
+      const a = Math.acos(0.5); // the sides meet the head where they are tangent to it
+      ctx.beginPath();
+      ctx.moveTo(tip.x, tip.y);
+      ctx.arc(head.x, head.y, r, Math.PI / 2 + a, Math.PI / 2 - a);
+      ctx.closePath();
+      renderer._fillStroke(ctx, this);
+      ctx.beginPath();
+      ctx.arc(head.x, head.y, r * 0.4, 0, 2 * Math.PI);
+      ctx.fillStyle = "#fff";
+      ctx.fill();
+    },
+    _containsPoint(point) {
+      return point.distanceTo(this._head()) <= this._radius + this._clickTolerance();
+    },
   });
 
-  // One record from the gateway, shown; a record that cannot be (no position, a time no Date
-  // can hold, a missing field) is skipped with a warning, never taking the others with it.
-  function show(record) {
-    try {
-      upsert(record);
-    } catch (err) {
-      console.warn("record not shown:", err, record);
+  const clusters = L.markerClusterGroup({
+    // Clusters only where pins would overlap: a radius of about two pins' width.
+    maxClusterRadius: 30,
+    // A snapshot of thousands is clustered in slices of at most this many ms, the page
+    // getting the next 10 ms, so no task of it blocks the page for long.
+    chunkedLoading: true,
+    chunkInterval: 40,
+    chunkDelay: 10,
+    chunkProgress: (done, total) => done === total && setTimeout(clustered),
+    animate: false,
+    showCoverageOnHover: false,
+    iconCreateFunction: clusterIcon,
+  }).addTo(map);
+  const selectedLayer = L.featureGroup().addTo(map);
+  const tooltip = L.tooltip({ direction: "top", offset: [0, -20] });
+
+  function clusterIcon(cluster) {
+    const count = cluster.getChildCount();
+    // The size classes of MarkerCluster.Default.css.
+    const size = count < 10 ? "small" : count < 100 ? "medium" : "large";
+    const inner = el("div");
+    inner.append(el("span", "", String(count)));
+    return L.divIcon({
+      html: inner,
+      className: `marker-cluster marker-cluster-${size}`,
+      iconSize: L.point(40, 40),
+    });
+  }
+
+  for (const layer of [clusters, selectedLayer]) {
+    layer.on("click", (event) => select(event.layer.options.clientId));
+    layer.on("mouseover", (event) => {
+      const client = clients.get(event.layer.options.clientId);
+      if (!client) return;
+      // The tooltip's text is made when it opens: nothing is kept up to date for it.
+      tooltip.setLatLng(client.marker.getLatLng()).setContent(tooltipText(client.record));
+      tooltip.openOn(map);
+    });
+    layer.on("mouseout", () => tooltip.close());
+  }
+
+  function showTrail() {
+    const client = clients.get(this.options.clientId);
+    if (client && client.trail) client.trail.addTo(map);
+  }
+
+  function hideTrail() {
+    const client = clients.get(this.options.clientId);
+    if (client && client.trail) client.trail.remove();
+  }
+
+  // -- records in, batched per frame -----------------------------------------------------
+
+  const clients = new Map(); // client_id -> {id, record, marker, trail, points, key, index}
+  const pending = new Map(); // client_id -> its newest record not yet shown
+  let frame = 0;
+  let bounds = null; // of every client seen: what the view fits while it follows them
+
+  // A record from the gateway, shown at the next frame: records for one client that arrive
+  // within one frame cost one change to the page.
+  function queue(record) {
+    if (!record || typeof record.client_id !== "string") {
+      console.warn("record not shown: no client ID", record);
+      return;
+    }
+    pending.set(record.client_id, record);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    frame = 0;
+    const added = [];
+    let reorder = false;
+    for (const record of pending.values()) {
+      // A record that cannot be shown (no position, a missing field) is skipped with a
+      // warning, never taking the others with it.
+      try {
+        const change = upsert(record);
+        if (change === ADDED) added.push(clients.get(record.client_id));
+        if (change !== SAME) reorder = true;
+      } catch (err) {
+        console.warn("record not shown:", err, record);
+      }
+    }
+    pending.clear();
+    const pick = wanted !== null && clients.has(wanted) ? wanted : null;
+    if (added.length) {
+      for (const client of added) bounds = (bounds || L.latLngBounds([])).extend(client.latlng);
+      if (followAll && pick === null) {
+        map.fitBounds(bounds, { padding: [40, 40], maxZoom: 11, animate: false });
+      }
+      // The client a link asks for goes straight to the selected layer, never to a cluster.
+      clusters.addLayers(added.filter((c) => c.id !== pick).map((client) => client.marker));
+      $("client-count").textContent = String(clients.size);
+      $("clients-empty").hidden = true;
+    }
+    if (reorder) rebuildSoon();
+    if (pick !== null) {
+      wanted = null;
+      if (reorder) rebuildOrder(); // so that its row can be shown
+      select(pick);
     }
   }
 
+  // Clustering a snapshot goes on for a few frames: a client selected meanwhile (from the
+  // list) may have been clustered after its selection took it out. Put it back.
+  function clustered() {
+    const client = selected === null ? null : clients.get(selected);
+    if (client && clusters.hasLayer(client.marker)) {
+      clusters.removeLayer(client.marker);
+      selectedLayer.addLayer(client.marker);
+    }
+  }
+
+  const SAME = 0;
+  const CHANGED = 1;
+  const ADDED = 2;
   const finite = (value) => typeof value === "number" && Number.isFinite(value);
 
   function upsert(record) {
-    if (!record || typeof record.client_id !== "string") throw new Error("no client ID");
     if (!(finite(record.lat) && Math.abs(record.lat) <= 90)) throw new Error("no latitude");
     if (!(finite(record.lon) && Math.abs(record.lon) <= 180)) throw new Error("no longitude");
     const id = record.client_id;
     let client = clients.get(id);
-    if (client && client.record.at === record.at) return; // a snapshot repeating what we have
-    const latlng = [record.lat, record.lon];
+    if (client && client.record.at === record.at) return SAME; // a snapshot repeating ours
+    const latlng = L.latLng(record.lat, record.lon);
+    const attributes = record.attributes || {};
+    const name = typeof attributes.name === "string" ? attributes.name : "";
+    const change = client ? CHANGED : ADDED;
     if (!client) {
-      client = addClient(record, latlng);
-    } else {
+      const marker = new Pin(latlng, { ...PIN, renderer: pinRenderer, clientId: id });
+      marker.on({ add: showTrail, remove: hideTrail });
+      client = { id, record, marker, trail: null, points: [], latlng, key: "", index: -1 };
+      clients.set(id, client);
+    } else if (!latlng.equals(client.latlng)) {
+      // Moved: the clusters follow the marker's move event.
       client.marker.setLatLng(latlng);
     }
+    client.latlng = latlng;
     client.record = record;
+    client.key = `${id}\n${name}`.toLowerCase();
     client.points.push(latlng);
     if (client.points.length > TRAIL_POINTS) client.points.shift();
-    client.trail.setLatLngs(client.points);
-    client.server.textContent = `via ${record.server}`;
-    const attributes = record.attributes || {};
-    client.display.textContent = typeof attributes.name === "string" ? attributes.name : "";
-    client.details.textContent = summary(attributes);
-    client.li.classList.toggle("alarm", Boolean(attributes.alarm));
-    client.marker.setTooltipContent(tooltipText(record));
-    refreshAge(client, Date.now() / 1000);
-  }
-
-  function addClient(record, latlng) {
-    const id = record.client_id;
-    const trail = L.polyline([], { className: "trail", interactive: false }).addTo(clientLayer);
-    const marker = L.marker(latlng, { icon: clientIcon, alt: id, riseOnHover: true });
-    // Leaflet makes a new element each time the marker is added; label every one of them.
-    marker.on("add", () => (marker.getElement().dataset.clientId = id));
-    marker.bindTooltip(tooltipText(record), { direction: "top" });
-    marker.on("click", () => select(id));
-    marker.addTo(clientLayer);
-
-    const li = el("li");
-    li.dataset.clientId = id;
-    const button = el("button", "client");
-    button.type = "button";
-    button.setAttribute("aria-pressed", "false");
-    const server = el("span", "server");
-    const age = el("span", "age");
-    // The device's name as the phone sent it, and what else it said (battery, accuracy, ...).
-    const display = el("span", "display");
-    const details = el("span", "details");
-    button.append(el("span", "name", id), display, server, age, details);
-    button.addEventListener("click", () => select(id));
-    li.append(button);
-    insertSorted($("clients"), li, id);
-
-    const client = { record, marker, trail, points: [], li, server, age, display, details };
-    clients.set(id, client);
-    $("client-count").textContent = String(clients.size);
-    $("clients-empty").hidden = true;
-    if (followAll) fitClients();
-    return client;
+    if (client.points.length > 1) {
+      if (!client.trail) {
+        const style = id === selected ? TRAIL_SELECTED : TRAIL;
+        client.trail = L.polyline([], { ...style, renderer: trailRenderer, interactive: false });
+        if (client.marker._map) client.trail.addTo(map);
+      }
+      client.trail.setLatLngs(client.points);
+    }
+    const row = rendered.get(id);
+    if (row) fillRow(row, client, Date.now() / 1000);
+    return change;
   }
 
   function tooltipText(record) {
@@ -222,23 +349,128 @@
     return parts.join(" · ");
   }
 
-  function insertSorted(list, li, id) {
-    const next = [...list.children].find((other) => other.dataset.clientId > id);
-    list.insertBefore(li, next || null);
+  // -- the client list: filtered, sorted, and only its visible rows in the page ----------
+
+  const list = $("clients");
+  const view = $("clients-view");
+  const search = $("client-search");
+  const sortBy = $("client-sort");
+  let order = []; // the clients listed, in order
+  const rendered = new Map(); // client_id -> row now in the page
+  let orderedAt = -Infinity;
+  let orderTimer = 0;
+
+  // Under a stream of updates the order is rebuilt at most this often (sorting 10,000
+  // clients takes a few ms); the rows on screen are updated in the frame their record comes.
+  const ORDER_MS = 250;
+
+  function rebuildSoon() {
+    if (orderTimer) return;
+    const wait = orderedAt + ORDER_MS - performance.now();
+    if (wait <= 0) return rebuildOrder();
+    orderTimer = setTimeout(rebuildOrder, wait);
   }
 
-  function fitClients() {
-    const bounds = L.latLngBounds([...clients.values()].map((c) => c.marker.getLatLng()));
-    if (bounds.isValid()) map.fitBounds(bounds, { padding: [40, 40], maxZoom: 11 });
+  const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  const timeOf = (client) => (finite(client.record.time) ? client.record.time : -Infinity);
+  const byRecent = (a, b) => timeOf(b) - timeOf(a) || byId(a, b);
+
+  function rebuildOrder() {
+    clearTimeout(orderTimer);
+    orderTimer = 0;
+    orderedAt = performance.now();
+    const query = search.value.trim().toLowerCase();
+    for (const client of order) client.index = -1;
+    order = [];
+    for (const client of clients.values()) {
+      if (!query || client.key.includes(query)) order.push(client);
+    }
+    order.sort(sortBy.value === "recent" ? byRecent : byId);
+    order.forEach((client, i) => (client.index = i));
+    list.style.height = `${order.length * ROW_PX}px`;
+    const matches = $("clients-matches");
+    matches.hidden = !query;
+    matches.textContent = `${order.length} of ${clients.size} match`;
+    renderRows();
   }
 
-  function refreshAge(client, now) {
-    const time = client.record.time; // null when the gateway cannot show it
+  function renderRows() {
+    const top = view.scrollTop;
+    const first = Math.max(0, Math.floor(top / ROW_PX) - OVERSCAN);
+    const last = Math.min(order.length, Math.ceil((top + view.clientHeight) / ROW_PX) + OVERSCAN);
+    const spare = [];
+    for (const [id, row] of rendered) {
+      const index = clients.get(id)?.index ?? -1;
+      if (index < first || index >= last) {
+        spare.push(row);
+        rendered.delete(id);
+      }
+    }
+    const now = Date.now() / 1000;
+    const rows = [];
+    for (let i = first; i < last; i++) {
+      const client = order[i];
+      let row = rendered.get(client.id);
+      if (!row) {
+        row = spare.pop() || newRow();
+        rendered.set(client.id, row);
+        fillRow(row, client, now);
+      }
+      row.li.style.transform = `translateY(${i * ROW_PX}px)`;
+      rows.push(row.li);
+    }
+    for (const row of spare) row.li.remove();
+    // Keep the rows in page order too: Tab moves through them as they are shown.
+    if (rows.some((li, i) => list.children[i] !== li) || list.children.length !== rows.length) {
+      const focused = document.activeElement?.closest?.("#clients li")?.dataset.clientId;
+      list.replaceChildren(...rows);
+      if (focused !== undefined) rendered.get(focused)?.button.focus({ preventScroll: true });
+    }
+  }
+
+  function newRow() {
+    const li = el("li");
+    const button = el("button", "client");
+    button.type = "button";
+    const name = el("span", "name");
+    const display = el("span", "display");
+    const server = el("span", "server");
+    const age = el("span", "age");
+    // The device's name as the phone sent it, and what else it said (battery, accuracy, ...).
+    const details = el("span", "details");
+    const head = el("span", "line");
+    head.append(name, display);
+    const tail = el("span", "line");
+    tail.append(server, details);
+    button.append(head, age, tail);
+    li.append(button);
+    return { li, button, name, display, server, age, details, id: null };
+  }
+
+  function fillRow(row, client, now) {
+    const record = client.record;
+    const attributes = record.attributes || {};
+    row.id = client.id;
+    row.li.dataset.clientId = client.id;
+    row.name.textContent = client.id;
+    row.name.title = client.id;
+    row.display.textContent = typeof attributes.name === "string" ? attributes.name : "";
+    row.server.textContent = `via ${record.server}`;
+    row.details.textContent = summary(attributes);
+    row.li.classList.toggle("alarm", Boolean(attributes.alarm));
+    const on = client.id === selected;
+    row.li.classList.toggle("selected", on);
+    row.button.setAttribute("aria-pressed", String(on));
+    refreshAge(row, record, now);
+  }
+
+  function refreshAge(row, record, now) {
+    const time = record.time; // null when the gateway cannot show it
     const known = finite(time) && time >= 0 && time <= MAX_TIME_S;
     const seconds = known ? Math.max(0, now - time) : NaN;
-    client.age.textContent = formatAge(seconds);
-    client.age.title = known ? formatDate(time) : "";
-    client.li.classList.toggle("stale", !(seconds <= STALE_S));
+    row.age.textContent = formatAge(seconds);
+    row.age.title = known ? formatDate(time) : "";
+    row.li.classList.toggle("stale", !(seconds <= STALE_S));
   }
 
   // ISO 8601 for a POSIX time, or "" for one no Date holds (past ±8.64e12 s, or not a number).
@@ -255,44 +487,173 @@
     return `${Math.floor(seconds / 86400)} d ago`;
   }
 
+  // Only the rows on screen show an age, so only they are rewritten each second.
   setInterval(() => {
     const now = Date.now() / 1000;
-    for (const client of clients.values()) {
-      try {
-        refreshAge(client, now);
-      } catch (err) {
-        console.warn("age not shown:", err);
-      }
+    for (const row of rendered.values()) {
+      const client = clients.get(row.id);
+      if (client) refreshAge(row, client.record, now);
     }
   }, 1000);
 
-  // -- selection and nearby places ------------------------------------------------------
+  let scrolled = 0;
+  view.addEventListener("scroll", () => {
+    if (!scrolled) scrolled = requestAnimationFrame(() => ((scrolled = 0), renderRows()));
+  });
+  search.addEventListener("input", () => {
+    view.scrollTop = 0;
+    rebuildOrder();
+  });
+  sortBy.addEventListener("change", rebuildOrder);
+  list.addEventListener("click", (event) => {
+    const id = event.target.closest("li")?.dataset.clientId;
+    if (id !== undefined) select(id);
+  });
+
+  // Enter in the search selects the first match; arrows move through the list.
+  search.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && order.length) {
+      event.preventDefault();
+      select(order[0].id);
+    } else if (event.key === "ArrowDown" && order.length) {
+      event.preventDefault();
+      focusRow(0);
+    }
+  });
+  list.addEventListener("keydown", (event) => {
+    const id = event.target.closest("li")?.dataset.clientId;
+    const index = clients.get(id)?.index ?? -1;
+    const moves = { ArrowDown: 1, ArrowUp: -1, PageDown: 10, PageUp: -10 };
+    if (index < 0) return;
+    let to = index + (moves[event.key] ?? 0);
+    if (event.key === "Home") to = 0;
+    if (event.key === "End") to = order.length - 1;
+    if (to === index) return;
+    event.preventDefault();
+    if (to < 0) return search.focus();
+    focusRow(Math.min(to, order.length - 1));
+  });
+
+  function focusRow(index) {
+    reveal(index);
+    rendered.get(order[index].id)?.button.focus({ preventScroll: true });
+  }
+
+  // Scroll the list just enough that row ``index`` is in view, and draw it.
+  function reveal(index) {
+    const top = index * ROW_PX;
+    if (top < view.scrollTop) view.scrollTop = top;
+    else if (top + ROW_PX > view.scrollTop + view.clientHeight) {
+      view.scrollTop = top + ROW_PX - view.clientHeight;
+    }
+    renderRows();
+  }
+
+  // -- selection, links to a client, and nearby places ----------------------------------
 
   const placeLayer = L.layerGroup().addTo(map);
   let selected = null;
   let nextCommand = 1;
   let nearbyCommand = null; // the id of the one nearby reply we still want
   let nearbyRadius = null;
+  // The client a link (/#client=<id>) asks for, until it has been seen.
+  let wanted = clientInHash();
+
+  function clientInHash() {
+    const match = /^#client=(.+)$/.exec(location.hash);
+    if (!match) return null;
+    try {
+      return decodeURIComponent(match[1]);
+    } catch (_) {
+      return null; // not percent-encoded UTF-8: no client
+    }
+  }
+
+  window.addEventListener("hashchange", () => {
+    const id = clientInHash();
+    if (id === null || id === selected) return;
+    if (clients.has(id)) select(id);
+    else wanted = id;
+  });
 
   function select(id) {
     if (selected && clients.has(selected)) mark(clients.get(selected), false);
     selected = id;
     followAll = false;
     const client = clients.get(id);
+    const link = `#client=${encodeURIComponent(id)}`;
+    history.replaceState(null, "", `${location.pathname}${location.search}${link}`);
     if (client) {
       mark(client, true);
-      map.setView(client.marker.getLatLng(), Math.max(map.getZoom(), 11));
+      map.setView(client.latlng, Math.max(map.getZoom(), 11));
+      if (client.index >= 0) reveal(client.index);
     }
     askNearby();
   }
 
   function mark(client, on) {
-    client.li.classList.toggle("selected", on);
-    client.li.querySelector("button").setAttribute("aria-pressed", String(on));
-    client.marker.getElement()?.classList.toggle("selected", on);
-    client.marker.setZIndexOffset(on ? 1000 : 0);
-    client.trail.getElement()?.classList.toggle("selected", on);
+    const row = rendered.get(client.id);
+    if (row) {
+      row.li.classList.toggle("selected", on);
+      row.button.setAttribute("aria-pressed", String(on));
+    }
+    const marker = client.marker;
+    // The selected pin is out of the clusters, over every other pin.
+    if (on) {
+      clusters.removeLayer(marker);
+      marker.setStyle(PIN_SELECTED).setRadius(PIN_SELECTED.radius);
+      selectedLayer.addLayer(marker);
+    } else {
+      selectedLayer.removeLayer(marker);
+      marker.setStyle(PIN).setRadius(PIN.radius);
+      clusters.addLayer(marker);
+    }
+    client.trail?.setStyle(on ? TRAIL_SELECTED : TRAIL);
   }
+
+  // -- a hook for tests and benchmarks (read-only; docs/gateway.md) -----------------------
+
+  window.herdMap = Object.freeze({
+    // Where a client's pin is: drawn (on its own or in a cluster), shown on its own, visible
+    // (shown inside the map's view), selected, and where its head is in the page (to click
+    // it), and the position it shows; null for no such client.
+    markerOf(id) {
+      const client = clients.get(id);
+      if (!client) return null;
+      const marker = client.marker;
+      const shown = Boolean(marker._map);
+      const point = map.latLngToContainerPoint(client.latlng).subtract([0, 2 * marker.getRadius()]);
+      const box = map.getContainer().getBoundingClientRect();
+      const inside = point.x >= 0 && point.y >= 0 && point.x <= box.width && point.y <= box.height;
+      return {
+        id,
+        drawn: shown || clusters.hasLayer(marker),
+        shown,
+        visible: shown && inside && !map._animatingZoom,
+        selected: id === selected,
+        lat: client.latlng.lat,
+        lon: client.latlng.lng,
+        x: box.left + point.x,
+        y: box.top + point.y,
+      };
+    },
+    // What the map shows now: clusters, single pins, and the clients they hold in all.
+    shown() {
+      let clustered = 0;
+      let pins = selectedLayer.getLayers().length;
+      let total = pins;
+      clusters._featureGroup.eachLayer((layer) => {
+        if (layer instanceof L.MarkerCluster) {
+          clustered += 1;
+          total += layer.getChildCount();
+        } else {
+          pins += 1;
+          total += 1;
+        }
+      });
+      return { clusters: clustered, pins, total, clients: clients.size, listed: order.length };
+    },
+  });
 
   function askNearby() {
     placeLayer.clearLayers();
@@ -414,14 +775,14 @@
       case "snapshot":
         backoff = BACKOFF_MIN_MS;
         setConnection("live");
-        for (const record of message.records) show(record);
+        for (const record of message.records) queue(record);
         if (selected) askNearby();
         break;
       case "update":
-        show(message.record);
+        queue(message.record);
         break;
       case "event": // an alarm or a region transition: the update shows it in the list
-        if (message.event && message.event.point) show(message.event.point);
+        if (message.event && message.event.point) queue(message.event.point);
         break;
       case "reply":
         if (message.id === nearbyCommand) showPlaces({ ...message, radius: nearbyRadius });

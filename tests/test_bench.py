@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("iamat", "flood", "whatsat", "gateway", "convergence")
+WORKLOADS = ("map", "iamat", "flood", "whatsat", "gateway", "convergence")
 
 
 def _running_in(directory: Path) -> list[str]:

@@ -35,6 +35,8 @@ def test_the_wheel_carries_templates_static_files_and_the_command(tmp_path: Path
         "gateway/static/map.js",
         "gateway/static/vendor/leaflet/leaflet.js",
         "gateway/static/vendor/leaflet/LICENSE",
+        "gateway/static/vendor/leaflet.markercluster/leaflet.markercluster.js",
+        "gateway/static/vendor/leaflet.markercluster/LICENSE",
         "gateway/static/vendor/world-atlas/countries-110m.json",
         "gateway/static/icons/locality.svg",
         "backend/protocol.py",

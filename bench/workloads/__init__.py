@@ -1,7 +1,8 @@
-"""The five workloads of the issue, in the order they run.
+"""The workloads, in the order they run.
 
 Each module has ``NAME`` (for ``--only``), ``TITLE`` and ``async run(ctx) -> WorkloadResult``.
-Convergence runs last: it fills every server with 100,000 clients.
+The map runs first, on a herd that holds no client yet (its page shows every client the
+herd holds); convergence runs last: it fills every server with 100,000 clients.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from types import ModuleType
 
 from ..context import Context
 from ..results import WorkloadResult
-from . import convergence, flood, gateway, iamat, whatsat
+from . import convergence, flood, gateway, iamat, livemap, whatsat
 
 __all__ = ["WORKLOADS", "Workload"]
 
 Workload = Callable[[Context], Awaitable[WorkloadResult]]
 
-_MODULES: tuple[ModuleType, ...] = (iamat, flood, whatsat, gateway, convergence)
+_MODULES: tuple[ModuleType, ...] = (livemap, iamat, flood, whatsat, gateway, convergence)
 WORKLOADS: dict[str, tuple[str, Workload]] = {m.NAME: (m.TITLE, m.run) for m in _MODULES}

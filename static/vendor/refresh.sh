@@ -4,13 +4,14 @@
 # Fetches each package with `npm pack` into a temporary directory, copies exactly the files
 # the map page needs, and rewrites VERSIONS (versions, tarball integrity, sha256 of every
 # vendored file). Re-running with nothing new upstream changes nothing. Needs node and npm.
-# Works from any directory; only writes leaflet/, topojson-client/, world-atlas/ and VERSIONS
-# next to this script (README.md and this script are left alone).
+# Works from any directory; only writes leaflet/, leaflet.markercluster/, topojson-client/,
+# world-atlas/ and VERSIONS next to this script (README.md and this script are left alone).
 set -euo pipefail
 
 LEAFLET_RANGE="~1.9"          # 1.9.x only: 2.0 is a rewrite (ESM, no global L)
 TOPOJSON_CLIENT_RANGE="^3"
 WORLD_ATLAS_RANGE="^2"
+MARKERCLUSTER_RANGE="^1.5"   # leaflet.markercluster: clusters of markers (peer: Leaflet ^1.3)
 
 VENDOR_DIR="$(cd "$(dirname "$0")" && pwd)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/vendor-refresh.XXXXXX")"
@@ -56,6 +57,12 @@ for img in marker-icon.png marker-icon-2x.png marker-shadow.png layers.png layer
 done
 put leaflet LICENSE leaflet/LICENSE
 
+fetch leaflet.markercluster "$MARKERCLUSTER_RANGE" 1
+for file in leaflet.markercluster.js MarkerCluster.css MarkerCluster.Default.css; do
+    put leaflet.markercluster "dist/$file" "leaflet.markercluster/$file"
+done
+put leaflet.markercluster MIT-LICENCE.txt leaflet.markercluster/LICENSE
+
 fetch topojson-client "$TOPOJSON_CLIENT_RANGE" 3
 put topojson-client dist/topojson-client.min.js topojson-client/topojson-client.min.js
 put topojson-client LICENSE topojson-client/LICENSE
@@ -74,7 +81,7 @@ EOF
 chmod -R u=rwX,go=rX "$STAGE"
 
 # Swap the staged directories in only once every file has been fetched.
-for pkg in leaflet topojson-client world-atlas; do
+for pkg in leaflet leaflet.markercluster topojson-client world-atlas; do
     rm -rf "${VENDOR_DIR:?}/$pkg"
     cp -R "$STAGE/$pkg" "$VENDOR_DIR/$pkg"
 done
@@ -87,7 +94,7 @@ done
     cat "$WORK/integrity"
     echo
     echo "# sha256 of vendored files, relative to static/vendor/"
-    (cd "$VENDOR_DIR" && find leaflet topojson-client world-atlas -type f -print0 |
+    (cd "$VENDOR_DIR" && find leaflet leaflet.markercluster topojson-client world-atlas -type f -print0 |
         LC_ALL=C sort -z | xargs -0 sha256sum)
 } >"$WORK/VERSIONS"
 cp "$WORK/VERSIONS" "$VENDOR_DIR/VERSIONS"

@@ -1,0 +1,133 @@
+"""The live map with 10,000 clients (Debian's Chromium via Playwright): every client is on the
+map (in clusters or on its own) and in the list, the list finds one by ID and by the name its
+phone gave, and a link /#client=<id> opens the map on it. Timeouts are generous: this checks
+behaviour, not speed (``herd bench --only map`` measures that)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import Herd, ask
+from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+from test_browser import CHROMIUM, CHROMIUM_ARGS, entry, gateway, marker_of
+
+from backend.protocol import format_attributes
+
+pytestmark = pytest.mark.timeout(180)
+
+CLIENTS = 10_000
+BATCH = 1_000  # reports per POST
+NAMED = "phone-named"
+NAME = "Kestrel Field Unit"
+
+
+def post_batch(base: str, reports: list[dict[str, object]]) -> None:
+    request = urllib.request.Request(
+        f"{base}/api/v1/locations",
+        json.dumps(reports).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+
+
+def wait_for(page: Page, expression: str, arg: object = None, timeout: float = 30_000) -> None:
+    page.wait_for_function(expression, arg=arg, timeout=timeout, polling=100)
+
+
+def test_ten_thousand_clients_are_shown_found_and_linked(tmp_path: Path) -> None:
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type in {"error", "warning"}:
+            problems.append(f"console {message.type}: {message.text}")
+
+    rng = random.Random(20261207)
+    with Herd(tmp_path, names=("Solo",), links=()) as herd, gateway(herd) as base:
+        for start in range(0, CLIENTS - 1, BATCH):
+            post_batch(
+                base,
+                [
+                    {
+                        "client_id": f"fleet-{i:05d}",
+                        "lat": rng.uniform(25, 49),
+                        "lon": rng.uniform(-124, -67),
+                    }
+                    for i in range(start, min(start + BATCH, CLIENTS - 1))
+                ],
+            )
+        # The last one through a phone's REPORT, with the name the phone gives.
+        line = f"REPORT {NAMED} +39.7392-104.9903 {time.time():.3f} ".encode()
+        assert ask(herd.ports["Solo"], line + format_attributes({"name": NAME}) + b"\n")
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.on("console", on_console)
+                page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+                page.goto(base + "/")
+
+                # All of them: counted, listed, and on the map in clusters or on their own.
+                expect(page.locator("#client-count")).to_have_text(str(CLIENTS), timeout=30_000)
+                wait_for(page, "n => herdMap.shown().total === n", CLIENTS)
+                shown = page.evaluate("herdMap.shown()")
+                assert shown["clusters"] > 0, shown
+                assert shown["listed"] == CLIENTS, shown
+                # Only the rows in view are in the page.
+                rows = page.locator("#clients li").count()
+                assert 0 < rows < 100, rows
+
+                # Search by a part of an ID, any case: the match is listed and selectable.
+                search = page.locator("#client-search")
+                search.fill("ET-0421")
+                expect(page.locator("#clients-matches")).to_have_text(f"10 of {CLIENTS} match")
+                expect(page.locator("#clients li")).to_have_count(10)
+                page.locator(entry("fleet-04217")).click()
+                expect(page.locator(entry("fleet-04217"))).to_contain_class("selected")
+                wait_for(page, "id => herdMap.markerOf(id)?.visible", "fleet-04217")
+                found = marker_of(page, "fleet-04217")
+                assert found is not None and found["selected"], found
+                assert page.evaluate("location.hash") == "#client=fleet-04217"
+
+                # By the display name, and selected from the keyboard.
+                search.fill("kestrel")
+                expect(page.locator("#clients li")).to_have_count(1)
+                named = page.locator(entry(NAMED))
+                expect(named.locator(".display")).to_have_text(NAME)
+                search.press("Enter")
+                expect(named).to_contain_class("selected")
+                wait_for(page, "id => herdMap.markerOf(id)?.visible", NAMED)
+                expect(page.locator("#places-status")).to_contain_text(NAMED)
+
+                # Sorted by last report, the phone that reported last comes first.
+                search.fill("")
+                page.locator("#client-sort").select_option("recent")
+                expect(page.locator("#clients li").first).to_have_attribute("data-client-id", NAMED)
+
+                # A link to a client opens the map on it: selected, in view, centred.
+                linked = browser.new_page(viewport={"width": 1280, "height": 800})
+                linked.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+                linked.goto(base + "/#client=fleet-00042")
+                expect(linked.locator(entry("fleet-00042"))).to_contain_class(
+                    "selected", timeout=30_000
+                )
+                wait_for(linked, "id => herdMap.markerOf(id)?.visible", "fleet-00042")
+                pin = marker_of(linked, "fleet-00042")
+                box = linked.locator("#map").bounding_box()
+                assert pin is not None and box is not None
+                assert pin["selected"]
+                centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                # The pin's head is a pin's height above the centred position.
+                assert abs(pin["x"] - centre[0]) < 5 and abs(pin["y"] - centre[1]) < 40, (
+                    pin,
+                    centre,
+                )
+            finally:
+                browser.close()
+    assert not problems, problems
