@@ -101,6 +101,7 @@ def _reports(payload: Any, now_ns: int, max_future: float) -> tuple[list[phones.
                     item.get("time"),
                     now_ns,
                     max_future=max_future,
+                    attributes=item.get("attributes"),
                 )
             )
         except phones.PhoneError as exc:

@@ -10,7 +10,16 @@ import copy
 import math
 from typing import Any
 
-from .phones import MS_THRESHOLD
+from .phones import (
+    API_FLAGS,
+    API_LISTS,
+    API_NUMBERS,
+    API_TEXTS,
+    ATTRIBUTE_RANGES,
+    MAX_ATTRIBUTE_CHARS,
+    MAX_ATTRIBUTE_ITEMS,
+    MS_THRESHOLD,
+)
 
 __all__ = ["SPEC", "spec_at"]
 
@@ -64,8 +73,47 @@ REPORT = {
                 {"type": "null"},
             ],
         },
+        "attributes": {
+            "anyOf": [{"$ref": "#/components/schemas/ReportAttributes"}, {"type": "null"}]
+        },
     },
 }
+
+
+def _report_attributes() -> dict[str, Any]:
+    """What a report may carry besides its position: the kept set, each checked (400 past
+    its range or length, or for a key not in the set); built from the parser's own limits."""
+    properties: dict[str, Any] = {}
+    for key in API_NUMBERS:
+        low, high = ATTRIBUTE_RANGES[key]
+        properties[key] = {"type": "number", "minimum": low, "maximum": high}
+    for key in API_TEXTS:
+        properties[key] = {"type": "string", "minLength": 1, "maxLength": MAX_ATTRIBUTE_CHARS}
+    for key in API_LISTS:
+        properties[key] = {
+            "type": "array",
+            "maxItems": MAX_ATTRIBUTE_ITEMS,
+            "items": {"type": "string", "minLength": 1, "maxLength": MAX_ATTRIBUTE_CHARS},
+        }
+    for key in API_FLAGS:
+        properties[key] = {"type": "boolean"}
+    properties["transition"] = {
+        "type": "object",
+        "required": ["event"],
+        "additionalProperties": False,
+        "properties": {
+            "event": {"enum": ["enter", "leave"]},
+            "region": {"type": "string", "maxLength": MAX_ATTRIBUTE_CHARS},
+        },
+    }
+    return {
+        "type": "object",
+        "description": "Attributes to keep with the point (docs/gateway.md, the phone table's "
+        "units): accuracy, altitude (m), speed (m/s), heading (degrees), battery (%), ...",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
 
 ATTRIBUTES = {
     "type": "object",
@@ -406,6 +454,7 @@ SPEC: dict[str, Any] = {
         "schemas": {
             "Report": REPORT,
             "Record": RECORD,
+            "ReportAttributes": _report_attributes(),
             "Places": PLACES,
             "ServerStatus": SERVER_STATUS,
             "Error": ERROR,

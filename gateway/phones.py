@@ -208,15 +208,80 @@ def report(
     now_ns: int,
     *,
     max_future: float | None = None,
+    attributes: object = None,
 ) -> Report:
     """A report from loosely typed values, as a JSON API receives them.
 
     ``lat``/``lon`` are numbers or numeric strings in degrees; ``time`` is anything
-    :func:`parse_time` takes. With ``max_future``, a time more than that many seconds after
-    ``now_ns`` is refused (the herd's ``[limits] max_future``). Raises PhoneError(400) naming
-    the field that is wrong.
+    :func:`parse_time` takes; ``attributes`` an object of the kept set (``api_attributes``).
+    With ``max_future``, a time more than that many seconds after ``now_ns`` is refused (the
+    herd's ``[limits] max_future``). Raises PhoneError(400) naming the field that is wrong.
     """
-    return _report(client_id, lat, lon, time, now_ns, max_future=max_future)
+    kept = api_attributes(attributes)
+    return _report(client_id, lat, lon, time, now_ns, max_future=max_future, attributes=kept)
+
+
+# The attributes the REST API and the WebSocket take, by kind (docs/gateway.md, "Attributes").
+API_NUMBERS = ("accuracy", "altitude", "speed", "heading", "battery")
+API_TEXTS = ("trigger", "event", "alarm", "name")
+API_LISTS = ("motion", "regions")
+API_FLAGS = ("charging", "heartbeat")
+
+
+def api_attributes(value: object) -> dict[str, object]:
+    """The attributes of a report sent to the API, checked strictly: the kept set only, each
+    in its unit and range (numbers), a string of at most MAX_ATTRIBUTE_CHARS, a list of at
+    most MAX_ATTRIBUTE_ITEMS strings, or a flag. Raises PhoneError(400) naming the attribute.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PhoneError(400, "attributes must be an object")
+    kept: dict[str, object] = {}
+    for key, item in value.items():
+        if key in API_NUMBERS:
+            number = _measure(item, key)
+            if number is None:
+                low, high = ATTRIBUTE_RANGES[key]
+                raise PhoneError(400, f"attributes.{key} must be a number from {low} to {high}")
+            kept[key] = number
+        elif key in API_TEXTS:
+            if not isinstance(item, str) or not 0 < len(item) <= MAX_ATTRIBUTE_CHARS:
+                raise PhoneError(
+                    400, f"attributes.{key} must be text of 1 to {MAX_ATTRIBUTE_CHARS} characters"
+                )
+            kept[key] = _clean(item)
+        elif key in API_LISTS:
+            if not (
+                isinstance(item, list)
+                and len(item) <= MAX_ATTRIBUTE_ITEMS
+                and all(isinstance(t, str) and 0 < len(t) <= MAX_ATTRIBUTE_CHARS for t in item)
+            ):
+                raise PhoneError(
+                    400, f"attributes.{key} must be a list of at most {MAX_ATTRIBUTE_ITEMS} texts"
+                )
+            if item:
+                kept[key] = [_clean(text) for text in item]
+        elif key in API_FLAGS:
+            if not isinstance(item, bool):
+                raise PhoneError(400, f"attributes.{key} must be true or false")
+            kept[key] = item
+        elif key == "transition":
+            event = item.get("event") if isinstance(item, dict) else None
+            region = item.get("region", "") if isinstance(item, dict) else None
+            if (
+                event not in ("enter", "leave")
+                or not isinstance(region, str)
+                or len(region) > MAX_ATTRIBUTE_CHARS
+                or set(item) - {"event", "region"}
+            ):
+                raise PhoneError(
+                    400, 'attributes.transition must be {"event": "enter"|"leave", "region"}'
+                )
+            kept[key] = {"event": event, "region": _clean(region)} if region else {"event": event}
+        else:
+            raise PhoneError(400, f"attributes.{key} is not an attribute the herd keeps")
+    return kept
 
 
 def _report(
@@ -535,7 +600,7 @@ MAX_ATTRIBUTE_CHARS = 256
 MAX_ATTRIBUTE_ITEMS = 16
 # Sane ranges: a value outside is a unit mix-up or an app's "unknown" (-1), and is left
 # out (never failing the point for it).
-_RANGES: dict[str, tuple[int, int]] = {
+ATTRIBUTE_RANGES: dict[str, tuple[int, int]] = {
     "accuracy": (0, 40_000_000),  # metres: no worse than the Earth's circumference
     "altitude": (-12_000, 100_000),  # metres: the deepest trench to the edge of space
     "speed": (0, 11_200),  # m/s: nothing near the Earth outruns escape velocity
@@ -559,7 +624,7 @@ def _measure(value: object, key: str, scale: Decimal | int = 1) -> float | None:
     if number is None or not number.is_finite():
         return None
     result = float(number * scale)
-    low, high = _RANGES[key]
+    low, high = ATTRIBUTE_RANGES[key]
     if not low <= result <= high:
         return None
     return result % 360 if key == "heading" else result

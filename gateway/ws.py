@@ -170,6 +170,7 @@ async def _report(
         message.get("time"),
         time.time_ns(),
         max_future=request.app[CONFIG].limits.max_future,
+        attributes=message.get("attributes"),
     )
     # A report carries its own write token: the socket itself was opened with a read token.
     token = message.get("token")

@@ -168,3 +168,31 @@ def test_a_data_directory_of_the_previous_version_loads_unchanged(tmp_path: Path
         assert attributes_of(herd.ask("Solo", b"WHEREIS phone POINTS\n")) == ATTRIBUTES
         assert herd.ask("Solo", b"WHEREIS phone\n") == reply
         assert herd.ask("Solo", b"WHEREIS old\n") == old
+
+
+async def test_the_rest_api_and_the_websocket_take_attributes(tmp_path: Path) -> None:
+    with Herd(tmp_path, names=("Solo",), links=()) as herd, gateway(herd) as base:
+        async with aiohttp.ClientSession() as session:
+            body = {"client_id": "api", "lat": 34.07, "lon": -118.44, "attributes": ATTRIBUTES}
+            async with session.post(f"{base}/api/v1/locations", json=body) as response:
+                assert response.status == 200
+                assert (await response.json())["record"]["attributes"] == ATTRIBUTES
+            async with session.get(f"{base}/api/v1/clients/api") as response:
+                assert (await response.json())["record"]["attributes"] == ATTRIBUTES
+            for wrong, named in (
+                ({"colour": "red"}, "attributes.colour"),
+                ({"battery": 120}, "attributes.battery"),
+                ({"alarm": ""}, "attributes.alarm"),
+                ([1], "attributes must be an object"),
+            ):
+                bad = {**body, "attributes": wrong}
+                async with session.post(f"{base}/api/v1/locations", json=bad) as response:
+                    assert response.status == 400
+                    assert named in (await response.json())["error"]["message"]
+            async with session.ws_connect(f"{base}/api/v1/ws") as ws:
+                assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
+                command = {"type": "report", "id": 1, "client_id": "ws", "lat": 1, "lon": 2}
+                await ws.send_json({**command, "attributes": {"battery": 50, "charging": True}})
+                while (reply := await ws.receive_json(timeout=10))["type"] != "reply":
+                    pass
+                assert reply["record"]["attributes"] == {"battery": 50.0, "charging": True}
