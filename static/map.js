@@ -439,7 +439,8 @@
     // The device's name as the phone sent it, and what else it said (battery, accuracy, ...).
     const details = el("span", "details");
     const head = el("span", "line");
-    head.append(name, display);
+    // The phone's own name, where it gave one, leads: IDs made from names are long.
+    head.append(display, name);
     const tail = el("span", "line");
     tail.append(server, details);
     button.append(head, age, tail);
