@@ -82,10 +82,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     sockets.add(ws)
     # Registration and snapshot with no await between them: no update falls in the gap.
     feed.add_listener(watcher.push)
-    snapshot = records_json(r for r in feed.records.values() if watcher.wants(r))
+    snapshot = feed.snapshot_message(watcher.wants)
     sender = asyncio.create_task(_send_updates(ws, watcher, request))
     try:
-        await ws.send_json({"type": "snapshot", "records": snapshot}, dumps=dumps)
+        await ws.send_str(snapshot)
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 reply = await _command(request, watcher, message.data)

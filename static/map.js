@@ -167,11 +167,11 @@
   const clusters = L.markerClusterGroup({
     // Clusters only where pins would overlap: a radius of about two pins' width.
     maxClusterRadius: 30,
-    // A snapshot of thousands is clustered in slices of at most this many ms, the page
-    // getting the next 10 ms, so no task of it blocks the page for long.
+    // A snapshot of thousands is clustered in slices of at most this many ms, each its own
+    // task, so no task of it blocks the page for long; input and frames come in between.
     chunkedLoading: true,
-    chunkInterval: 40,
-    chunkDelay: 10,
+    chunkInterval: 60,
+    chunkDelay: 0,
     chunkProgress: (done, total) => done === total && setTimeout(clustered),
     animate: false,
     showCoverageOnHover: false,
@@ -234,6 +234,7 @@
   }
 
   function flush() {
+    cancelAnimationFrame(frame);
     frame = 0;
     const added = [];
     let reorder = false;
@@ -256,7 +257,10 @@
         map.fitBounds(bounds, { padding: [40, 40], maxZoom: 11, animate: false });
       }
       // The client a link asks for goes straight to the selected layer, never to a cluster.
-      clusters.addLayers(added.filter((c) => c.id !== pick).map((client) => client.marker));
+      const markers = added.filter((c) => c.id !== pick).map((client) => client.marker);
+      // Clustered from the next task on (this one made the markers), in chunks; no listener
+      // wants a layeradd event per marker.
+      setTimeout(() => clusters.addLayers(markers, true));
       $("client-count").textContent = String(clients.size);
       $("clients-empty").hidden = true;
     }
@@ -753,22 +757,39 @@
   // -- the WebSocket ---------------------------------------------------------------------
 
   function connect() {
-    const url = new URL("/api/v1/ws", location.href);
-    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(url);
-    socket.addEventListener("message", (event) => {
-      try {
-        handle(JSON.parse(event.data));
-      } catch (err) {
-        console.warn("message not handled:", err);
-      }
-    });
-    socket.addEventListener("close", () => {
-      setConnection("reconnecting");
-      // Jitter so that many pages do not all come back in the same instant.
-      setTimeout(connect, backoff * (0.5 + Math.random() / 2));
-      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-    });
+    // The first socket is the one static/socket.js opened as the page began to load.
+    const early = window.herdEarlySocket;
+    window.herdEarlySocket = null;
+    if (early) {
+      socket = early.socket;
+    } else {
+      const url = new URL("/api/v1/ws", location.href);
+      url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+      socket = new WebSocket(url);
+    }
+    socket.addEventListener("message", (event) => receive(event.data));
+    socket.addEventListener("close", closed);
+    if (early) {
+      const missed = early.messages;
+      early.messages = null;
+      for (const data of missed) receive(data);
+      if (early.closed) closed(); // before its close event had this listener
+    }
+  }
+
+  function receive(data) {
+    try {
+      handle(JSON.parse(data));
+    } catch (err) {
+      console.warn("message not handled:", err);
+    }
+  }
+
+  function closed() {
+    setConnection("reconnecting");
+    // Jitter so that many pages do not all come back in the same instant.
+    setTimeout(connect, backoff * (0.5 + Math.random() / 2));
+    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
   }
 
   function handle(message) {
@@ -777,6 +798,7 @@
         backoff = BACKOFF_MIN_MS;
         setConnection("live");
         for (const record of message.records) queue(record);
+        flush(); // now, not at the next frame: the map shows nothing else until it is
         if (selected) askNearby();
         break;
       case "update":

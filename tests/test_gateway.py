@@ -477,3 +477,28 @@ async def test_a_frozen_subscription_server_is_left_after_three_silent_heartbeat
             assert client.app[FEED].subscribed_to not in (None, victim)
         finally:
             herd.procs[victim].send_signal(signal.SIGCONT)
+
+
+def test_snapshot_text_is_each_newest_record_encoded_once() -> None:
+    """The WebSocket snapshot is the joined JSON of each client's newest record (records_json's
+    document); a record is encoded once while newest, and what orjson refuses (an integer past
+    64 bits in the attributes) is written by json."""
+    from backend.protocol import IAmAt, make_record
+    from gateway.live import LiveFeed
+    from gateway.records import records_json
+
+    feed = LiveFeed([])
+    old = make_record("Riley", 2_000_000_000, IAmAt("a", "+1+1", "1"))
+    big = make_record(
+        "Riley", 2_000_000_000, IAmAt("b", "+2+2", "1", attributes=b'{"n":' + b"9" * 30 + b"}")
+    )
+    for record in (old, big):
+        assert feed.offer(record)
+    first = feed.snapshot_message(lambda r: True)
+    assert json.loads(first) == {"type": "snapshot", "records": records_json([old, big])}
+    assert feed.record_text(old) is feed.record_text(old)  # cached, not made again
+    new = make_record("Riley", 2_000_000_000, IAmAt("a", "+3+3", "2"))
+    assert feed.offer(new)
+    shown = json.loads(feed.snapshot_message(lambda r: r.client_id == "a"))["records"]
+    assert [r["location"] for r in shown] == ["+3+3"]
+    assert json.loads(feed.update_message(new) or "")["record"]["location"] == "+3+3"
