@@ -3,7 +3,7 @@ real herd and gateway, and each sample's attributes out of the pure phone parser
 
 Each sample's ``expect`` says what the payload itself holds, in the units the app sent. The
 gateway's answers and client IDs follow docs/gateway.md ("Phone apps"); the helpers below
-spell out those rules for the corpus, independently of gateway/phones.py. Every failure of a
+spell out those rules for the corpus, independently of gateway/phones/. Every failure of a
 run is collected into one assertion message.
 """
 
