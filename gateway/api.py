@@ -16,6 +16,7 @@ from aiohttp import hdrs, web
 from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record, format_attributes, time_to_ns
 
 from . import phones
+from .errors import ApiError, envelope
 from .herd_client import HerdRefused, HerdUnavailable, Server
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS
 from .numbers import NumberError, bounded_decimal, whole_number
@@ -38,7 +39,7 @@ _CLOSE_AFTER = frozenset({408, 413})
 
 
 def json_error(status: int, message: str) -> web.Response:
-    return json_response({"error": {"status": status, "message": message}}, status=status)
+    return json_response(envelope(status, message), status=status)
 
 
 @web.middleware
@@ -56,8 +57,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             response.force_close()
     except HerdUnavailable:
         response = json_error(503, "no herd server answered")
-    except phones.PhoneError as exc:
+    except ApiError as exc:  # a phone's report, a refusal: one envelope
         response = json_error(exc.status, exc.message)
+        response.headers.update(exc.headers)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     request.app[METRICS].requests[request.method, route, response.status] += 1

@@ -37,6 +37,7 @@ from aiohttp import hdrs, web
 from backend.config import GatewayConfig
 from backend.ratelimit import MAX_BUCKETS, RateLimiter
 
+from .errors import ApiError
 from .phones import traccar_query
 
 __all__ = [
@@ -191,21 +192,11 @@ class Grant:
     client_id: str | None = None
 
 
-class Refused(Exception):
-    """A refused request: 401, 403 or 429, answered as the gateway's JSON error."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
+class Refused(ApiError):
+    """A refused request: 401, 403 or 429."""
 
     def response(self) -> web.Response:
-        return web.json_response(
-            {"error": {"status": self.status, "message": self.message}},
-            status=self.status,
-            headers=self.headers,
-        )
+        return web.json_response(self.body(), status=self.status, headers=self.headers)
 
 
 def address_key(remote: str | None) -> str:

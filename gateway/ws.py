@@ -22,6 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from backend.protocol import MAX_BOUND, format_attributes
 
 from . import api, auth, phones
+from .errors import ApiError, envelope
 from .herd_client import HerdRefused, HerdUnavailable
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SOCKETS
 from .live import BBox, Watcher
@@ -33,11 +34,8 @@ __all__ = ["websocket"]
 log = logging.getLogger("herd.gateway.ws")
 
 
-class CommandError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class CommandError(ApiError):
+    """A WebSocket command refused: answered with an error message, the socket stays open."""
 
 
 def parse_bbox(value: Any) -> BBox | None:
@@ -121,7 +119,7 @@ async def _send_updates(ws: web.WebSocketResponse, watcher: Watcher, request: we
 
 
 def _error(command_id: Any, status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "id": command_id, "error": {"status": status, "message": message}}
+    return {"type": "error", "id": command_id, **envelope(status, message)}
 
 
 async def _command(request: web.Request, watcher: Watcher, data: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from backend.protocol import IAmAt, parse_line, parse_location
 from gateway import phones
+from gateway.errors import ApiError
 from gateway.phones import (
     MAX_BATCH,
     MAX_CLIENT_ID,
@@ -618,7 +619,8 @@ def test_report_checks_itself(args: tuple[Any, ...], message: str) -> None:
 
 def test_phone_error_carries_status_and_pickles() -> None:
     error = PhoneError(400, "lat is missing")
-    assert isinstance(error, ValueError)
+    assert isinstance(error, ApiError)  # the gateway's one error type, one envelope
+    assert error.body() == {"error": {"status": 400, "message": "lat is missing"}}
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.status, copy.message, str(copy)) == (400, "lat is missing", "lat is missing")
 

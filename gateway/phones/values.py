@@ -16,6 +16,7 @@ from backend.protocol import (
     MAX_TIME_S,
 )
 
+from ..errors import ApiError
 from ..numbers import NumberError, bounded_decimal
 
 # Device IDs are IMEIs, UUIDs or MQTT topics; 256 is ample and keeps an IAMAT line far
@@ -62,7 +63,7 @@ _JSON_TOO_DEEP = re.compile(rf"[\[{{]{{{MAX_JSON_DEPTH + 1}}}")
 _NS_PER_S = 1_000_000_000
 
 
-class PhoneError(ValueError):
+class PhoneError(ApiError):
     """A request a phone app sent that we cannot turn into reports.
 
     ``status`` is the HTTP status to answer (400) and ``message`` says what is wrong, in
@@ -71,9 +72,7 @@ class PhoneError(ValueError):
     """
 
     def __init__(self, status: int, message: str, reason: str = "invalid") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message)
         self.reason = reason
 
     def __reduce__(self) -> tuple[type[PhoneError], tuple[int, str, str]]:
