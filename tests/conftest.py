@@ -1,12 +1,24 @@
-"""Shared test settings: one seed for every randomised test, printed with a failure and settable
-from the command line (``pytest --seed N``), so that any failure replays."""
+"""Shared test settings and fixtures.
+
+- One seed for every randomised test (``rng``), printed with a failure and settable from the
+  command line (``pytest --seed N``), so that any failure replays.
+- ``herd``: a module's herd of five real servers (a module may set ``HERD_GATEWAY`` to extra
+  ``[gateway]`` lines), and ``client``: the gateway app for it under aiohttp's test client.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
+from helpers import Herd
+
+from backend.config import load_config
+from gateway.app import create_app
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,12 +51,28 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> pytest.TestReport:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
     report: pytest.TestReport = yield
     if report.failed and "rng" in getattr(item, "fixturenames", ()):
         report.sections.append(
             ("randomness", f"replay with: pytest '{item.nodeid}' --seed {item.config.stash[SEED]}")
         )
     return report
+
+
+@pytest.fixture(scope="module")
+def herd(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Herd]:
+    """Five real servers for the module's tests, their links up."""
+    gateway = getattr(request.module, "HERD_GATEWAY", "")
+    name = request.module.__name__.rpartition(".")[2]
+    with Herd(tmp_path_factory.mktemp(name), gateway=gateway) as started:
+        started.wait_links()
+        yield started
+
+
+@pytest.fixture
+async def client(herd: Herd, aiohttp_client: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    """The gateway for ``herd``, in this test's event loop."""
+    yield await aiohttp_client(create_app(load_config(herd.config, env={})))

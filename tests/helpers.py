@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from backend.config import DEFAULT_LINKS, DEFAULT_PORTS
 from bench.herd import free_ports, listening  # the benchmark launches herds the same way
@@ -200,3 +201,10 @@ class Herd:
 def iamat(client: str, location: str = "+34.068930-118.445127", when: float | None = None) -> bytes:
     stamp = f"{time.time() if when is None else when:.9f}"
     return f"IAMAT {client} {location} {stamp}\n".encode()
+
+
+async def until_synced(client: Any) -> None:
+    """Wait until the gateway under aiohttp's test ``client`` has its herd's snapshot."""
+    from gateway.keys import FEED
+
+    await asyncio.wait_for(client.app[FEED].synced.wait(), 10)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
-from helpers import NAMES, Herd, iamat
+from helpers import NAMES, Herd, iamat, until_synced
 
 from backend.config import load_config
 from gateway.app import create_app
@@ -19,23 +18,7 @@ from gateway.app import create_app
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def herd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
-    with Herd(tmp_path_factory.mktemp("gw"), gateway="max_body_bytes = 4096") as h:
-        h.wait_links()
-        yield h
-
-
-@pytest.fixture
-async def client(herd: Herd, aiohttp_client: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(load_config(herd.config, env={}))
-    yield await aiohttp_client(app)
-
-
-async def until_synced(client: TestClient[Any, Any]) -> None:
-    from gateway.keys import FEED
-
-    await asyncio.wait_for(client.app[FEED].synced.wait(), 10)
+HERD_GATEWAY = "max_body_bytes = 4096"  # the module's herd (conftest.py)
 
 
 async def post(client: TestClient[Any, Any], body: Any, status: int = 200) -> Any:

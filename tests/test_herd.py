@@ -17,13 +17,6 @@ from helpers import NAMES, Herd, ask, iamat, poll
 AT_LINE = re.compile(rb"AT (\S+) [+-][0-9]+\.[0-9]{9} (\S+) (\S+) (\S+)\n")
 
 
-@pytest.fixture(scope="module")
-def herd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
-    with Herd(tmp_path_factory.mktemp("herd")) as h:
-        h.wait_links()
-        yield h
-
-
 def test_iamat_at_each_server_is_visible_at_all_others(herd: Herd) -> None:
     for origin in NAMES:
         client = f"phone-of-{origin}.example"

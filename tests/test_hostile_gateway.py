@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
-from helpers import Herd
+from helpers import Herd, until_synced
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -249,20 +249,7 @@ def test_allowed_hosts_defaults(tmp_path: Path, settings: str, allowed: tuple[st
 # -- against a real herd ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def herd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
-    with Herd(tmp_path_factory.mktemp("hostile"), gateway="max_body_bytes = 4096") as h:
-        h.wait_links()
-        yield h
-
-
-@pytest.fixture
-async def client(herd: Herd, aiohttp_client: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    yield await aiohttp_client(create_app(load_config(herd.config, env={})))
-
-
-async def until_synced(client: TestClient[Any, Any]) -> None:
-    await asyncio.wait_for(client.app[FEED].synced.wait(), 10)
+HERD_GATEWAY = "max_body_bytes = 4096"  # the module's herd (conftest.py)
 
 
 async def error(response: Any, status: int) -> str:

@@ -14,7 +14,6 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,8 @@ from urllib.parse import parse_qsl, quote
 
 import pytest
 from aiohttp.test_utils import TestClient
-from helpers import Herd
 
-from backend.config import load_config
 from gateway import phones
-from gateway.app import create_app
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -206,18 +202,6 @@ def test_names_with_spaces_are_kept_as_sent() -> None:
 
 
 # -- end to end: every sample against a real herd and gateway -----------------------------------
-
-
-@pytest.fixture(scope="module")
-def herd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
-    with Herd(tmp_path_factory.mktemp("corpus")) as h:
-        h.wait_links()
-        yield h
-
-
-@pytest.fixture
-async def client(herd: Herd, aiohttp_client: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    yield await aiohttp_client(create_app(load_config(herd.config, env={})))
 
 
 async def send(client: TestClient[Any, Any], sample: dict[str, Any]) -> tuple[int, bytes]:

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from helpers import Herd
 
-from backend.config import load_config
 from gateway import phones
-from gateway.app import create_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -111,18 +107,6 @@ def test_traccar_heartbeat_without_fix_is_a_heartbeat() -> None:
 
 
 # -- through a real herd -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def herd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
-    with Herd(tmp_path_factory.mktemp("fixes")) as h:
-        h.wait_links()
-        yield h
-
-
-@pytest.fixture
-async def client(herd: Herd, aiohttp_client: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    yield await aiohttp_client(create_app(load_config(herd.config, env={})))
 
 
 async def record(client: TestClient[Any, Any], client_id: str) -> dict[str, Any]:
