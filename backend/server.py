@@ -398,6 +398,7 @@ class HerdServer:
         self._line_limit = _limiter(self.limits.lines_per_address)
         self._report_limit = _limiter(self.limits.reports_per_client)
         self._max_future_ns = round(self.limits.max_future * 1e9)
+        self.dropped = 0  # journal lines dropped by recover()
 
     def recover(self) -> int:
         """Load every record from the journal (before accepting connections).

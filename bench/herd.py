@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import DEFAULT_LINKS, DEFAULT_PORTS
+from backend.protocol import parse_status
 
 from .baselines import BASELINES
 from .load import ask, time_text
@@ -138,9 +139,9 @@ class Herd:
 
     async def status(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
         reply = await ask(self.ports[name], b"STATUS\n", timeout)
-        if not reply.startswith(b"STATUS "):
+        status = parse_status(reply)
+        if status is None:
             raise RuntimeError(f"{name} answered STATUS with {reply[:200]!r}")
-        status: dict[str, Any] = json.loads(reply[len(b"STATUS ") :])
         return status
 
     async def wait_ready(self, places: bool = True, timeout: float = PLACES_TIMEOUT) -> None:

@@ -9,7 +9,6 @@ the user sees no error while any server is up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +17,16 @@ from decimal import Decimal
 from typing import Any
 
 from backend.config import ServerAddress
-from backend.protocol import At, ProtocolError, Record, Status, WhatsAt, WhereIs, parse_line
+from backend.protocol import (
+    At,
+    ProtocolError,
+    Record,
+    Status,
+    WhatsAt,
+    WhereIs,
+    parse_line,
+    parse_status,
+)
 
 from .records import herd_json
 
@@ -188,11 +196,7 @@ class HerdClient:
             reply = await self._ask(server, Status().encode())
         except HERD_ERRORS:
             return None
-        with contextlib.suppress(ValueError):
-            status = herd_json(reply.removeprefix(b"STATUS "))
-            if isinstance(status, dict):
-                return status
-        return None
+        return parse_status(reply)
 
 
 def _record(line: bytes) -> Record:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.config import DEFAULT_LINKS, DEFAULT_PORTS
+from backend.protocol import parse_status
 from bench.herd import free_ports, listening  # the benchmark launches herds the same way
 
 # A herd secret as strong as the config demands (32+ printable characters).
@@ -169,8 +170,8 @@ class Herd:
 
     def status(self, name: str) -> dict[str, object]:
         reply = self.ask(name, b"STATUS\n")
-        assert reply.startswith(b"STATUS "), reply
-        status: dict[str, object] = json.loads(reply[len(b"STATUS ") :])
+        status = parse_status(reply)
+        assert status is not None, reply
         return status
 
     def neighbours(self, name: str) -> list[str]:
