@@ -2,16 +2,17 @@
 # Refresh the vendored front-end assets in this directory from the npm registry.
 #
 # Fetches each package with `npm pack` into a temporary directory, copies exactly the files
-# the map page needs, and rewrites VERSIONS (versions, tarball integrity, sha256 of every
+# the map and API docs pages need, and rewrites VERSIONS (versions, tarball integrity, sha256 of every
 # vendored file). Re-running with nothing new upstream changes nothing. Needs node and npm.
 # Works from any directory; only writes leaflet/, leaflet.markercluster/, topojson-client/,
-# world-atlas/ and VERSIONS next to this script (README.md and this script are left alone).
+# world-atlas/, swagger-ui/ and VERSIONS next to this script (README.md and this script are left alone).
 set -euo pipefail
 
 LEAFLET_RANGE="~1.9"          # 1.9.x only: 2.0 is a rewrite (ESM, no global L)
 TOPOJSON_CLIENT_RANGE="^3"
 WORLD_ATLAS_RANGE="^2"
 MARKERCLUSTER_RANGE="^1.5"   # leaflet.markercluster: clusters of markers (peer: Leaflet ^1.3)
+SWAGGER_UI_RANGE="^5"        # swagger-ui-dist: the /api/docs page (OpenAPI 3.1 from 5.0 on)
 
 VENDOR_DIR="$(cd "$(dirname "$0")" && pwd)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/vendor-refresh.XXXXXX")"
@@ -78,10 +79,15 @@ countries-110m.json and land-110m.json are TopoJSON derived by the world-atlas p
 Natural Earth data is in the public domain; no permission is needed to use it.
 EOF
 
+fetch swagger-ui-dist "$SWAGGER_UI_RANGE" 5
+for file in swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css LICENSE NOTICE; do
+    put swagger-ui-dist "$file" "swagger-ui/$file"
+done
+
 chmod -R u=rwX,go=rX "$STAGE"
 
 # Swap the staged directories in only once every file has been fetched.
-for pkg in leaflet leaflet.markercluster topojson-client world-atlas; do
+for pkg in leaflet leaflet.markercluster topojson-client world-atlas swagger-ui; do
     rm -rf "${VENDOR_DIR:?}/$pkg"
     cp -R "$STAGE/$pkg" "$VENDOR_DIR/$pkg"
 done
@@ -94,7 +100,7 @@ done
     cat "$WORK/integrity"
     echo
     echo "# sha256 of vendored files, relative to static/vendor/"
-    (cd "$VENDOR_DIR" && find leaflet leaflet.markercluster topojson-client world-atlas -type f -print0 |
+    (cd "$VENDOR_DIR" && find leaflet leaflet.markercluster topojson-client world-atlas swagger-ui -type f -print0 |
         LC_ALL=C sort -z | xargs -0 sha256sum)
 } >"$WORK/VERSIONS"
 cp "$WORK/VERSIONS" "$VENDOR_DIR/VERSIONS"
