@@ -8,27 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import hdrs, web
 
-from backend.protocol import MAX_BOUND, MAX_RADIUS_KM, Record, format_attributes, time_to_ns
+from backend.protocol import Record, format_attributes, time_to_ns
 
-from . import phones
+from . import phones, rules
 from .errors import ApiError, envelope
 from .herd_client import HerdRefused, HerdUnavailable, Server
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS
-from .numbers import NumberError, bounded_decimal, whole_number
 from .records import json_response, record_json, records_json
 
-__all__ = ["error_middleware", "json_error", "record_json", "routes"]
+__all__ = [
+    "error_middleware",
+    "get_client",
+    "get_nearby",
+    "gpslogger",
+    "herd_status",
+    "json_error",
+    "list_clients",
+    "overland",
+    "owntracks",
+    "post_locations",
+    "record_json",
+    "traccar",
+]
 
-routes = web.RouteTableDef()
-
-# A page of the client list: enough for a map's first view, small enough to answer quickly.
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 # Seconds to wait for one server's STATUS in the herd overview before calling it down.
 STATUS_TIMEOUT = 1.0
 # Seconds a client is told to wait after the herd refused its report: the herd's budgets
@@ -87,8 +93,8 @@ def _reports(payload: Any, now_ns: int, max_future: float) -> tuple[list[phones.
     items = payload if batch else [payload]
     if batch and not items:
         raise web.HTTPBadRequest(text="the batch is empty")
-    if len(items) > phones.MAX_BATCH:
-        raise web.HTTPBadRequest(text=f"a batch holds at most {phones.MAX_BATCH} reports")
+    if len(items) > rules.MAX_BATCH:
+        raise web.HTTPBadRequest(text=f"a batch holds at most {rules.MAX_BATCH} reports")
     reports = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -177,7 +183,6 @@ async def _deliver(
 HERD_REFUSED = "the herd refused the report: over its per-client or per-address budget"
 
 
-@routes.post("/api/v1/locations")
 async def post_locations(request: web.Request) -> web.Response:
     reports, batch = _reports(await _json_body(request), time.time_ns(), _max_future(request))
     records = await _send(request, reports)
@@ -200,10 +205,9 @@ def _result(record: Record | None) -> dict[str, Any]:
     return {"stored": True, "status": 200}
 
 
-@routes.get("/api/v1/clients")
 async def list_clients(request: web.Request) -> web.Response:
-    offset = _int_param(request, "offset", 0, 0, None)
-    limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = rules.OFFSET.from_text(request.query.get("offset"))
+    limit = rules.PAGE.from_text(request.query.get("limit"))
     feed = request.app[FEED]
     if not feed.synced.is_set():
         raise HerdUnavailable
@@ -221,21 +225,17 @@ async def list_clients(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/v1/clients/{client_id:.+}/nearby")
 async def get_nearby(request: web.Request) -> web.Response:
     client_id = _client_id(request)
-    radius_km = radius_param(request.query.get("radius_km", "10"))
-    limit = _int_param(request, "limit", 5, 1, MAX_BOUND)
+    radius_km = rules.radius_km(request.query.get("radius_km", rules.DEFAULT_RADIUS_KM))
+    limit = rules.BOUND.from_text(request.query.get("limit"))
     try:
-        record, places = await request.app[HERD].whatsat(client_id, plain(radius_km), limit)
+        record, places = await request.app[HERD].whatsat(client_id, rules.plain(radius_km), limit)
     except HerdRefused:
         raise web.HTTPNotFound(text=f"no location known for client {client_id!r}") from None
     return json_response({"record": record_json(record), "places": places})
 
 
-# Client IDs may hold "/" (OwnTracks IDs do), so they match across path segments; the nearby
-# route is registered first so that ".../nearby" is never read as part of an ID.
-@routes.get("/api/v1/clients/{client_id:.+}")
 async def get_client(request: web.Request) -> web.Response:
     client_id = _client_id(request)
     record = await request.app[HERD].whereis(client_id)
@@ -244,7 +244,6 @@ async def get_client(request: web.Request) -> web.Response:
     return json_response({"record": record_json(record)})
 
 
-@routes.get("/api/v1/herd")
 async def herd_status(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     herd = request.app[HERD]
@@ -274,8 +273,6 @@ async def herd_status(request: web.Request) -> web.Response:
 # -- phone apps --------------------------------------------------------------------------
 
 
-@routes.post("/api/v1/phones/owntracks")
-@routes.post("/pub")
 async def owntracks(request: web.Request) -> web.Response:
     body = await request.read()
     entries = phones.owntracks(
@@ -286,7 +283,6 @@ async def owntracks(request: web.Request) -> web.Response:
     return json_response([], content_type="application/json")
 
 
-@routes.route("*", "/api/v1/phones/traccar")
 async def traccar(request: web.Request) -> web.Response:
     body = await request.read()
     content_type = request.headers.get("Content-Type", "")
@@ -298,8 +294,6 @@ async def traccar(request: web.Request) -> web.Response:
     return web.Response(status=200)  # Traccar: 200 with an empty body (no queued command)
 
 
-@routes.get("/api/v1/phones/gpslogger")
-@routes.post("/api/v1/phones/gpslogger")
 async def gpslogger(request: web.Request) -> web.Response:
     body = await request.read()
     entries = phones.gpslogger(
@@ -313,7 +307,6 @@ async def gpslogger(request: web.Request) -> web.Response:
     return web.Response(status=200)  # GPSLogger counts any 2xx as sent
 
 
-@routes.post("/api/v1/phones/overland")
 async def overland(request: web.Request) -> web.Response:
     body = await request.read()
     entries = phones.overland(
@@ -338,40 +331,4 @@ def _token_client(request: web.Request) -> str | None:
 
 
 def _client_id(request: web.Request) -> str:
-    try:
-        return phones.check_client_id(request.match_info["client_id"])
-    except phones.PhoneError as exc:
-        raise web.HTTPBadRequest(text=exc.message) from None
-
-
-def radius_param(value: object) -> Decimal:
-    """A WHATSAT radius in km from a query parameter or a JSON value; raises
-    web.HTTPBadRequest unless it is a bounded number in (0, MAX_RADIUS_KM]."""
-    rule = f"radius_km must be a number in (0, {MAX_RADIUS_KM}]"
-    try:
-        radius_km = bounded_decimal(value)
-    except NumberError as exc:
-        raise web.HTTPBadRequest(text=f"{rule}; it {exc}") from None
-    if not 0 < radius_km <= MAX_RADIUS_KM:  # infinity (a huge exponent) included
-        raise web.HTTPBadRequest(text=rule)
-    return radius_km
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = whole_number(raw)
-    except NumberError as exc:
-        raise web.HTTPBadRequest(text=f"{name} {exc}") from None
-    if value < low or (high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise web.HTTPBadRequest(text=f"{name} must be in {bound}")
-    return value
-
-
-def plain(value: Decimal) -> str:
-    """A bounded Decimal in positional notation, trailing zeros trimmed (``10``, ``0.5``)."""
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return phones.check_client_id(request.match_info["client_id"])  # PhoneError: 400

@@ -15,14 +15,15 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
-from . import api, auth, openapi, phones, site, ws
+from . import access, api, auth, openapi, phones, redact, rules, site, ws
+from .access import Guards, Need, Route
 from .herd_client import HerdClient, Server
-from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SERVERS, SOCKETS
+from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, METRICS, SERVERS, SOCKETS
 from .live import LiveFeed
 from .metrics import Metrics
 from .records import json_response
 
-__all__ = ["create_app", "resource_dir"]
+__all__ = ["ROUTES", "create_app", "resource_dir"]
 
 log = logging.getLogger("herd.gateway")
 
@@ -83,14 +84,19 @@ async def index(request: web.Request) -> web.StreamResponse | dict[str, object]:
     return {"tile_url": config.tile_url, "tile_attribution": config.tile_attribution}
 
 
+# Where Swagger UI (templates/api.html, static/api-docs.js) reads the document from.
+SPEC_URL = "/api/v1/openapi.json"
+
+
 @aiohttp_jinja2.template("api.html")
 async def api_docs(request: web.Request) -> dict[str, object]:
-    return {"spec": openapi.SPEC}
+    return {"spec_url": SPEC_URL}
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    max_future = request.app[CONFIG].limits.max_future
-    return json_response(openapi.spec_at(time.time(), max_future))
+    config = request.app[CONFIG]
+    bodies = rules.body_limits(config.gateway.max_body_bytes, config.gateway.max_ws_message)
+    return json_response(openapi.spec_at(time.time(), config.limits.max_future, bodies))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -106,19 +112,53 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+def _map_or_traccar(request: web.Request) -> Need:
+    # Traccar Client and OsmAnd report to the root URL: then ``/`` is a write (see ``index``).
+    return Need.WRITE if phones.traccar_query(request.query) else Need.PAGE
+
+
+# Every route with what it asks of a caller once tokens are configured (gateway/access.py), in
+# the order they are matched. Client IDs may hold "/" (OwnTracks IDs do), so they match across
+# path segments; the nearby route comes first so that ".../nearby" is never read as an ID.
+ROUTES = (
+    Route("GET", "/", index, _map_or_traccar, name="index"),
+    Route("POST", "/", api.traccar, Need.WRITE),
+    Route("GET", "/api/v1/ws", ws.websocket, Need.READ, name="ws"),
+    # Documentation and liveness show nothing the herd holds.
+    Route("GET", SPEC_URL, openapi_json, Need.NOTHING),
+    Route("GET", "/api/docs", api_docs, Need.NOTHING),
+    Route("GET", "/healthz", healthz, Need.NOTHING),
+    Route("GET", "/metrics", metrics, Need.READ),
+    Route("POST", "/api/v1/locations", api.post_locations, Need.WRITE),
+    Route("GET", "/api/v1/clients", api.list_clients, Need.READ),
+    Route("GET", "/api/v1/clients/{client_id:.+}/nearby", api.get_nearby, Need.READ),
+    Route("GET", "/api/v1/clients/{client_id:.+}", api.get_client, Need.READ),
+    Route("GET", "/api/v1/herd", api.herd_status, Need.READ),
+    # The phone apps' endpoints (docs/gateway.md, "Phone apps"); OwnTracks authenticates with
+    # HTTP Basic.
+    Route("POST", "/pub", api.owntracks, Need.WRITE, basic=True),
+    Route("POST", "/api/v1/phones/owntracks", api.owntracks, Need.WRITE, basic=True),
+    Route("*", "/api/v1/phones/traccar", api.traccar, Need.WRITE),
+    Route("POST", "/api/v1/phones/gpslogger", api.gpslogger, Need.WRITE),
+    Route("GET", "/api/v1/phones/gpslogger", api.gpslogger, Need.WRITE),
+    Route("POST", "/api/v1/phones/overland", api.overland, Need.WRITE),
+)
+
+
 def create_app(config: HerdConfig) -> web.Application:
     # Access rules run inside the error middleware, so refusals are counted in /metrics. The
     # Host and cross-site checks come first; a body is read (bounded) only once the access
     # rules let the request through.
     gateway = config.gateway
-    access = auth.Access(gateway)
-    auth.redact_access_logs()
+    tokens = auth.Access(gateway)
+    guards = Guards()
+    redact.redact_access_logs()
     app = web.Application(
         client_max_size=gateway.max_body_bytes,
         middlewares=[
             api.error_middleware,
-            site.site_middleware(gateway.allowed_hosts),
-            access.middleware,
+            site.site_middleware(gateway.allowed_hosts, guards),
+            access.middleware(tokens, guards),
             site.body_middleware(gateway.body_timeout),
         ],
         # The HTTP server's own settings, whoever runs the application: aiohttp closes a
@@ -130,7 +170,8 @@ def create_app(config: HerdConfig) -> web.Application:
         },
     )
     app[CONFIG] = config
-    app[ACCESS] = access
+    app[ACCESS] = tokens
+    app[GUARDS] = guards
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
     aiohttp_jinja2.setup(
@@ -140,13 +181,6 @@ def create_app(config: HerdConfig) -> web.Application:
     )
     app.cleanup_ctx.append(_herd_ctx)
     app.on_shutdown.append(ws.close_all)
-    app.router.add_get("/", index, name="index")
-    app.router.add_post("/", api.traccar)
-    app.router.add_get("/api/v1/ws", ws.websocket, name="ws")
-    app.router.add_get("/api/v1/openapi.json", openapi_json)
-    app.router.add_get("/api/docs", api_docs)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_routes(api.routes)
-    app.router.add_static("/static", resource_dir("static"), name="static")
+    guards.add(app.router, ROUTES)
+    guards.add_static(app.router, "/static", resource_dir("static"))
     return app

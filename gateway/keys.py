@@ -6,12 +6,13 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
+from .access import Guards
 from .auth import Access
 from .herd_client import HerdClient, Server
 from .live import LiveFeed
 from .metrics import Metrics
 
-__all__ = ["ACCESS", "CONFIG", "FEED", "HERD", "METRICS", "SERVERS", "SOCKETS"]
+__all__ = ["ACCESS", "CONFIG", "FEED", "GUARDS", "HERD", "METRICS", "SERVERS", "SOCKETS"]
 
 CONFIG = web.AppKey("config", HerdConfig)
 SERVERS = web.AppKey("servers", list[Server])
@@ -20,3 +21,4 @@ FEED = web.AppKey("feed", LiveFeed)
 METRICS = web.AppKey("metrics", Metrics)
 SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
 ACCESS = web.AppKey("access", Access)
+GUARDS = web.AppKey("guards", Guards)

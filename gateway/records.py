@@ -17,6 +17,7 @@ from aiohttp import web
 from backend.protocol import MAX_TIME_BYTES, MAX_TIME_S, ProtocolError, Record
 
 __all__ = [
+    "RECORD_KEYS",
     "dumps",
     "event_json",
     "has_event",
@@ -61,6 +62,21 @@ def _seconds(client_time: str) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) and 0 <= value <= MAX_TIME_S else None
+
+
+# The keys of a record as the API shows it, in order (the OpenAPI document describes each).
+RECORD_KEYS = (
+    "client_id",
+    "lat",
+    "lon",
+    "location",
+    "client_time",
+    "time",
+    "server",
+    "time_diff",
+    "at",
+    "attributes",
+)
 
 
 def record_json(record: Record) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
-from .auth import Need, need
+from .access import Guards, Need
 
 __all__ = [
     "ANY_HOST",
@@ -95,8 +95,11 @@ def _upgrade(request: web.Request) -> bool:
     return "websocket" in request.headers.get(hdrs.UPGRADE, "").lower()
 
 
-def site_middleware(allowed_hosts: Collection[str]) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The Host check, then the cross-site check for writes and WebSocket upgrades."""
+def site_middleware(
+    allowed_hosts: Collection[str], guards: Guards
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The Host check, then the cross-site check for writes (by the routes' declarations in
+    ``guards``) and WebSocket upgrades."""
     allowed = frozenset(allowed_hosts)
 
     @web.middleware
@@ -111,7 +114,7 @@ def site_middleware(allowed_hosts: Collection[str]) -> Callable[..., Awaitable[w
                 text=f"this gateway does not answer for the host {host[:_SHOWN]!r}: add it to "
                 "[gateway] allowed_hosts"
             )
-        if need(request) is Need.WRITE or _upgrade(request):
+        if guards.need(request) is Need.WRITE or _upgrade(request):
             why = cross_site(request.headers, request.host)
             if why is not None:
                 log.warning(

@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from backend.protocol import MAX_BOUND, format_attributes
+from backend.protocol import format_attributes
 
-from . import api, auth, phones
+from . import api, phones, rules
 from .errors import ApiError, envelope
 from .herd_client import HerdRefused, HerdUnavailable
 from .keys import ACCESS, CONFIG, FEED, HERD, METRICS, SOCKETS
@@ -48,7 +48,8 @@ def parse_bbox(value: Any) -> BBox | None:
         west, south, east, north = (float(bounded_decimal(v)) for v in value)
     except (TypeError, ValueError):  # NumberError included
         raise CommandError(400, "bbox must be four numbers: west, south, east, north") from None
-    if not (-90 <= south <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180):
+    lat, lon = rules.MAX_LAT, rules.MAX_LON
+    if not (-lat <= south <= north <= lat and -lon <= west <= lon and -lon <= east <= lon):
         raise CommandError(400, "bbox must be west, south, east, north within the globe")
     return BBox(west, south, east, north)
 
@@ -125,10 +126,7 @@ def _error(command_id: Any, status: int, message: str) -> dict[str, Any]:
 async def _command(request: web.Request, watcher: Watcher, data: str) -> dict[str, Any]:
     command_id = None
     try:
-        try:
-            message = phones.load_json(data.encode())
-        except phones.PhoneError as exc:
-            raise CommandError(400, exc.message) from None
+        message = phones.load_json(data.encode())
         if not isinstance(message, dict):
             raise CommandError(400, "a command is a JSON object")
         command_id = message.get("id")
@@ -136,20 +134,13 @@ async def _command(request: web.Request, watcher: Watcher, data: str) -> dict[st
         handler = _COMMANDS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             raise CommandError(400, f"unknown command type {kind!r}; use report, nearby or filter")
-        try:
-            # A command costs the herd what an HTTP request does (a nearby one may cost a
-            # Google query): it counts against the address's rate like one.
-            request.app[ACCESS].charge(request)
-        except auth.Refused as exc:
-            raise CommandError(exc.status, exc.message) from None
+        # A command costs the herd what an HTTP request does (a nearby one may cost a Google
+        # query): it counts against the address's rate like one.
+        request.app[ACCESS].charge(request)
         result = await handler(request, watcher, message)
         return {"type": "reply", "id": command_id, **result}
-    except CommandError as exc:
+    except ApiError as exc:  # a bad command, a refusal: answered, the socket stays open
         return _error(command_id, exc.status, exc.message)
-    except phones.PhoneError as exc:
-        return _error(command_id, exc.status, exc.message)
-    except web.HTTPException as exc:  # a check shared with the REST API
-        return _error(command_id, exc.status, exc.text or exc.reason)
     except HerdUnavailable:
         return _error(command_id, 503, "no herd server answered")
     except Exception:
@@ -172,12 +163,9 @@ async def _report(
     )
     # A report carries its own write token: the socket itself was opened with a read token.
     token = message.get("token")
-    try:
-        request.app[ACCESS].check_reports(
-            request, [report.client_id], token if isinstance(token, str) else None
-        )
-    except auth.Refused as exc:
-        raise CommandError(exc.status, exc.message) from None
+    request.app[ACCESS].check_reports(
+        request, [report.client_id], token if isinstance(token, str) else None
+    )
     try:
         record = await request.app[HERD].iamat(
             report.command(), format_attributes(report.attributes)
@@ -194,12 +182,10 @@ async def _nearby(
         client_id = phones.check_client_id(message.get("client_id"))
     except phones.PhoneError as exc:
         raise CommandError(400, f"client_id: {exc.message}") from None
-    radius = api.radius_param(message.get("radius_km", 10))
-    limit = message.get("limit", 5)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_BOUND:
-        raise CommandError(400, f"limit must be a whole number in 1..{MAX_BOUND}")
+    radius = rules.radius_km(message.get("radius_km", rules.DEFAULT_RADIUS_KM))
+    limit = rules.BOUND.from_json(message.get("limit", rules.BOUND.default))
     try:
-        record, places = await request.app[HERD].whatsat(client_id, api.plain(radius), limit)
+        record, places = await request.app[HERD].whatsat(client_id, rules.plain(radius), limit)
     except HerdRefused:
         raise CommandError(404, f"no location known for client {client_id!r}") from None
     return {"record": record_json(record), "places": places}

@@ -383,10 +383,19 @@ async def test_health_metrics_docs_and_map(client: TestClient[Any, Any]) -> None
     )
     assert "herd_gateway_websocket_clients 0" in metrics
     assert "herd_gateway_updates_pushed_total" in metrics
+    # The docs page is Swagger UI, vendored, over the served document (the operations it
+    # lists are checked in a browser: tests/test_api_docs.py).
     docs = await client.get("/api/docs")
-    assert docs.status == 200 and "/api/v1/clients/{client_id}/nearby" in await docs.text()
+    assert docs.status == 200
+    docs_html = await docs.text()
+    for script in ("/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/api-docs.js"):
+        assert f'<script src="{script}">' in docs_html
+        assert (await client.get(script)).status == 200
+    assert 'data-spec-url="/api/v1/openapi.json"' in docs_html
+    assert "<script>" not in docs_html  # no inline script: the page's CSP forbids it
     spec = await (await client.get("/api/v1/openapi.json")).json()
     assert spec["openapi"].startswith("3.1")
+    assert "/api/v1/clients/{client_id}/nearby" in spec["paths"]
     page = await client.get("/")
     assert page.status == 200
     html = await page.text()

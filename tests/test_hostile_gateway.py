@@ -199,14 +199,14 @@ def test_cross_site(headers: dict[str, str], cross: bool) -> None:
     ],
 )
 def test_credentials_are_masked_however_they_are_spelled(line: str) -> None:
-    from gateway.auth import redact
+    from gateway.redact import redact
 
     masked = redact(line)
     assert READ not in masked and "***" in masked
 
 
 def test_redaction_keeps_other_parameters() -> None:
-    from gateway.auth import redact
+    from gateway.redact import redact
 
     assert redact("GET /?id=kiwi&lat=1 HTTP/1.1") == "GET /?id=kiwi&lat=1 HTTP/1.1"
 

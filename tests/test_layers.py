@@ -20,6 +20,7 @@ PURE = (
     "backend.ratelimit",
     "gateway.errors",
     "gateway.numbers",
+    "gateway.rules",
     "gateway.phones",
 )
 IO_MODULES = ("asyncio", "socket", "subprocess", "aiohttp", "uvloop", "ssl", "selectors")

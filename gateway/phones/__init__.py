@@ -8,7 +8,7 @@ those of ``shared/reference/phone-apps.md``.
 
 Client IDs, per format (device names mapped by :func:`device_client_id`: ``%`` and white
 space percent-encoded, the name as sent kept in the ``name`` attribute; always checked
-against the herd's rule: non-empty, no white space, at most ``MAX_CLIENT_ID`` characters):
+against the herd's rule, ``gateway.rules.client_id_problem``):
 
 - **OwnTracks** (HTTP mode): ``owntracks/<user>/<device>``. Like OwnTracks Recorder, user and
   device come from the ``X-Limit-U`` / ``X-Limit-D`` headers, else the ``u`` / ``d`` query
@@ -33,6 +33,7 @@ of docs/gateway.md ("Phone apps") in fixed units, bounded.
 
 from __future__ import annotations
 
+from ..rules import MAX_BATCH, MAX_CLIENT_ID
 from .attributes import (
     API_FLAGS,
     API_LISTS,
@@ -78,8 +79,6 @@ from .traccar import (
 )
 from .values import (
     MAX_ATTRIBUTE_CHARS,
-    MAX_BATCH,
-    MAX_CLIENT_ID,
     MAX_FORM_FIELDS,
     MAX_JSON_DEPTH,
     MAX_TIME,

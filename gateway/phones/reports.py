@@ -18,6 +18,7 @@ from backend.protocol import (
     time_to_ns,
 )
 
+from ..rules import MAX_BATCH, MAX_LAT, MAX_LON
 from .attributes import (
     api_attributes,
     fit_attributes,
@@ -25,7 +26,6 @@ from .attributes import (
 from .values import (
     _NS_PER_S,
     _POSIX_TIME,
-    MAX_BATCH,
     PhoneError,
     _client_id,
     _coordinate,
@@ -51,7 +51,7 @@ class Report:
 
     def __post_init__(self) -> None:
         _client_id(self.client_id)
-        for name, value, limit in (("lat", self.lat, 90), ("lon", self.lon, 180)):
+        for name, value, limit in (("lat", self.lat, MAX_LAT), ("lon", self.lon, MAX_LON)):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise PhoneError(400, f"{name} must be a number")
             if not -limit <= value <= limit:  # also refuses nan and inf
@@ -123,8 +123,8 @@ def _report(
 ) -> Report:
     lat_name, lon_name, time_name = names
     checked_id = _client_id(client_id)
-    lat_value = _coordinate(lat, lat_name, 90)
-    lon_value = _coordinate(lon, lon_name, 180)
+    lat_value = _coordinate(lat, lat_name, MAX_LAT)
+    lon_value = _coordinate(lon, lon_name, MAX_LON)
     when = _time(time, now_ns, time_name)
     if max_future is not None and time_to_ns(when) > now_ns + round(max_future * _NS_PER_S):
         # A phone that reports local time as UTC, or a clock set years ahead: stored, the

@@ -11,20 +11,12 @@ from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from backend.protocol import (
-    MAX_CLIENT_ID_BYTES,
-    MAX_TIME_S,
-)
+from backend.protocol import MAX_TIME_S
 
 from ..errors import ApiError
 from ..numbers import NumberError, bounded_decimal
+from ..rules import WHITE_SPACE, client_id_problem
 
-# Device IDs are IMEIs, UUIDs or MQTT topics; 256 is ample and keeps an IAMAT line far
-# below the herd's 8 KiB line limit even in 4-byte UTF-8.
-MAX_CLIENT_ID = 256
-# Phones upload tens to hundreds of points at a time; 1000 covers any batch-size setting,
-# and is a day of fixes at a 90 s interval. Bigger requests are abuse, not backlog.
-MAX_BATCH = 1000
 # The deepest real payload (Overland) nests 5 levels; 32 is generous, and far below the
 # depth at which the json module would hit Python's recursion limit.
 MAX_JSON_DEPTH = 32
@@ -40,8 +32,6 @@ MAX_TIME = MAX_TIME_S
 # fractional values too, so that 1750000000000 and 1750000000000.0 mean the same instant.
 MS_THRESHOLD = 2**31 - 1
 
-# The herd splits lines on exactly these six bytes (backend.protocol.parse_line).
-_WHITE_SPACE = frozenset(" \t\r\n\x0b\x0c")
 _POSIX_TIME = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # ISO 8601 extended format, or Traccar's "yyyy-MM-dd HH:mm:ss"; seconds, fraction and
 # offset are optional.
@@ -80,22 +70,10 @@ class PhoneError(ApiError):
 
 
 def _client_id(value: object) -> str:
-    if value is None:
-        raise PhoneError(400, "client ID is missing")
-    if not isinstance(value, str):
-        raise PhoneError(400, "client ID must be a string")
-    if not value:
-        raise PhoneError(400, "client ID is empty")
-    if len(value) > MAX_CLIENT_ID:
-        raise PhoneError(400, f"client ID is longer than {MAX_CLIENT_ID} characters")
-    if not _WHITE_SPACE.isdisjoint(value):
-        raise PhoneError(400, "client ID contains white space")
-    try:
-        encoded = value.encode()
-    except UnicodeEncodeError:  # a lone surrogate, which JSON "\ud800" can produce
-        raise PhoneError(400, "client ID is not valid Unicode") from None
-    if len(encoded) > MAX_CLIENT_ID_BYTES:  # unreachable: 256 characters are <= 1,024 bytes
-        raise PhoneError(400, f"client ID is longer than {MAX_CLIENT_ID_BYTES} bytes")
+    problem = client_id_problem(value)
+    if problem is not None:
+        raise PhoneError(400, problem)
+    assert isinstance(value, str)
     return value
 
 
@@ -260,7 +238,7 @@ def _missing(value: object) -> bool:
 
 # "%" and the herd's white space, percent-encoded. Encoding "%" itself makes the mapping
 # one-to-one: "a b" is "a%20b", and a name that is literally "a%20b" is "a%2520b".
-_ESCAPES = {ord(c): f"%{ord(c):02X}" for c in _WHITE_SPACE | {"%"}}
+_ESCAPES = {ord(c): f"%{ord(c):02X}" for c in WHITE_SPACE + "%"}
 
 
 def device_client_id(name: str) -> str:

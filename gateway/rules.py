@@ -1,0 +1,167 @@
+"""Each rule the gateway applies to what a client sends, written once, with no I/O.
+
+The REST API (``api.py``), the WebSocket commands (``ws.py``), the phone formats
+(``phones/``) and the OpenAPI document (``openapi.py``, built from these constants) all read
+them here: a client ID, a WHATSAT radius and bound, a page of the client list, a batch. The
+limits on a whole body are settings, not constants (``[gateway] max_body_bytes``, applied as
+the application's ``client_max_size``, and ``max_ws_message``, applied to each WebSocket);
+:func:`body_limits` says them for the document, and ``phones.MAX_JSON_DEPTH`` bounds what a
+JSON body may nest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from backend.protocol import MAX_BOUND, MAX_CLIENT_ID_BYTES, MAX_RADIUS_KM
+
+from .errors import ApiError
+from .numbers import NumberError, bounded_decimal, whole_number
+
+__all__ = [
+    "BOUND",
+    "CLIENT_ID_PATTERN",
+    "DEFAULT_RADIUS_KM",
+    "MAX_BATCH",
+    "MAX_BOUND",
+    "MAX_CLIENT_ID",
+    "MAX_CLIENT_ID_BYTES",
+    "MAX_LAT",
+    "MAX_LON",
+    "MAX_RADIUS_KM",
+    "OFFSET",
+    "PAGE",
+    "WHITE_SPACE",
+    "WholeRange",
+    "body_limits",
+    "client_id_problem",
+    "plain",
+    "radius_km",
+]
+
+# -- client IDs --------------------------------------------------------------------------
+
+# Device IDs are IMEIs, UUIDs or MQTT topics; 256 is ample and keeps an IAMAT line far
+# below the herd's 8 KiB line limit even in 4-byte UTF-8.
+MAX_CLIENT_ID = 256
+# The herd splits lines on exactly these six characters (backend.protocol.parse_line); any
+# other character, Unicode spaces included, may be part of a client ID.
+WHITE_SPACE = " \t\r\n\x0b\x0c"
+_WHITE_SPACE = frozenset(WHITE_SPACE)
+# The rule as a JSON Schema pattern (the length is the schema's maxLength).
+CLIENT_ID_PATTERN = f"^[^{WHITE_SPACE}]+$"
+
+
+def client_id_problem(value: object) -> str | None:
+    """Why ``value`` is not a client ID the herd takes, or None if it is one: text, not
+    empty, at most MAX_CLIENT_ID characters and MAX_CLIENT_ID_BYTES bytes of UTF-8, no
+    WHITE_SPACE."""
+    if value is None:
+        return "client ID is missing"
+    if not isinstance(value, str):
+        return "client ID must be a string"
+    if not value:
+        return "client ID is empty"
+    if len(value) > MAX_CLIENT_ID:
+        return f"client ID is longer than {MAX_CLIENT_ID} characters"
+    if not _WHITE_SPACE.isdisjoint(value):
+        return "client ID contains white space"
+    try:
+        encoded = value.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which JSON "\ud800" can produce
+        return "client ID is not valid Unicode"
+    if len(encoded) > MAX_CLIENT_ID_BYTES:  # unreachable: 256 characters are <= 1,024 bytes
+        return f"client ID is longer than {MAX_CLIENT_ID_BYTES} bytes"
+    return None
+
+
+# -- positions ---------------------------------------------------------------------------
+
+# Degrees either side of zero: latitude, longitude (what the herd's ISO 6709 locations hold).
+MAX_LAT = 90
+MAX_LON = 180
+
+# -- batches -----------------------------------------------------------------------------
+
+# Phones upload tens to hundreds of points at a time; 1000 covers any batch-size setting,
+# and is a day of fixes at a 90 s interval. Bigger requests are abuse, not backlog.
+MAX_BATCH = 1000
+
+# -- whole numbers: WHATSAT's bound, the client list's pages ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WholeRange:
+    """A whole-number parameter: its name, its range (``high`` None: unbounded) and default."""
+
+    name: str
+    low: int
+    high: int | None
+    default: int
+
+    @property
+    def span(self) -> str:
+        return f"{self.low}..{self.high}" if self.high is not None else f">= {self.low}"
+
+    def _within(self, value: int) -> bool:
+        return value >= self.low and (self.high is None or value <= self.high)
+
+    def from_text(self, raw: str | None) -> int:
+        """The value of a query parameter (``raw`` None: the default); raises ApiError(400)."""
+        if raw is None:
+            return self.default
+        try:
+            value = whole_number(raw)
+        except NumberError as exc:
+            raise ApiError(400, f"{self.name} {exc}") from None
+        if not self._within(value):
+            raise ApiError(400, f"{self.name} must be in {self.span}")
+        return value
+
+    def from_json(self, value: object) -> int:
+        """The value of a JSON member (absent: pass the default); raises ApiError(400)."""
+        if not isinstance(value, int) or isinstance(value, bool) or not self._within(value):
+            raise ApiError(400, f"{self.name} must be a whole number in {self.span}")
+        return value
+
+
+# How many places WHATSAT lists: the herd's own bound (backend.protocol.MAX_BOUND).
+BOUND = WholeRange("limit", 1, MAX_BOUND, 5)
+# A page of the client list: enough for a map's first view, small enough to answer quickly.
+PAGE = WholeRange("limit", 1, 1000, 100)
+OFFSET = WholeRange("offset", 0, None, 0)
+
+# -- WHATSAT's radius --------------------------------------------------------------------
+
+DEFAULT_RADIUS_KM = 10
+
+
+def radius_km(value: object) -> Decimal:
+    """A WHATSAT radius in km from a query parameter or a JSON value; raises ApiError(400)
+    unless it is a bounded number in (0, MAX_RADIUS_KM] (backend.protocol's bound)."""
+    rule = f"radius_km must be a number in (0, {MAX_RADIUS_KM}]"
+    try:
+        radius = bounded_decimal(value)
+    except NumberError as exc:
+        raise ApiError(400, f"{rule}; it {exc}") from None
+    if not 0 < radius <= MAX_RADIUS_KM:  # infinity (a huge exponent) included
+        raise ApiError(400, rule)
+    return radius
+
+
+def plain(value: Decimal) -> str:
+    """A bounded Decimal in positional notation, trailing zeros trimmed (``10``, ``0.5``)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+# -- bodies ------------------------------------------------------------------------------
+
+
+def body_limits(max_body_bytes: int, max_ws_message: int) -> str:
+    """The configured limits on a request body and a WebSocket message, in words."""
+    return (
+        f"A request body is at most {max_body_bytes:,} bytes ([gateway] max_body_bytes: 413 "
+        f"past it); a WebSocket message at most {max_ws_message:,} ([gateway] max_ws_message)."
+    )
