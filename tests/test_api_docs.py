@@ -31,23 +31,30 @@ def try_it_out(block: Locator, body: object = None) -> Locator:
     return block.locator(".live-responses-table .response .response-col_status").first
 
 
-def test_swagger_ui_lists_the_api_and_tries_it_out(tmp_path: Path) -> None:
-    problems: list[str] = []
+def watch(page: Page) -> tuple[list[str], list[str]]:
+    """The URLs ``page`` requests, and the errors and warnings it reports (a script refused
+    by the Content-Security-Policy is one), as they come."""
     requests: list[str] = []
+    problems: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type in {"error", "warning"}:
             problems.append(f"console {message.type}: {message.text}")
 
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("request", lambda request: requests.append(request.url))
+    return requests, problems
+
+
+def test_swagger_ui_lists_the_api_and_tries_it_out(tmp_path: Path) -> None:
     with Herd(tmp_path) as herd:
         herd.wait_links()
         with gateway(herd) as base, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.on("console", on_console)
-                page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-                page.on("request", lambda request: requests.append(request.url))
+                requests, problems = watch(page)
                 page.goto(base + "/api/docs")
 
                 # Every operation of the document is listed.

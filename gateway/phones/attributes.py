@@ -79,6 +79,15 @@ def _put(attributes: dict[str, object], key: str, value: object) -> None:
         attributes[key] = value
 
 
+def _measures(source: Mapping[str, object], keys: tuple[str, ...]) -> dict[str, object]:
+    """The measures ``source`` holds under their own names (``keys``, in order), in their
+    units; absent or out-of-range ones left out."""
+    attributes: dict[str, object] = {}
+    for key in keys:
+        _put(attributes, key, _measure(source.get(key), key))
+    return attributes
+
+
 def fit_attributes(attributes: Mapping[str, object]) -> dict[str, object]:
     """``attributes`` less the longest optional ones (_DROP_ORDER) until the whole fits
     MAX_ATTRIBUTES_BYTES as the herd carries it."""

@@ -12,6 +12,7 @@ from .attributes import (
     PER_UNIT,
     _flag,
     _measure,
+    _measures,
     _put,
     _text,
 )
@@ -111,11 +112,7 @@ def _traccar_object(value: object, now_ns: int, max_future: float | None) -> Rep
     coords = coords if isinstance(coords, dict) else {}
     battery = location.get("battery")
     battery = battery if isinstance(battery, dict) else {}
-    attributes: dict[str, object] = {}
-    _put(attributes, "accuracy", _measure(coords.get("accuracy"), "accuracy"))
-    _put(attributes, "altitude", _measure(coords.get("altitude"), "altitude"))
-    _put(attributes, "speed", _measure(coords.get("speed"), "speed"))
-    _put(attributes, "heading", _measure(coords.get("heading"), "heading"))
+    attributes = _measures(coords, ("accuracy", "altitude", "speed", "heading"))
     _put(attributes, "battery", _measure(battery.get("level"), "battery", PER_UNIT))
     _put(attributes, "charging", _flag(battery.get("is_charging")))
     _put(attributes, "trigger", _text(location.get("event")))
