@@ -29,6 +29,7 @@ from .values import (
     PhoneError,
     _client_id,
     _coordinate,
+    _missing,
     _time,
 )
 
@@ -214,3 +215,22 @@ def _heartbeat(
             400, f"{name} is more than {max_future:g} s ahead of the gateway's clock", FUTURE
         )
     return Heartbeat(_client_id(client_id), when, fit_attributes(attributes))
+
+
+def _fix(
+    client_id: str,
+    lat: object,
+    lon: object,
+    time: object,
+    now_ns: int,
+    names: tuple[str, str, str],
+    max_future: float | None,
+    attributes: Mapping[str, object],
+) -> Report | Heartbeat:
+    """A report; without a position, a heartbeat (``names``: the three fields as the app
+    calls them, for messages)."""
+    if _missing(lat) or _missing(lon):
+        return _heartbeat(client_id, time, now_ns, names[2], max_future, attributes)
+    return _report(
+        client_id, lat, lon, time, now_ns, names, max_future=max_future, attributes=attributes
+    )

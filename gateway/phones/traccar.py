@@ -21,8 +21,7 @@ from .reports import (
     Heartbeat,
     Report,
     _batch,
-    _heartbeat,
-    _report,
+    _fix,
 )
 from .values import (
     MAX_FORM_FIELDS,
@@ -117,14 +116,9 @@ def _traccar_object(value: object, now_ns: int, max_future: float | None) -> Rep
     _put(attributes, "charging", _flag(battery.get("is_charging")))
     _put(attributes, "trigger", _text(location.get("event")))
     _put(attributes, "name", name)
-    lat, lon = coords.get("latitude"), coords.get("longitude")
-    stamp = location.get("timestamp")
-    if _missing(lat) or _missing(lon):
-        return _heartbeat(cid, stamp, now_ns, "location.timestamp", max_future, attributes)
+    lat, lon, stamp = coords.get("latitude"), coords.get("longitude"), location.get("timestamp")
     names = ("coords.latitude", "coords.longitude", "location.timestamp")
-    return _report(
-        cid, lat, lon, stamp, now_ns, names, max_future=max_future, attributes=attributes
-    )
+    return _fix(cid, lat, lon, stamp, now_ns, names, max_future, attributes)
 
 
 def _traccar_flat(
@@ -151,11 +145,6 @@ def _traccar_flat(
         if len(parts) != 2:
             raise PhoneError(400, "location must be lat,lon")
         lat, lon = parts
-    timestamp = params.get("timestamp")
-    if _missing(lat) or _missing(lon):
-        # A heartbeat, or a cell- or Wi-Fi-only report: Traccar reuses the last position.
-        return _heartbeat(cid, timestamp, now_ns, "timestamp", max_future, attributes)
+    # No position: a heartbeat, or a cell- or Wi-Fi-only report (Traccar reuses the last one).
     names = ("lat", "lon", "timestamp")
-    return _report(
-        cid, lat, lon, timestamp, now_ns, names, max_future=max_future, attributes=attributes
-    )
+    return _fix(cid, lat, lon, params.get("timestamp"), now_ns, names, max_future, attributes)
