@@ -67,9 +67,11 @@ class Guards:
                 added = router.add_get(route.path, route.handler, name=route.name)
             else:
                 added = router.add_route(route.method, route.path, route.handler, name=route.name)
-            for sibling in added.resource or ():  # the HEAD route add_get made too
-                if sibling.handler is route.handler:
-                    self._routes[sibling] = route
+            self._routes[added] = route
+            if route.method == hdrs.METH_GET:  # the HEAD route add_get made with it
+                for sibling in added.resource or ():
+                    if sibling.method == hdrs.METH_HEAD and sibling.handler is route.handler:
+                        self._routes[sibling] = route
 
     def add_static(self, router: web.UrlDispatcher, prefix: str, path: Path) -> None:
         """Serve the files under ``path`` at ``prefix``, to anyone."""
