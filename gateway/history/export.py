@@ -12,12 +12,13 @@ docs/history-formats.md; :mod:`.imports` reads both back.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -46,6 +47,7 @@ GPXTPX_NAMESPACE = "http://www.garmin.com/xmlschemas/TrackPointExtension/v2"
 # it names the vocabulary, it is not a schema location.
 HERD_NAMESPACE = "https://herd.invalid/gpx/1"
 
+_EPOCH = date(1970, 1, 1)
 # Fraction digits written in a time: nanoseconds, the finest a phone's clock gives.
 _TIME_DECIMALS = 9
 _POSIX = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
@@ -84,24 +86,41 @@ def iso_time(point: Mapping[str, Any]) -> str | None:
         if not math.isfinite(seconds) or seconds < 0:
             return None
         whole = math.floor(seconds)
-        fraction = f"{seconds - whole:.6f}"[2:].rstrip("0")  # a double holds microseconds
+        micro = round((seconds - whole) * 1_000_000)  # a double holds microseconds
+        if micro == 1_000_000:
+            whole, micro = whole + 1, 0
+        fraction = f"{micro:06d}".rstrip("0")
     if whole > MAX_TIME_S:
         return None
-    t = datetime.fromtimestamp(whole, UTC)
-    # Formatted by hand: strftime's %Y does not pad years before 1000 on every platform.
-    stamp = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    day, second = divmod(whole, 86_400)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    stamp = f"{_date(day)}T{hour:02d}:{minute:02d}:{second:02d}"
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _date(day: int) -> str:
+    """The date of a day since 1970; a history spans few days, so it is made once per day."""
+    d = _EPOCH + timedelta(days=day)
+    # Formatted by hand: strftime's %Y does not pad years before 1000 on every platform.
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
 
 
 def _location(point: Mapping[str, Any]) -> tuple[float, float] | None:
     lat, lon = point.get("lat"), point.get("lon")
-    if not isinstance(lat, float | int) or not isinstance(lon, float | int):
-        return None
-    if isinstance(lat, bool) or isinstance(lon, bool):
-        return None
-    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-        return None
-    return float(lat), float(lon)
+    if type(lat) is not float or type(lon) is not float:  # shown records hold floats
+        if isinstance(lat, bool) or isinstance(lon, bool):
+            return None
+        if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+            return None
+        if abs(lat) > 90 or abs(lon) > 180:  # before float(), which overflows on huge ints
+            return None
+        lat, lon = float(lat), float(lon)
+    # NaN fails every comparison, infinity the range.
+    if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+        return lat, lon
+    return None
 
 
 def _attributes(point: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -149,9 +168,11 @@ def _xml_value(value: object) -> str | None:
 
 
 def _number(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return repr(float(value)) if math.isfinite(value) else None
+    if type(value) is not float:
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**1000:
+            return None
+        value = float(value)
+    return repr(value) if math.isfinite(value) else None
 
 
 def _herd_elements(attributes: Mapping[str, Any]) -> list[str]:
