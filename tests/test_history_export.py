@@ -194,6 +194,12 @@ def test_geojson_reads_its_source_twice_and_stays_json() -> None:
     assert properties["big"] == 2**70 and properties["nan"] is None
 
 
+def test_geojson_needs_a_fresh_iterator_for_its_second_pass() -> None:
+    once = iter([shown(0), shown(1)])
+    with pytest.raises(ValueError, match="fresh iterator"):
+        list(geojson_chunks("van", lambda: once))
+
+
 @pytest.mark.parametrize("writer", ["gpx", "geojson"])
 def test_chunks_are_bounded(writer: str) -> None:
     points = [shown(i, attributes=FULL) for i in range(5000)]

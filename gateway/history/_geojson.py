@@ -117,7 +117,7 @@ def _features(document: object) -> list[Any]:
 def parse_geojson_body(body: bytes, collector: Collector) -> ImportResult:
     """Every point of a GeoJSON FeatureCollection (or single Feature), all or nothing."""
     try:
-        document = load_json(body)
+        document = load_json(body.removeprefix(b"\xef\xbb\xbf"))  # a BOM, as Windows writes
     except PhoneError as exc:
         raise ImportRefused(f"not GeoJSON: {exc.message}") from None
     for number, feature in enumerate(_features(document), 1):

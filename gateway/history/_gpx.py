@@ -60,8 +60,11 @@ class _Scan:
         self.stack.append(name)
         if depth >= MAX_XML_DEPTH:
             raise ImportRefused(f"XML nested deeper than {MAX_XML_DEPTH} elements")
-        if depth == 0 and attributes.get("version") == "1.1":
-            self.numbers = _FLOATS | _INTS
+        if depth == 0:
+            if name != "gpx":
+                raise ImportRefused(f"not a GPX file: its root element is <{name[:64]}>")
+            if attributes.get("version") == "1.1":
+                self.numbers = _FLOATS | _INTS
         label = self._label(depth, parent, name)
         if label:
             self.points += 1
@@ -199,7 +202,7 @@ def _extension(element: Any, found: dict[str, object], depth: int) -> None:
 
 def _attributes(point: Any) -> dict[str, object]:
     found: dict[str, object] = {}
-    for element in point.extensions:  # ours first: setdefault keeps the first found
+    for element in point.extensions:  # in document order: the first of a key wins
         _extension(element, found, 0)
     if point.elevation is not None:
         found["altitude"] = point.elevation

@@ -347,11 +347,15 @@ def geojson_chunks(
     out = _Chunks()
     out.add(f'{{"type":"FeatureCollection","client_id":{_json(client_id)},"features":[')
     trail = False
-    for text in _trail(client_id, points()):
+    first = points()
+    for text in _trail(client_id, first):
         trail = True
         if (chunk := out.add(text)) is not None:
             yield chunk
-    for point in points():
+    second = points()
+    if second is first and not isinstance(first, list | tuple):
+        raise ValueError("points() must return a fresh iterator each time it is called")
+    for point in second:
         feature = _feature(point)
         if feature is None:
             stats.skipped += 1
