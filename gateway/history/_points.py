@@ -17,10 +17,11 @@ from ..numbers import NumberError, bounded_decimal
 from ..phones import PhoneError, api_attributes, fit_attributes
 from .export import iso_time
 
-# A day of one fix a second is 86,400 points. gpxpy holds a whole document as objects, about
-# 1.2 KB a point at its peak (measured: 20,000 points, tracemalloc), so 100,000 points bound
-# one import to ~120 MB above the body; a longer history is imported in several files.
-MAX_IMPORT_POINTS = 100_000
+# gpxpy holds a whole document as objects: measured (tracemalloc), 1.2 KB a point at the peak
+# for bare points and 2.2 KB with one extension element each (our export's, with speed). 50,000
+# points bound one import to about 110 MB above its body, and are two weeks of fixes at the
+# phones' usual 30 s, or 14 hours at one a second; a longer history goes in several files.
+MAX_IMPORT_POINTS = 50_000
 
 
 class ImportRefused(ApiError):

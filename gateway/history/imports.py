@@ -63,7 +63,9 @@ def parse_import(
 ) -> ImportResult:
     """A GPX or GeoJSON upload by its media type (``application/gpx+xml``,
     ``application/geo+json``, their XML and JSON generics), or by its first byte (``<`` or
-    ``{``) when the type says neither. Raises ImportRefused: 415 for anything else."""
+    ``{``) when the type says neither. Raises ImportRefused: 415 for anything else.
+
+    CPU-bound (seconds for a file near the limits): a handler runs it in an executor."""
     _bounded(body, max_bytes)
     kind = (content_type or "").partition(";")[0].strip().lower()
     start = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
