@@ -22,6 +22,7 @@ PURE = (
     "gateway.numbers",
     "gateway.rules",
     "gateway.phones",
+    "gateway.history",
 )
 IO_MODULES = ("asyncio", "socket", "subprocess", "aiohttp", "uvloop", "ssl", "selectors")
 # What the gateway may use of the herd's package: it talks to the herd over TCP only, so it
