@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,13 +19,7 @@ from ._model import (
     DEFAULT_LINKS,
     DEFAULT_PORTS,
     LOOPBACK,
-    Durability,
-    GatewayConfig,
     HerdConfig,
-    Limits,
-    LogRotation,
-    PeerTimings,
-    PlacesConfig,
     Port,
     ServerAddress,
     Text,
@@ -65,9 +59,9 @@ _Link = Annotated[tuple[str, str], Meta(description="a pair of server names")]
 
 
 @dataclass(frozen=True, slots=True)
-class _File:
-    """A config file's tables. A section HerdConfig keeps as decoded has the same name in both
-    (see _AS_DECODED)."""
+class _Herd:
+    """The keys of a config file that describe the herd itself; every other table is a
+    section (see _SECTIONS)."""
 
     # Each [servers.NAME] is decoded on its own, so that an error names the server.
     servers: Mapping[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,18 +69,16 @@ class _File:
     links: Annotated[tuple[_Link, ...], Meta(description="a list of [NAME, NAME] pairs")] = ()
     paths: _Paths = field(default_factory=_Paths)
     tls: TlsConfig | None = None
-    places: PlacesConfig = field(default_factory=PlacesConfig)
-    limits: Limits = field(default_factory=Limits)
-    peers: PeerTimings = field(default_factory=PeerTimings)
-    gateway: GatewayConfig = field(default_factory=GatewayConfig)
-    durability: Durability = field(default_factory=Durability)
-    log_rotation: LogRotation = field(default_factory=LogRotation)
 
 
-# Sections that go into HerdConfig as they were decoded (after their section check, if any).
-# A new one is a dataclass in _model.py, a field of that name in HerdConfig and in _File, and
-# its name here.
-_AS_DECODED = ("places", "limits", "peers", "gateway", "durability", "log_rotation")
+# The sections: every field of HerdConfig whose default is a dataclass ([places], [limits],
+# [gateway], ...), decoded from the table of its name. A new section is a dataclass in
+# _model.py and a field of HerdConfig; nothing here changes.
+_SECTIONS: dict[str, type[Any]] = {
+    f.name: f.default_factory  # type: ignore[misc]  # a dataclass, as the condition says
+    for f in fields(HerdConfig)
+    if is_dataclass(f.default_factory)
+}
 
 SectionCheck = Callable[[Any, Mapping[str, Any]], Any]
 # Rules a layer above the herd keeps for its own section; the herd never imports that layer.
@@ -150,48 +142,50 @@ def load_config(
 def _build(
     raw: dict[str, Any], base: Path, source: Path | None, env: Mapping[str, str]
 ) -> HerdConfig:
-    if "places" in raw or env.get("GOOGLE_PLACES_API_KEY") or env.get("GOOGLE_PLACES_URL"):
-        raw = {**raw, "places": _places_from_env(raw.get("places", {}), env)}
-    if raw.get("tls") == {}:  # an empty [tls] table: no TLS, as if it were not there
-        raw = {key: value for key, value in raw.items() if key != "tls"}
-    file = decode(raw, _File)
-    tables = _server_tables(file.servers)
-    servers = _servers(tables)
-    for name in file.gateway.servers:
-        if name not in servers:
-            raise ConfigError(f"[gateway] servers names {name!r}, which is not in [servers]")
-    if file.places.provider == "google" and not file.places.google_api_key:
+    raw = _with_env(raw, env)
+    sections = {name: _section(name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    if sections["places"].provider == "google" and not sections["places"].google_api_key:
         raise ConfigError(
             "[places] provider 'google' needs a key: set GOOGLE_PLACES_API_KEY or google_api_key"
         )
-    sections = {name: getattr(file, name) for name in _AS_DECODED}
-    for name, check in _CHECKS.items():
-        sections[name] = check(sections[name], raw.get(name, {}))
+    if raw.get("tls") == {}:  # an empty [tls] table: no TLS, as if it were not there
+        del raw["tls"]
+    herd = decode({k: v for k, v in raw.items() if k not in _SECTIONS}, _Herd)
+    tables = _servers(herd.servers)
+    servers = {name: ServerAddress(table.host, table.port) for name, table in tables.items()}
+    for name in sections["gateway"].servers:
+        if name not in servers:
+            raise ConfigError(f"[gateway] servers names {name!r}, which is not in [servers]")
     return HerdConfig(
-        secret=_secret(file.secret, servers),
+        secret=_secret(herd.secret, servers),
         servers=servers,
-        links=_links(file.links, servers),
-        logs_dir=base / file.paths.logs,
-        data_dir=base / file.paths.data,
+        links=_links(herd.links, servers),
+        logs_dir=base / herd.paths.logs,
+        data_dir=base / herd.paths.data,
         dial=_dial(tables, servers),
-        tls=_tls(file.tls, base),
+        tls=_tls(herd.tls, base),
         source=source,
         **sections,
     )
 
 
-def _places_from_env(table: Any, env: Mapping[str, str]) -> Any:
-    """``[places]`` with what the environment says, which wins over the file."""
-    if not isinstance(table, dict):
-        return table  # not a table: decode says so
-    table = dict(table)
-    key = env.get("GOOGLE_PLACES_API_KEY") or table.get("google_api_key") or None
-    table["google_api_key"] = key
-    table.setdefault("provider", "google" if key else "embedded")
-    url = env.get("GOOGLE_PLACES_URL") or table.pop("google_url", None)
-    if url:  # an empty one means the default
-        table["google_url"] = url
-    return table
+def _section(name: str, cls: type[Any], table: Any) -> Any:
+    section = decode(table, cls, (name,))
+    check = _CHECKS.get(name)
+    return check(section, table) if check else section
+
+
+def _with_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``raw`` with what the environment says of [places], which wins over the file;
+    the provider is Google when there is a key."""
+    places = raw.get("places", {})
+    if not isinstance(places, dict):
+        return dict(raw)  # not a table: decode says so
+    key = env.get("GOOGLE_PLACES_API_KEY") or places.get("google_api_key") or None
+    places = {"provider": "google" if key else "embedded", **places, "google_api_key": key}
+    if url := env.get("GOOGLE_PLACES_URL") or places.pop("google_url", None):  # "": default
+        places["google_url"] = url
+    return {**raw, "places": places}
 
 
 def _secret(value: str | None, servers: Mapping[str, ServerAddress]) -> str:
@@ -221,32 +215,24 @@ def _secret(value: str | None, servers: Mapping[str, ServerAddress]) -> str:
     return value
 
 
-def _server_tables(raw: Mapping[str, dict[str, Any]]) -> dict[str, _Server]:
+def _servers(raw: Mapping[str, dict[str, Any]]) -> dict[str, _Server]:
+    """Each ``[servers.NAME]``, decoded on its own so that an error names the server."""
     if not raw:
         raise ConfigError("[servers] must have at least one [servers.NAME] table")
-    for name in raw:
+    tables: dict[str, _Server] = {}
+    seen: dict[tuple[str, int], str] = {}
+    for name, table in raw.items():
         where = f"[servers.{name}]"
         if not name or any(ch.isspace() for ch in name):
             raise ConfigError(f"{where}: a server name must be non-empty with no white space")
         if len(name.encode()) > MAX_SERVER_ID_BYTES:
             raise ConfigError(f"{where}: a server name must be at most {MAX_SERVER_ID_BYTES} bytes")
-    return {name: decode(table, _Server, ("servers", name)) for name, table in raw.items()}
-
-
-def _servers(tables: Mapping[str, _Server]) -> dict[str, ServerAddress]:
-    servers: dict[str, ServerAddress] = {}
-    seen: dict[tuple[str, int], str] = {}
-    for name, table in tables.items():
-        where = f"[servers.{name}]"
-        address = ServerAddress(table.host, table.port)
-        if (table.host, table.port) in seen:
+        server = tables[name] = decode(table, _Server, ("servers", name))
+        if (other := seen.setdefault((server.host, server.port), name)) != name:
             raise ConfigError(
-                f"{where}: duplicate port {table.port} on {table.host} "
-                f"(also used by {seen[table.host, table.port]})"
+                f"{where}: duplicate port {server.port} on {server.host} (also used by {other})"
             )
-        seen[table.host, table.port] = name
-        servers[name] = address
-    return servers
+    return tables
 
 
 def _dial(

@@ -58,19 +58,12 @@ def _refuse_unknown_keys(raw: Any, cls: Any, path: Steps) -> None:
         if unknown:
             where = f"[{'.'.join(map(str, path))}]: unknown" if path else "unknown top-level"
             keys = ", ".join(unknown)
-            raise ConfigError(f"{where} key(s): {keys}{_guess(unknown, hints)}")
+            raise ConfigError(f"{where} key(s): {keys}")
         for key, value in raw.items():
             _refuse_unknown_keys(value, hints[key], (*path, key))
     elif get_origin(cls) in (dict, Mapping):
         for key, value in raw.items():
             _refuse_unknown_keys(value, get_args(cls)[1], (*path, key))
-
-
-def _guess(unknown: list[str], known: Mapping[str, Any]) -> str:
-    import difflib  # only on this error path
-
-    close = [m for key in unknown for m in difflib.get_close_matches(key, known, n=1)]
-    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 @functools.cache
