@@ -74,11 +74,10 @@ class _Herd:
 # The sections: every field of HerdConfig whose default is a dataclass ([places], [limits],
 # [gateway], ...), decoded from the table of its name. A new section is a dataclass in
 # _model.py and a field of HerdConfig; nothing here changes.
-_SECTIONS: dict[str, type[Any]] = {
-    f.name: f.default_factory  # type: ignore[misc]  # a dataclass, as the condition says
-    for f in fields(HerdConfig)
-    if is_dataclass(f.default_factory)
-}
+_SECTIONS: dict[str, type[Any]] = {}
+for _field in fields(HerdConfig):
+    if isinstance(_field.default_factory, type) and is_dataclass(_field.default_factory):
+        _SECTIONS[_field.name] = _field.default_factory
 
 SectionCheck = Callable[[Any, Mapping[str, Any]], Any]
 # Rules a layer above the herd keeps for its own section; the herd never imports that layer.
