@@ -70,16 +70,16 @@ def settle(gateway: GatewayConfig, table: Mapping[str, Any]) -> GatewayConfig:
     )
 
 
-def token_ok(token: str) -> bool:
+def _token_ok(token: str) -> bool:
     return MIN_TOKEN <= len(token) <= MAX_TOKEN and set(token) <= TOKEN_CHARS
 
 
 def _check_tokens(gateway: GatewayConfig) -> None:
     # Never echo a token: error messages end up in logs and terminals.
-    if not all(token_ok(token) for token in gateway.read_tokens):
+    if not all(_token_ok(token) for token in gateway.read_tokens):
         raise ConfigError(f"[gateway] read_tokens must be a list of tokens of {TOKEN_RULE}")
     for token, client_id in gateway.write_tokens.items():
-        if not token_ok(token):
+        if not _token_ok(token):
             raise ConfigError(f"[gateway.write_tokens]: a token must be {TOKEN_RULE}")
         if not client_id or any(ch.isspace() for ch in client_id):
             raise ConfigError(
@@ -89,7 +89,7 @@ def _check_tokens(gateway: GatewayConfig) -> None:
             raise ConfigError("[gateway] a token is both a read token and a write token")
 
 
-def host_ok(name: str) -> bool:
+def _host_ok(name: str) -> bool:
     """Whether ``name`` is a DNS name or an IP address (IPv6 in brackets) as browsers send
     them in Host, without port; or ``*``."""
     if not 0 < len(name) <= 253:  # the longest DNS name
@@ -105,7 +105,7 @@ def _allowed_hosts(gateway: GatewayConfig, listed: bool) -> tuple[str, ...]:
     """The Host names answered, compared without case, port or trailing dot: the loopback
     names, ``host`` when it is one name or address, and those listed; "*" (any) when it is a
     wildcard address and none are listed (tokens guard it, docs/security.md)."""
-    if not all(host_ok(name) for name in gateway.allowed_hosts):
+    if not all(_host_ok(name) for name in gateway.allowed_hosts):
         raise ConfigError(f"[gateway] allowed_hosts must be {HOSTS_RULE}")
     host = gateway.host.strip("[]")
     wildcard = host in WILDCARD_ADDRESSES
