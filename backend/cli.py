@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import gateway.settings  # noqa: F401 - every command checks [gateway] by the gateway's rules
+
 from .config import ConfigError, HerdConfig, load_config
 
 log = logging.getLogger("herd.cli")

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 
 from .access import Guards, Need
+from .settings import ANY_HOST, LOOPBACK_NAMES
 
 __all__ = [
     "ANY_HOST",
@@ -39,11 +40,6 @@ log = logging.getLogger("herd.gateway.site")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Names a loopback gateway is always reachable by: a DNS-rebinding page can make a browser
-# send its own name as Host, never one of these.
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-# The allowed_hosts entry that allows any Host (behind a reverse proxy that checks it).
-ANY_HOST = "*"
 # Sec-Fetch-Site values a browser sends for the gateway's own page and for a request the user
 # typed or bookmarked; "same-site" is another origin (another port of localhost, say).
 _OWN_SITE = frozenset({"same-origin", "none"})
