@@ -18,11 +18,11 @@ from helpers import Herd, iamat, poll
 from memory_transport import MemoryTransport
 
 from backend.config import load_config
-from backend.connection import LineConnection
 from backend.outbox import Outbox, TrafficLog
 from backend.peers import PeerLink
 from backend.protocol import MAX_CLIENT_ID_BYTES, MAX_TIME_S, PEER_LINE_LIMIT, Record
 from backend.store import Store
+from backend.transport import LineTransport as LineConnection
 
 pytestmark = pytest.mark.timeout(120)
 
