@@ -1,0 +1,70 @@
+"""The outbox's stage order without a socket: what one IAMAT makes leaves in the order the
+server promises, the peer links first, then the journal, then the reply (backend/outbox.py),
+so that a neighbour and the disk hold a record before its client has the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from in_memory import LOCATION, connect, herd_config, make_server, settle, until
+from memory_transport import MemoryTransport
+
+from backend.outbox import Outbox, TrafficLog
+from backend.protocol import PEER_LINE_LIMIT
+from backend.transport import LineTransport
+
+
+async def test_the_stages_run_in_order_whatever_the_order_they_were_queued(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(TrafficLog(tmp_path / "traffic.log"))
+    ran: list[str] = []
+    outbox.later(Outbox.CLIENTS, lambda: ran.append("reply"))
+    outbox.later(Outbox.JOURNAL, lambda: ran.append("journal"))
+    outbox.later(Outbox.PEERS, lambda: ran.append("link"))
+    outbox.later(Outbox.CLIENTS, lambda: ran.append("reply 2"))
+    assert ran == []  # nothing before the end of the iteration
+    await settle()
+    assert ran == ["link", "journal", "reply", "reply 2"]
+    outbox.traffic.close()
+
+
+async def test_an_iamat_reaches_the_neighbour_and_the_journal_before_its_client(
+    tmp_path: Path,
+) -> None:
+    config = herd_config(tmp_path, ("Riley", "Jaquez"), (("Riley", "Jaquez"),))
+    server = make_server(config, "Riley")
+    order: list[str] = []
+    try:
+        # Jaquez's link is up, on a memory transport.
+        conn = LineTransport(PEER_LINE_LIMIT)
+        link_socket = MemoryTransport(conn, ("127.0.0.1", 40001))
+        serving = asyncio.create_task(server.peers.links["Jaquez"].serve(conn))
+        await until(lambda: server.peers.links["Jaquez"].up, "the link up")
+        await settle()
+        link_socket.on_write = lambda data: order.append("link")
+        journal_flush = server.journal.flush
+
+        def flush() -> None:
+            if server.journal._buffer:
+                order.append("journal")
+            journal_flush()
+
+        server.journal.flush = flush  # type: ignore[method-assign]
+        client = connect(server, on_write=lambda data: order.append("reply"))
+        line = f"IAMAT kiwi {LOCATION} {time.time():.9f}\n".encode()
+        client.protocol.data_received(line)
+        assert order == []
+        await settle()
+        assert order == ["link", "journal", "reply"]
+        reply = client.take()
+        assert reply.startswith(b"AT Riley ") and link_socket.take().endswith(reply)
+        assert (tmp_path / "data" / "Riley").is_dir()
+        journaled = b"".join(p.read_bytes() for p in (tmp_path / "data" / "Riley").iterdir())
+        assert journaled == reply
+        link_socket.close()
+        await asyncio.wait_for(serving, 5)
+    finally:
+        await server.close()
