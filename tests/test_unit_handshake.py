@@ -105,7 +105,7 @@ async def test_a_dialler_without_the_secret_is_refused_and_learns_nothing(
         stranger.handshake.dial(wire.dialer, asyncio.get_running_loop().time() + 5)
     )
     with pytest.raises(HandshakeError, match="failed to prove the herd secret"):
-        await accepting
+        await asyncio.wait_for(accepting, 5)
     wire.ends[1].close()  # as PeerManager does when the handshake fails
     with pytest.raises(ConnectionResetError):
         await dialling

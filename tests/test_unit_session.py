@@ -102,10 +102,13 @@ async def test_whatsat_waits_for_places_and_the_lines_behind_it_wait_in_order(
         places.hold()
         assert await ask(client, b"WHATSAT kiwi 10 5\nWHEREIS kiwi\n") == b""
         assert not client.reading  # reading paused while a reply is made in a task
+        # A chunk already on its way when reading paused waits behind it too.
+        assert await ask(client, b"WHEREIS nobody\n") == b""
         places.release()
         await until(lambda: client.written, "the WHATSAT reply")
         await settle()
-        assert client.take() == at + render(places.payload) + b"\n\n" + at
+        whatsat = at + render(places.payload) + b"\n\n"
+        assert client.take() == whatsat + at + b"? WHEREIS nobody\n"
         assert client.reading
         assert await ask(client, b"WHATSAT nobody 10 5\n") == b"? WHATSAT nobody 10 5\n"
     finally:
