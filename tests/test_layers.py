@@ -95,6 +95,16 @@ def test_the_herd_does_not_depend_on_the_gateway(module: str) -> None:
     assert not wrong, f"{module} imports {wrong}"
 
 
+def test_the_line_transport_knows_nothing_of_what_the_lines_mean() -> None:
+    # One transport under client sessions and peer links: framing is all it may use.
+    wrong = sorted(
+        i
+        for i in GRAPH["backend.transport"]
+        if within(i, PACKAGES) and not within(i, ("backend.framing",))
+    )
+    assert not wrong, f"backend.transport imports {wrong}"
+
+
 @pytest.mark.parametrize("module", [m for m in GRAPH if within(m, ("gateway",))])
 def test_the_gateway_uses_only_the_herds_wire_config_and_budgets(module: str) -> None:
     wrong = sorted(
