@@ -252,10 +252,10 @@ class ClientSession:
             self._answer_all([last + b"\n"])
             if self.task is not None:
                 return  # _finish ends it
-        if self.subscription is not None and not self.subscription.synced:
-            self.subscription.close_when_synced = True  # the snapshot is still on its way
-            return
-        self.hang_up()
+        if self.subscription is not None:
+            self.subscription.end()  # once the snapshot is out
+        else:
+            self.hang_up()
 
     # -- writing and closing ------------------------------------------------------------------
 

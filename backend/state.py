@@ -1,9 +1,9 @@
 """The live state of one server: its client connections, handshake slots, subscribers and
 counters, in one typed home (as uvicorn's ``ServerState``).
 
-Only this module changes what it holds; a session asks it for a slot when it connects
-(``admit``) and gives the slot back when it goes (``release``). No one here changes a
-session's fields: a session is told what it got, and is hung up through its own methods.
+A session asks it for a slot when it connects (``admit``) and gives the slot back when it goes
+(``release``); the server sets ``closing`` when it stops. Nothing here changes a session's
+fields: a session is told what it got, and is hung up through its own methods.
 """
 
 from __future__ import annotations

@@ -87,6 +87,13 @@ class Subscription:
         if self.close_when_synced:
             self.session.hang_up()
 
+    def end(self) -> None:
+        """The subscriber sent EOF: close now, or once the snapshot is out."""
+        if self.synced:
+            self.session.hang_up()
+        else:
+            self.close_when_synced = True
+
     def send(self, data: bytes) -> bool:
         """Send ``data`` after everything before it; False if the subscriber is over its
         allowance (the caller cuts it off)."""
