@@ -59,6 +59,7 @@ class Commands:
         self.journal = server.journal
         self.outbox = server.outbox
         self.state = server.state
+        self.accept = server.accept
         self.tls = tls
         self.line_limit = _limiter(limits.lines_per_address)
         self.report_limit = _limiter(limits.reports_per_client)
@@ -95,7 +96,7 @@ class Commands:
             raise ProtocolError(f"time more than {self.limits.max_future:g} s ahead")
         record = make_record(self.name, now, command)
         reply = record.line + b"\n"
-        if self.server.accept(record, None) and self.journal.fsync:
+        if self.accept(record, None) and self.journal.fsync:
             return self._after_commit(reply)  # wait for the group commit
         return reply
 

@@ -54,6 +54,7 @@ class HerdServer:
         self.state = ServerState(
             self.limits, self.outbox, neighbours, config.peers.handshake_timeout
         )
+        self._streams = self.state.subscribers.streams  # (read for every record)
         tls = server_context(config.tls) if config.tls is not None else None
         self.commands = Commands(self, tls)
         self._server: asyncio.Server | None = None
@@ -177,10 +178,9 @@ class HerdServer:
         if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
             self.journal.compact(r.wire() + b"\n" for r in self.store)
         self.peers.flood(record, wire, source)
-        subscribers = self.state.subscribers
-        if subscribers.streams:
+        if self._streams:
             # With the peer links: subscribers pass records on too (the gateway's map).
-            subscribers.queue(line, wire)
+            self.state.subscribers.queue(line, wire)
         return True
 
     def _expired(self, record: Record) -> bool:
