@@ -43,6 +43,7 @@ class ClientSession:
         self.commands = server.commands
         self.handlers = server.commands.handlers
         self.line_limit = server.commands.line_limit
+        self.max_invalid = server.limits.max_invalid_lines
         self.transport = LineTransport(server.limits.max_line_bytes)
         self.transport.attach(self)
         self.peer = self.host = "?"
@@ -157,7 +158,8 @@ class ClientSession:
         if isinstance(reply, bytes):
             if reply:
                 self.send(reply)
-            self._check_budget()
+            if self.invalid > self.max_invalid:  # _check_budget, inline: once per line
+                self._check_budget()
             return None
         return self._answer_later(line, reply)
 
