@@ -107,7 +107,3 @@ async def ask(transport: MemoryTransport, data: bytes) -> bytes:
     transport.protocol.data_received(data)
     await settle()
     return transport.take()
-
-
-async def close_server(server: HerdServer) -> None:
-    await server.close()
