@@ -1,0 +1,132 @@
+"""The herd's wire protocol, with no I/O: parse a line into a command, format replies,
+and order records.
+
+Every rule of ``shared/spec/herd-protocol.md`` that can be checked without a socket lives
+here. The server hands this module raw line bytes and gets back frozen command objects or a
+``ProtocolError``; it writes the bytes this module formats. Extensions (SUBSCRIBE, WHEREIS,
+STATUS and the peer handshake) are described in ``docs/protocol.md``.
+
+The package's modules: ``_fields`` (every field and its bound), ``_commands`` (the commands and
+records), ``_parse`` (``parse_line`` and its fast paths), ``_format`` (records, replies,
+STATUS) and ``_peer`` (the handshake and DIGESTS). Import from ``backend.protocol``.
+"""
+
+from __future__ import annotations
+
+from ._commands import (
+    At,
+    Bye,
+    Challenge,
+    Command,
+    Digests,
+    IAmAt,
+    Peer,
+    Ping,
+    Proof,
+    Record,
+    StartTls,
+    Status,
+    Subscribe,
+    Sync,
+    Synced,
+    Welcome,
+    WhatsAt,
+    WhereIs,
+)
+from ._fields import (
+    MAX_ATTRIBUTES_BYTES,
+    MAX_BOUND,
+    MAX_CLIENT_ID_BYTES,
+    MAX_LOCATION_BYTES,
+    MAX_NUMBER_BYTES,
+    MAX_POINT_LINE,
+    MAX_RADIUS_KM,
+    MAX_RECORD_LINE,
+    MAX_SERVER_ID_BYTES,
+    MAX_TIME_BYTES,
+    MAX_TIME_DIFF_BYTES,
+    MAX_TIME_S,
+    PEER_LINE_LIMIT,
+    ProtocolError,
+    check_attributes,
+    format_attributes,
+    format_time_diff,
+    key_to_ns,
+    parse_location,
+    time_to_ns,
+)
+from ._format import (
+    format_status,
+    invalid_reply,
+    make_record,
+    parse_status,
+)
+from ._parse import (
+    parse_fields,
+    parse_line,
+)
+from ._peer import (
+    KDF_MAXMEM,
+    KDF_N,
+    KDF_P,
+    KDF_R,
+    PEER_LABEL,
+    derive_peer_key,
+    format_digests,
+    peer_proof,
+)
+
+__all__ = [
+    "KDF_MAXMEM",
+    "KDF_N",
+    "KDF_P",
+    "KDF_R",
+    "MAX_ATTRIBUTES_BYTES",
+    "MAX_BOUND",
+    "MAX_CLIENT_ID_BYTES",
+    "MAX_LOCATION_BYTES",
+    "MAX_NUMBER_BYTES",
+    "MAX_POINT_LINE",
+    "MAX_RADIUS_KM",
+    "MAX_RECORD_LINE",
+    "MAX_SERVER_ID_BYTES",
+    "MAX_TIME_BYTES",
+    "MAX_TIME_DIFF_BYTES",
+    "MAX_TIME_S",
+    "PEER_LABEL",
+    "PEER_LINE_LIMIT",
+    "At",
+    "Bye",
+    "Challenge",
+    "Command",
+    "Digests",
+    "IAmAt",
+    "Peer",
+    "Ping",
+    "Proof",
+    "ProtocolError",
+    "Record",
+    "StartTls",
+    "Status",
+    "Subscribe",
+    "Sync",
+    "Synced",
+    "Welcome",
+    "WhatsAt",
+    "WhereIs",
+    "check_attributes",
+    "derive_peer_key",
+    "format_attributes",
+    "format_digests",
+    "format_status",
+    "format_time_diff",
+    "invalid_reply",
+    "key_to_ns",
+    "make_record",
+    "parse_fields",
+    "parse_line",
+    "parse_location",
+    "parse_status",
+    "peer_proof",
+    "time_to_ns",
+]
