@@ -59,6 +59,7 @@ from ._format import (
     format_status,
     invalid_reply,
     make_record,
+    parse_invalid_reply,
     parse_status,
 )
 from ._parse import (
@@ -124,6 +125,7 @@ __all__ = [
     "key_to_ns",
     "make_record",
     "parse_fields",
+    "parse_invalid_reply",
     "parse_line",
     "parse_location",
     "parse_status",

@@ -63,6 +63,14 @@ class IAmAt:
     time_key: tuple[int, str] | None = field(default=None, compare=False, repr=False)
     attributes: bytes = b""
 
+    def encode(self) -> bytes:
+        """The line a client sends: IAMAT, or REPORT when there are attributes (as
+        ``format_attributes`` writes them)."""
+        if not self.attributes:
+            return f"IAMAT {self.client_id} {self.location} {self.client_time}\n".encode()
+        head = f"REPORT {self.client_id} {self.location} {self.client_time} ".encode()
+        return head + self.attributes + b"\n"
+
 
 @dataclass(frozen=True, slots=True)
 class WhatsAt:

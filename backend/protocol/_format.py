@@ -35,6 +35,14 @@ def invalid_reply(line: bytes) -> bytes:
     return b"? " + line + b"\n"
 
 
+def parse_invalid_reply(reply: bytes) -> bytes | None:
+    """The line an ``invalid_reply`` refuses (without its newline), or None if ``reply`` is
+    not a refusal."""
+    if not reply.startswith(b"? "):
+        return None
+    return reply[2:].removesuffix(b"\n")
+
+
 def format_status(status: Mapping[str, object]) -> bytes:
     """The reply to STATUS: ``STATUS`` and the server's state as one line of compact JSON."""
     return b"STATUS " + orjson.dumps(status) + b"\n"
