@@ -164,7 +164,7 @@ async def _workloads(
     warm: asyncio.Task[None] | None = None
     try:
         t = time.monotonic()
-        ctx.herd.start()
+        ctx.herd.start(*ctx.herd.names)
         await ctx.herd.wait_ready()
         print(f"herd ready in {time.monotonic() - t:.1f} s", file=sys.stderr)
         if not ctx.herd.preload and "whatsat" in names:

@@ -139,7 +139,7 @@ class Herd:
 
     def __enter__(self) -> Herd:
         try:
-            self.start()
+            self.start(*self.names)
         except BaseException:
             self.stop()  # no server outlives a failed start
             raise
@@ -150,7 +150,7 @@ class Herd:
 
     async def __aenter__(self) -> Herd:
         try:
-            await self.start_async()
+            await self.start_async(*self.names)
         except BaseException:
             await self.stop_async()
             raise
@@ -168,7 +168,6 @@ class Herd:
         return [sys.executable, "-m", "backend", *args, "--config", str(self.config), "--quiet"]
 
     def _spawn(self, *names: str) -> tuple[str, ...]:
-        names = names or self.names
         for name in names:
             old = self.servers.get(name)
             if old is not None:
@@ -180,7 +179,7 @@ class Herd:
         return names
 
     def start(self, *names: str) -> None:
-        """Start ``names`` (default: every server); return once each listens as itself."""
+        """Start servers ``names``; return once each listens as itself."""
         for name in self._spawn(*names):
             poll(functools.partial(self._up, name), LISTEN_TIMEOUT, f"{name} to listen", HerdError)
             self._is(name, self.status(name))
@@ -211,6 +210,14 @@ class Herd:
         )
         gateway = self.gateway
         poll(lambda: self._gateway_up(gateway), LISTEN_TIMEOUT, "the gateway to listen", HerdError)
+
+    async def start_gateway_async(self) -> str:
+        """Start the gateway; return its base URL once it is subscribed to the herd."""
+        self.gateway = self.processes.start(
+            "gateway", self._argv("gateway"), cwd=self.cwd, env=self.env
+        )
+        await self.wait_gateway()
+        return f"http://127.0.0.1:{self.gateway_port}"
 
     def _gateway_up(self, proc: Proc) -> bool:
         if not proc.alive():
@@ -377,6 +384,10 @@ class Herd:
         async with aiohttp.ClientSession() as session:
 
             async def healthy() -> bool:
+                gateway = self.gateway
+                if gateway is not None and not gateway.alive():
+                    code, line = gateway.popen.returncode, gateway.last_line()
+                    raise HerdError(f"gateway exited with {code}: {line}")
                 try:
                     async with session.get(url) as response:
                         return response.status == 200

@@ -5,10 +5,11 @@ tests use them."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = ["ask", "converse", "free_ports", "listening", "listening_async", "poll", "poll_async"]
 
@@ -86,16 +87,36 @@ def poll(
         time.sleep(0.01)
 
 
+@overload
 async def poll_async(
     check: Callable[[], Awaitable[T]],
+    timeout: float = ...,
+    what: str = ...,
+    error: type[Exception] = ...,
+) -> T: ...
+
+
+@overload
+async def poll_async(
+    check: Callable[[], T],
+    timeout: float = ...,
+    what: str = ...,
+    error: type[Exception] = ...,
+) -> T: ...
+
+
+async def poll_async(
+    check: Callable[[], Any],
     timeout: float = 10.0,
     what: str = "condition",
     error: type[Exception] = AssertionError,
-) -> T:
-    """``poll`` in an event loop, for a coroutine function ``check``."""
+) -> Any:
+    """``poll`` in an event loop; ``check`` may be a plain or a coroutine function."""
     deadline = time.monotonic() + timeout
     while True:
-        result = await check()
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if time.monotonic() > deadline:

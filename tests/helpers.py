@@ -13,7 +13,7 @@ from backend.protocol import IAmAt
 
 # The benchmark launches herds the same way: one launcher, bench.herd.Herd.
 from bench.herd import NAMES, SECRET, Herd, HerdError
-from bench.net import ask, converse, free_ports, listening, poll, poll_async
+from bench.net import ask, converse, free_ports, listening, listening_async, poll, poll_async
 
 __all__ = [
     "NAMES",
@@ -27,6 +27,7 @@ __all__ = [
     "healthy",
     "iamat",
     "listening",
+    "listening_async",
     "poll",
     "poll_async",
     "until_synced",

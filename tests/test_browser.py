@@ -17,7 +17,7 @@ import pytest
 from helpers import REPO, Herd, ask, iamat, poll
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

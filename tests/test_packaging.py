@@ -7,7 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from helpers import REPO
+
+pytestmark = pytest.mark.slow
 
 
 def test_the_wheel_carries_templates_static_files_and_the_command(tmp_path: Path) -> None:

@@ -91,9 +91,7 @@ def test_iamat_and_report_read_back(
 
 @pytest.mark.parametrize("line", [b"IAMAT x", b"WHATSAT ? 1 1\r\n", b"", b"\xff\xfe\n"])
 def test_a_refusal_reads_back_as_the_line_it_refuses(line: bytes) -> None:
-    assert parse_invalid_reply(invalid_reply(line)) == line.removesuffix(b"\n").removesuffix(
-        b"\r"
-    )
+    assert parse_invalid_reply(invalid_reply(line)) == line.removesuffix(b"\n").removesuffix(b"\r")
     assert parse_invalid_reply(b"AT Riley +0.1 kiwi +1+1 1\n") is None
 
 

@@ -103,7 +103,7 @@ async def _memory(ctx: Context, result: WorkloadResult, herd_growth: dict[str, f
     """
     n = ctx.sizes.memory_clients
     solo = Herd.for_bench(ctx.root / "solo", ctx.procs, preload=False, names=(SOLO,), links=())
-    solo.start()
+    solo.start(SOLO)
     proc = solo.servers[SOLO]
     try:
         ctx.on_server_cpu(proc.pid)
