@@ -247,11 +247,16 @@ class Herd:
         await poll_async(exited, 10, f"{name} to exit")
         return proc.returncode
 
+    def stop_gateway(self) -> None:
+        if self.gateway is not None:
+            self.processes.forget(self.gateway, signal.SIGKILL)
+            self.gateway = None
+
     def stop(self) -> None:
         """Kill every server (and the gateway) this herd started, and wait for each."""
-        for proc in [*self.servers.values(), *([self.gateway] if self.gateway else [])]:
+        for proc in self.servers.values():
             self.processes.forget(proc, signal.SIGKILL)
-        self.gateway = None
+        self.stop_gateway()
 
     async def stop_async(self) -> None:
         procs = [*self.servers.values(), *([self.gateway] if self.gateway else [])]
