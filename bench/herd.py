@@ -233,19 +233,22 @@ class Herd:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to server ``name`` and return its exit code."""
-        proc = self.servers[name].popen
-        proc.send_signal(sig)
-        return proc.wait(timeout=10)
+        proc = self.servers[name]
+        proc.popen.send_signal(sig)
+        code = proc.popen.wait(timeout=10)
+        proc.stop(signal.SIGKILL)  # what is left of its group: now, while its id is not reused
+        return code
 
     async def kill_async(self, name: str, sig: int = signal.SIGKILL) -> int:
-        proc = self.servers[name].popen
-        proc.send_signal(sig)
+        proc = self.servers[name]
+        proc.popen.send_signal(sig)
 
         async def exited() -> bool:
-            return proc.poll() is not None
+            return proc.popen.poll() is not None
 
         await poll_async(exited, 10, f"{name} to exit")
-        return proc.returncode
+        proc.stop(signal.SIGKILL)
+        return proc.popen.returncode
 
     def stop_gateway(self) -> None:
         if self.gateway is not None:

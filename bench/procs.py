@@ -132,6 +132,7 @@ class Proc:
                 process_group=0,
             )
         self.started = time.monotonic()
+        self._stopped = False
 
     @property
     def pid(self) -> int:
@@ -175,7 +176,11 @@ class Proc:
         return lines[-1] if lines else "(no output)"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
-        """Send ``sig`` to the process group, then SIGKILL it if it is still there."""
+        """Send ``sig`` to the process group, then SIGKILL it if it is still there. Once only:
+        after that the group's id may be any new process's."""
+        if self._stopped:
+            return self.popen.returncode
+        self._stopped = True
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)

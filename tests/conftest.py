@@ -5,8 +5,9 @@
 - ``herd``: a module's herd of five real servers (a module may set ``HERD_GATEWAY`` to extra
   ``[gateway]`` lines), and ``client``: the gateway app for it under aiohttp's test client.
 - ``many_files``: a higher limit on open files for one test, restored after it.
-- System tests of many seconds (chaos, network namespaces, browsers, the benchmark, packaging)
-  are marked ``slow``: they run by default and in ``.ci/run``; ``-m "not slow"`` skips them.
+- System tests of many seconds (chaos, network namespaces, browsers, the benchmark, packaging,
+  the API contract) are marked ``slow``: they run by default and in ``.ci/run``; ``-m "not slow"``
+  skips them.
 """
 
 from __future__ import annotations
