@@ -66,11 +66,13 @@ def test_each_command_reads_back_as_itself(command: Command) -> None:
 
 
 @given(
-    client=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1),
+    client=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64),
     lat=st.integers(-89_999_999, 89_999_999),
     lng=st.integers(-179_999_999, 179_999_999),
     seconds=st.integers(0, 2**33),
-    attributes=st.dictionaries(st.sampled_from(["acc", "batt", "name"]), st.integers()),
+    attributes=st.dictionaries(
+        st.sampled_from(["acc", "batt", "name"]), st.integers(-(10**6), 10**6)
+    ),
 )
 def test_iamat_and_report_read_back(
     client: str, lat: int, lng: int, seconds: int, attributes: dict[str, object]
