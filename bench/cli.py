@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace, names: list[str], root: Path, procs: Procs) -
         file=sys.stderr,
     )
     # --quick measures nothing that matters: it spares five servers loading places at once.
-    herd = Herd(root, procs, preload=not args.quick)
+    herd = Herd.for_bench(root, procs, preload=not args.quick)
     ctx = Context(sizes, root, procs, herd, server_cpus, load_cpus, set(cpus))
     ctx.pin_harness()
     results = _run_loop(_workloads(ctx, names, WORKLOADS))
@@ -164,7 +164,7 @@ async def _workloads(
     warm: asyncio.Task[None] | None = None
     try:
         t = time.monotonic()
-        ctx.herd.start()
+        ctx.herd.start(*ctx.herd.names)
         await ctx.herd.wait_ready()
         print(f"herd ready in {time.monotonic() - t:.1f} s", file=sys.stderr)
         if not ctx.herd.preload and "whatsat" in names:

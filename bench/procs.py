@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -106,9 +106,16 @@ class Proc:
     """One child process, leader of its own process group, with its output in a file."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], log: Path, cwd: Path | None = None, pipe: bool = False
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        cwd: Path | None = None,
+        pipe: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """``pipe``: read stdout (a baseline prints its port there); else it goes to ``log``."""
+        """``pipe``: read stdout (a baseline prints its port there); else it goes to ``log``.
+        ``env``: the environment (default: this process's)."""
         self.name = name
         self.argv = list(argv)
         self.log = log
@@ -119,11 +126,13 @@ class Proc:
                 stdout=subprocess.PIPE if pipe else out,
                 stderr=out,
                 cwd=cwd,
+                env=env,
                 # Its own group, so killing the group also kills anything it started (node's
                 # helpers, a server's children) and Ctrl-C at the terminal reaches only us.
                 process_group=0,
             )
         self.started = time.monotonic()
+        self._stopped = False
 
     @property
     def pid(self) -> int:
@@ -167,7 +176,11 @@ class Proc:
         return lines[-1] if lines else "(no output)"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
-        """Send ``sig`` to the process group, then SIGKILL it if it is still there."""
+        """Send ``sig`` to the process group, then SIGKILL it if it is still there. Once only:
+        after that the group's id may be any new process's."""
+        if self._stopped:
+            return self.popen.returncode
+        self._stopped = True
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
@@ -191,16 +204,22 @@ class Procs:
         self._procs: list[Proc] = []
 
     def start(
-        self, name: str, argv: Sequence[str], cwd: Path | None = None, pipe: bool = False
+        self,
+        name: str,
+        argv: Sequence[str],
+        cwd: Path | None = None,
+        pipe: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> Proc:
-        proc = Proc(name, argv, self.logs / f"{name}.stderr", cwd, pipe)
+        proc = Proc(name, argv, self.logs / f"{name}.stderr", cwd, pipe, env)
         self._procs.append(proc)
         return proc
 
-    def forget(self, proc: Proc) -> None:
-        """Stop ``proc`` now (it is not needed any more)."""
-        proc.stop()
-        self._procs.remove(proc)
+    def forget(self, proc: Proc, sig: int = signal.SIGTERM) -> None:
+        """Stop ``proc`` now with ``sig`` (it is not needed any more)."""
+        proc.stop(sig)
+        if proc in self._procs:
+            self._procs.remove(proc)
 
     def close(self) -> None:
         for proc in reversed(self._procs):

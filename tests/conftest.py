@@ -4,11 +4,16 @@
   command line (``pytest --seed N``), so that any failure replays.
 - ``herd``: a module's herd of five real servers (a module may set ``HERD_GATEWAY`` to extra
   ``[gateway]`` lines), and ``client``: the gateway app for it under aiohttp's test client.
+- ``many_files``: a higher limit on open files for one test, restored after it.
+- System tests of many seconds (chaos, network namespaces, browsers, the benchmark, packaging,
+  the API contract) are marked ``slow``: they run by default and in ``.ci/run``; ``-m "not slow"``
+  skips them.
 """
 
 from __future__ import annotations
 
 import random
+import resource
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -58,6 +63,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             ("randomness", f"replay with: pytest '{item.nodeid}' --seed {item.config.stash[SEED]}")
         )
     return report
+
+
+@pytest.fixture
+def many_files() -> Iterator[None]:
+    """RLIMIT_NOFILE raised to 8,192 (or the hard limit) for the test: thousands of sockets,
+    at both ends. The limit is the whole process's, so it is put back after the test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.fixture(scope="module")

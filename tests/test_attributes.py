@@ -13,7 +13,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from helpers import Herd
-from test_browser import gateway
 
 from backend.protocol import format_attributes
 
@@ -125,15 +124,16 @@ def test_attributes_that_are_not_a_json_object_are_refused(tmp_path: Path) -> No
 
 
 async def test_the_gateway_shows_attributes_and_pushes_events(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Solo",), links=()) as herd, gateway(herd) as base:
+    async with Herd(tmp_path, names=("Solo",), links=()) as herd:
+        base = await herd.start_gateway_async()
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{base}/api/v1/ws") as ws:
                 first = await ws.receive_json(timeout=10)
                 assert first["type"] == "snapshot"
                 stamp = time.time()
-                herd.ask("Solo", report("phone", stamp))
+                await herd.ask_async("Solo", report("phone", stamp))
                 transition = {"transition": {"event": "enter", "region": "Home Office"}}
-                herd.ask("Solo", report("phone", stamp + 1, transition))
+                await herd.ask_async("Solo", report("phone", stamp + 1, transition))
                 messages = []  # updates (two, or one if coalesced), and an event for each
                 while sum(m["type"] == "event" for m in messages) < 2:
                     messages.append(await ws.receive_json(timeout=10))
@@ -171,7 +171,8 @@ def test_a_data_directory_of_the_previous_version_loads_unchanged(tmp_path: Path
 
 
 async def test_the_rest_api_and_the_websocket_take_attributes(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Solo",), links=()) as herd, gateway(herd) as base:
+    async with Herd(tmp_path, names=("Solo",), links=()) as herd:
+        base = await herd.start_gateway_async()
         async with aiohttp.ClientSession() as session:
             body = {"client_id": "api", "lat": 34.07, "lon": -118.44, "attributes": ATTRIBUTES}
             async with session.post(f"{base}/api/v1/locations", json=body) as response:

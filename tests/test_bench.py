@@ -38,6 +38,7 @@ def _running_in(directory: Path) -> list[str]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness needs /proc")
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     out = tmp_path / "results.json"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,10 +12,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import REPO, Herd, ask, iamat, poll
+from helpers import Herd, ask, iamat, poll
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -52,25 +50,13 @@ def healthy(base: str) -> bool:
 @contextmanager
 def gateway(herd: Herd) -> Iterator[str]:
     """The gateway for ``herd`` as a process; yields its base URL once /healthz says ok."""
-    command = [sys.executable, "-m", "backend", "gateway", "--config", str(herd.config)]
-    with open(herd.root / "gateway.stderr", "wb") as err:
-        proc = subprocess.Popen(
-            [*command, "--quiet"], stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=REPO
-        )
+    herd.start_gateway()
     base = f"http://127.0.0.1:{herd.gateway_port}"
     try:
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                stderr = (herd.root / "gateway.stderr").read_text(errors="replace")
-                raise AssertionError(f"gateway exited with {proc.returncode}: {stderr}")
-            return healthy(base)
-
-        poll(up, 15, "the gateway to be healthy")
+        poll(lambda: healthy(base), 15, "the gateway to be healthy")
         yield base
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
+        herd.stop_gateway()
 
 
 def post_location(base: str, client_id: str, lat: float, lon: float) -> None:

@@ -21,7 +21,7 @@ from backend.protocol import (
     format_attributes,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 def extreme_reports() -> dict[str, bytes]:

@@ -19,7 +19,7 @@ from helpers import NAMES, Herd
 
 from backend.config import DEFAULT_LINKS
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 CLIENTS = 40
 CHAOS_SECONDS = 12.0
@@ -87,13 +87,13 @@ class Client:
     unsure: set[int] = field(default_factory=set)  # sent, connection lost before the reply
 
 
-async def report(herd: Herd, client: Client, alive: list[str], stats: dict[str, int]) -> None:
+async def report(
+    herd: Herd, rng: random.Random, client: Client, alive: list[str], stats: dict[str, int]
+) -> None:
     stamp = client.next_time
     client.next_time += 1
-    line = (
-        f"IAMAT {client.name} +{random.uniform(0, 80):.6f}-{random.uniform(0, 170):.6f} {stamp}\n"
-    )
-    server = random.choice(alive)
+    line = f"IAMAT {client.name} +{rng.uniform(0, 80):.6f}-{rng.uniform(0, 170):.6f} {stamp}\n"
+    server = rng.choice(alive)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", herd.ports[server])
     except OSError:
@@ -182,7 +182,6 @@ def problems(client: Client, held: bytes | None) -> str | None:
 async def test_chaos_converges_to_the_newest_acknowledged_records(
     tmp_path: Path, rng: random.Random
 ) -> None:
-    random.seed(rng.random())  # the clients' locations and servers
     # The relays listen first, so the ports the herd then picks can never be one of theirs.
     dialers = [(min(a, b), max(a, b)) for a, b in DEFAULT_LINKS]
     proxies = {pair: LinkProxy() for pair in dialers}
@@ -195,16 +194,16 @@ async def test_chaos_converges_to_the_newest_acknowledged_records(
     events: list[str] = []
     stats = {"acked": 0, "unsure": 0, "refused": 0, "hostile": 0}
     clients = [Client(f"chaos-{i}") for i in range(CLIENTS)]
-    await asyncio.to_thread(herd.__enter__)
     try:
-        await asyncio.to_thread(herd.wait_links)
+        await herd.start_async(*NAMES)
+        await herd.wait_links_async()
         down: set[str] = set()
         cut: set[tuple[str, str]] = set()
 
         async def traffic(stop: asyncio.Event) -> None:
             while not stop.is_set():
                 alive = [n for n in NAMES if n not in down]
-                await asyncio.gather(*(report(herd, c, alive, stats) for c in clients))
+                await asyncio.gather(*(report(herd, rng, c, alive, stats) for c in clients))
 
         stop = asyncio.Event()
         sender = asyncio.create_task(traffic(stop))
@@ -218,11 +217,11 @@ async def test_chaos_converges_to_the_newest_acknowledged_records(
             if action == "kill" and len(down) < MAX_DOWN:
                 name = rng.choice([n for n in NAMES if n not in down])
                 down.add(name)
-                await asyncio.to_thread(herd.kill, name)
+                await herd.kill_async(name)
                 events.append(f"kill -9 {name}")
             elif action == "restart" and down:
                 name = rng.choice(sorted(down))
-                await asyncio.to_thread(herd.start, name)
+                await herd.start_async(name)
                 down.discard(name)
                 events.append(f"restart {name}")
             elif action == "cut":
@@ -244,7 +243,7 @@ async def test_chaos_converges_to_the_newest_acknowledged_records(
         # Heal everything, then one convergence wait.
         for pair in cut:
             proxies[pair].heal()
-        await asyncio.to_thread(herd.start, *sorted(down))
+        await herd.start_async(*sorted(down))
         started = time.monotonic()
         wrong: list[str] = []
         while True:
@@ -280,4 +279,4 @@ async def test_chaos_converges_to_the_newest_acknowledged_records(
         for proxy in proxies.values():
             await proxy.close()
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(herd.stop)
+            await herd.stop_async()

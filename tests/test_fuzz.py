@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 import re
-import resource
 import time
 from pathlib import Path
 
@@ -350,14 +349,12 @@ async def garbage(port: int, rng: random.Random, replies: list[bytes]) -> None:
 
 
 async def test_a_live_server_survives_hostile_input_and_keeps_serving(
-    tmp_path: Path, rng: random.Random
+    tmp_path: Path, rng: random.Random, many_files: None
 ) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     herd = Herd(tmp_path, names=("Solo",), links=(), extra="[limits]\nmax_connections = 3000\n")
-    await asyncio.to_thread(herd.__enter__)
     idle: list[asyncio.StreamWriter] = []
     try:
+        await herd.start_async("Solo")
         port = herd.ports["Solo"]
         for _ in range(IDLE_CONNECTIONS):
             idle.append((await asyncio.open_connection("127.0.0.1", port))[1])
@@ -378,4 +375,4 @@ async def test_a_live_server_survives_hostile_input_and_keeps_serving(
     finally:
         for writer in idle:
             writer.close()
-        await asyncio.to_thread(herd.stop)
+        await herd.stop_async()

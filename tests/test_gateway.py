@@ -40,7 +40,7 @@ async def test_report_then_read_it_back_and_find_places(
     assert record["client_id"] == "rest-1" and record["client_time"] == "1700000000.5"
     assert record["server"] in NAMES and record["at"].startswith(f"AT {record['server']} ")
     # The herd holds exactly the AT line the API returned.
-    herd.wait_record("Campbell", "rest-1", record["at"].encode() + b"\n")
+    await herd.wait_record_async("Campbell", "rest-1", record["at"].encode() + b"\n")
     got = await client.get("/api/v1/clients/rest-1")
     assert got.status == 200 and (await got.json())["record"] == record
     nearby = await client.get(
@@ -161,9 +161,9 @@ async def test_no_herd_server_answering_is_503(tmp_path: Path, aiohttp_client: A
 async def test_requests_fail_over_when_a_server_is_down(
     tmp_path: Path, aiohttp_client: Any
 ) -> None:
-    with Herd(tmp_path, gateway='servers = ["Riley", "Bernard"]') as herd:
-        herd.wait_links()
-        herd.kill("Riley")
+    async with Herd(tmp_path, gateway='servers = ["Riley", "Bernard"]') as herd:
+        await herd.wait_links_async()
+        await herd.kill_async("Riley")
         client = await aiohttp_client(create_app(load_config(herd.config, env={})))
         for i in range(3):
             record = (await post(client, {"client_id": f"fo-{i}", "lat": 1, "lon": 1}))["record"]
@@ -295,7 +295,7 @@ async def test_websocket_snapshot_then_updates_from_http_and_tcp(
         assert (await receive(ws, "update"))["record"]["client_id"] == "via-http"
         # A plain TCP client's IAMAT at any server shows up too.
         for name in NAMES:
-            reply = herd.ask(name, iamat(f"via-tcp-{name}"))
+            reply = await herd.ask_async(name, iamat(f"via-tcp-{name}"))
             update = await receive(ws, "update")
             assert update["record"]["at"] + "\n" == reply.decode()
 
@@ -407,7 +407,7 @@ async def subscribed_gateway(herd: Herd, aiohttp_client: Any) -> tuple[TestClien
     """A gateway app for ``herd`` once its feed is synced, and the server it subscribed to."""
     from gateway.keys import FEED
 
-    herd.wait_links()
+    await herd.wait_links_async()
     client = await aiohttp_client(create_app(load_config(herd.config, env={})))
     await until_synced(client)
     victim = client.app[FEED].subscribed_to
@@ -421,19 +421,17 @@ async def test_subscription_loses_nothing_when_its_server_is_killed(
     """Kill the server the gateway is subscribed to while updates flow: all of them arrive."""
     from gateway.keys import FEED
 
-    with Herd(tmp_path) as herd:
+    async with Herd(tmp_path) as herd:
         client, victim = await subscribed_gateway(herd, aiohttp_client)
         others = [n for n in NAMES if n != victim]
         expected: dict[str, str] = {}
         async with client.ws_connect("/api/v1/ws") as ws:
             await receive(ws, "snapshot")
             for i in range(40):
-                reply = await asyncio.to_thread(
-                    herd.ask, others[i % len(others)], iamat(f"stream-{i}")
-                )
+                reply = await herd.ask_async(others[i % len(others)], iamat(f"stream-{i}"))
                 expected[f"stream-{i}"] = reply.decode().rstrip("\n")
                 if i == 15:
-                    herd.kill(victim)
+                    await herd.kill_async(victim)
             got: dict[str, str] = {}
             while set(got) != set(expected):
                 update = await receive(ws, "update", timeout=15)
@@ -451,14 +449,14 @@ async def test_a_frozen_subscription_server_is_left_after_three_silent_heartbeat
 
     from gateway.keys import FEED
 
-    with Herd(tmp_path) as herd:
+    async with Herd(tmp_path) as herd:
         client, victim = await subscribed_gateway(herd, aiohttp_client)
         herd.procs[victim].send_signal(signal.SIGSTOP)
         try:
             other = next(n for n in NAMES if n != victim and n not in herd.neighbours(victim))
             async with client.ws_connect("/api/v1/ws") as ws:
                 await receive(ws, "snapshot")
-                reply = await asyncio.to_thread(herd.ask, other, iamat("after-freeze"))
+                reply = await herd.ask_async(other, iamat("after-freeze"))
                 update = await receive(ws, "update", timeout=20)  # heartbeat 1 s: ~3 s + retry
                 assert update["record"]["at"] + "\n" == reply.decode()
             # Following another server now (allowing for a resubscription in between).

@@ -457,8 +457,8 @@ async def test_a_subscription_line_past_int_limits_is_skipped(aiohttp_client: An
 
 
 async def test_a_herd_refusal_is_429_with_retry_after(tmp_path: Path, aiohttp_client: Any) -> None:
-    with Herd(tmp_path, extra="[limits]\nreports_per_client = 1") as herd:
-        herd.wait_links()
+    async with Herd(tmp_path, extra="[limits]\nreports_per_client = 1") as herd:
+        await herd.wait_links_async()
         client = await aiohttp_client(create_app(load_config(herd.config, env={})))
         body = {"client_id": "budget", "lat": 1, "lon": 1}
         statuses = []

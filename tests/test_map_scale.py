@@ -18,7 +18,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, entry, gateway, marker_of
 
 from backend.protocol import format_attributes
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 CLIENTS = 10_000
 BATCH = 1_000  # reports per POST

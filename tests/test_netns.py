@@ -21,7 +21,7 @@ from backend.config import DEFAULT_LINKS
 # A herd secret as strong as the config demands (32+ printable characters).
 SECRET = "herd-netns-secret-0123456789-abcdefghij"
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 PORT = 12000
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import Herd, healthy, iamat, poll
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_api_matches_its_openapi_document(tmp_path: Path) -> None:

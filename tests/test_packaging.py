@@ -7,7 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from helpers import REPO
+
+pytestmark = pytest.mark.slow
 
 
 def test_the_wheel_carries_templates_static_files_and_the_command(tmp_path: Path) -> None:
@@ -42,7 +45,8 @@ def test_the_wheel_carries_templates_static_files_and_the_command(tmp_path: Path
         "gateway/static/vendor/leaflet.markercluster/LICENSE",
         "gateway/static/vendor/world-atlas/countries-110m.json",
         "gateway/static/icons/locality.svg",
-        "backend/protocol.py",
+        "backend/protocol/__init__.py",
+        "backend/protocol/_parse.py",
         "backend/py.typed",
         "bench/cli.py",
         "bench/baselines/echo.js",

@@ -32,17 +32,10 @@ def google_herd(root: Path, google: FakeGoogle, key: str) -> Herd:
 
 
 async def test_whatsat_asks_google_in_metres_and_cuts_to_the_bound(tmp_path: Path) -> None:
-    async with fake_google() as google:
-        herd = google_herd(tmp_path, google, "test-key-123")
-        await asyncio.to_thread(herd.__enter__)
-        try:
-            await asyncio.to_thread(herd.wait_links)
-            at = await asyncio.to_thread(herd.ask, "Riley", KIWI)
-            reply = await asyncio.to_thread(
-                herd.ask, "Jaquez", b"WHATSAT kiwi.cs.ucla.edu 10.5 3\n"
-            )
-        finally:
-            await asyncio.to_thread(herd.stop)
+    async with fake_google() as google, google_herd(tmp_path, google, "test-key-123") as herd:
+        await herd.wait_links_async()
+        at = await herd.ask_async("Riley", KIWI)
+        reply = await herd.ask_async("Jaquez", b"WHATSAT kiwi.cs.ucla.edu 10.5 3\n")
     line, places = split_reply(reply)
     assert line == at
     assert places["status"] == "OK"
@@ -67,18 +60,13 @@ async def test_whatsat_asks_google_in_metres_and_cuts_to_the_bound(tmp_path: Pat
 async def test_google_failures_still_answer_with_the_at_line(
     tmp_path: Path, key: str, status: str
 ) -> None:
-    async with fake_google() as google:
-        herd = google_herd(tmp_path, google, key)
-        await asyncio.to_thread(herd.__enter__)
-        try:
-            at = await asyncio.to_thread(herd.ask, "Riley", KIWI)
-            started = time.monotonic()
-            reply = await asyncio.to_thread(herd.ask, "Riley", b"WHATSAT kiwi.cs.ucla.edu 10 5\n")
-            took = time.monotonic() - started
-            # The server is still serving after the failure.
-            again = await asyncio.to_thread(herd.ask, "Riley", iamat("next"))
-        finally:
-            await asyncio.to_thread(herd.stop)
+    async with fake_google() as google, google_herd(tmp_path, google, key) as herd:
+        at = await herd.ask_async("Riley", KIWI)
+        started = time.monotonic()
+        reply = await herd.ask_async("Riley", b"WHATSAT kiwi.cs.ucla.edu 10 5\n")
+        took = time.monotonic() - started
+        # The server is still serving after the failure.
+        again = await herd.ask_async("Riley", iamat("next"))
     line, places = split_reply(reply)
     assert line == at
     assert places["status"] == status and places["results"] == []
@@ -110,29 +98,27 @@ def test_embedded_default_gazetteer_answers_kiwi_with_real_places(tmp_path: Path
 
 async def test_sigterm_lets_a_reply_in_flight_finish(tmp_path: Path) -> None:
     import signal
-    import socket
 
-    from helpers import listening, poll
+    from helpers import listening_async, poll_async
 
-    async with fake_google() as google:
-        herd = google_herd(tmp_path, google, "slow")  # Google never answers; timeout is 1 s
-        await asyncio.to_thread(herd.__enter__)
-        try:
-            at = await asyncio.to_thread(herd.ask, "Riley", KIWI)
-            sock = socket.create_connection(("127.0.0.1", herd.ports["Riley"]), timeout=10)
-            sock.sendall(b"WHATSAT kiwi.cs.ucla.edu 10 5\n")
-            await asyncio.to_thread(poll, lambda: len(google.requests) == 1, 5, "the lookup")
-            herd.procs["Riley"].send_signal(signal.SIGTERM)
-            await asyncio.to_thread(
-                poll, lambda: not listening(herd.ports["Riley"]), 5, "no accept"
-            )
-            reply = b""
-            while chunk := await asyncio.to_thread(sock.recv, 65536):
-                reply += chunk
-            sock.close()
-            code = await asyncio.to_thread(herd.procs["Riley"].wait, 10)
-        finally:
-            await asyncio.to_thread(herd.stop)
+    # Google never answers; its timeout is 1 s.
+    async with fake_google() as google, google_herd(tmp_path, google, "slow") as herd:
+        at = await herd.ask_async("Riley", KIWI)
+        port = herd.ports["Riley"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"WHATSAT kiwi.cs.ucla.edu 10 5\n")
+        await poll_async(lambda: len(google.requests) == 1, 5, "the lookup")
+        riley = herd.procs["Riley"]
+        riley.send_signal(signal.SIGTERM)
+
+        async def closed() -> bool:
+            return not await listening_async(port)
+
+        await poll_async(closed, 5, "no accept")
+        reply = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        await poll_async(lambda: riley.poll() is not None, 10, "Riley to exit")
+        code = riley.returncode
     line, places = split_reply(reply)
     assert line == at and places["status"] == "UNKNOWN_ERROR"
     assert code == 0

@@ -14,8 +14,9 @@ import os
 import time
 
 from ..context import Context, summarise
-from ..herd import Herd, listening
+from ..herd import Herd
 from ..load import send_all, time_text
+from ..net import listening
 from ..procs import rss_bytes
 from ..results import Figure, WorkloadResult
 
@@ -101,8 +102,8 @@ async def _memory(ctx: Context, result: WorkloadResult, herd_growth: dict[str, f
     fresh process grows by what the records cost, plus only its own log queue's transient.
     """
     n = ctx.sizes.memory_clients
-    solo = Herd(ctx.root / "solo", ctx.procs, preload=False, names=(SOLO,), links=())
-    solo.start()
+    solo = Herd.for_bench(ctx.root / "solo", ctx.procs, preload=False, names=(SOLO,), links=())
+    solo.start(SOLO)
     proc = solo.servers[SOLO]
     try:
         ctx.on_server_cpu(proc.pid)
@@ -117,7 +118,7 @@ async def _memory(ctx: Context, result: WorkloadResult, herd_growth: dict[str, f
         lines = [f"IAMAT mem{i} {LOCATION} {time_text(base + i)}\n".encode() for i in range(n)]
         await send_all(port, lines, DEPTH, CONVERGE_LIMIT)
         await asyncio.sleep(SETTLE)
-        held = int((await solo.status(SOLO))["records"])
+        held = int((await solo.status_async(SOLO))["records"])
         rss1 = rss_bytes(proc.pid)
     finally:
         ctx.procs.forget(proc)
@@ -138,7 +139,7 @@ async def _memory(ctx: Context, result: WorkloadResult, herd_growth: dict[str, f
 
 
 async def _records(ctx: Context) -> dict[str, int]:
-    return {name: int((await ctx.herd.status(name))["records"]) for name in ctx.herd.servers}
+    return {name: int((await ctx.herd.status_async(name))["records"]) for name in ctx.herd.servers}
 
 
 def _short(counts: dict[str, int], expected: dict[str, int]) -> str:
@@ -167,7 +168,7 @@ async def _restart(ctx: Context, result: WorkloadResult, total: int) -> None:
     ctx.unpin(proc.pid)
     held = 0
     while time.monotonic() - t0 < limit:
-        held = int((await herd.status(RESTARTED))["records"])
+        held = int((await herd.status_async(RESTARTED))["records"])
         if held >= total:
             break
         await asyncio.sleep(0.05)

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..baselines import python_baseline, start_baseline
 from ..context import Context, interleave, summarise
-from ..herd import NAMES, python_baseline, start_baseline
+from ..herd import NAMES
 from ..load import Sink, Subscriber, Tracker, iamat_lines, send_open_loop
 from ..procs import Proc
 from ..results import Missing, Target, WorkloadResult, percentile

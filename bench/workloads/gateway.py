@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..baselines import python_baseline, start_baseline
 from ..context import Context, interleave, summarise
-from ..herd import python_baseline, start_baseline
 from ..procs import cpu_seconds
 from ..results import Missing, Target, WorkloadResult, percentile
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from backend.protocol import format_attributes
 
+from ..baselines import node_baseline, python_baseline, start_baseline
 from ..context import Context, interleave, summarise
-from ..herd import node_baseline, python_baseline, start_baseline
 from ..load import ClosedLoopRound, iamat_lines, run_closed_loop
 from ..procs import Proc, get_nice, set_nice
 from ..results import Missing, Target, WorkloadResult, percentile

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 
+from ..baselines import python_baseline, start_baseline
 from ..context import Context, interleave, summarise
-from ..herd import PLACES_TIMEOUT, python_baseline, start_baseline
+from ..herd import PLACES_TIMEOUT
 from ..load import ClosedLoopRound, ask, run_closed_loop, send_all, time_text
 from ..results import Missing, Target, WorkloadResult, percentile
 
