@@ -301,8 +301,8 @@ class ClientSession:
     async def start_tls(self, context: ssl.SSLContext) -> bytes:
         """Answer STARTTLS and upgrade the connection; on failure, hang up."""
         self.outbox.flush()
-        self.outbox.log(self.tag_out, b"STARTTLS\n")
-        self.transport.write(b"STARTTLS\n")
+        self.outbox.log(self.tag_out, StartTls().encode())
+        self.transport.write(StartTls().encode())
         try:
             upgraded = await self.transport.start_tls(context, server_side=True)
         except (ssl.SSLError, ConnectionError, TimeoutError) as exc:

@@ -24,6 +24,7 @@ from backend.protocol import (
     Status,
     WhatsAt,
     WhereIs,
+    parse_invalid_reply,
     parse_line,
     parse_status,
 )
@@ -106,8 +107,9 @@ class HerdClient:
             if i and server.name in self._failed_at:
                 log.info("now using herd server %s", server.name)
             self._failed_at.pop(server.name, None)
-            if reply.startswith(b"? "):
-                raise HerdRefused(reply[2:].decode(errors="replace").rstrip("\n"))
+            refused = parse_invalid_reply(reply)
+            if refused is not None:
+                raise HerdRefused(refused.decode(errors="replace"))
             return reply
         raise HerdUnavailable("no herd server answered")
 

@@ -11,7 +11,16 @@ import secrets
 import ssl
 
 from ..outbox import Outbox, TrafficLog
-from ..protocol import Challenge, Command, Peer, Proof, Welcome, parse_line, peer_proof
+from ..protocol import (
+    Challenge,
+    Command,
+    Peer,
+    Proof,
+    StartTls,
+    Welcome,
+    parse_line,
+    peer_proof,
+)
 from ..transport import LineTransport
 
 __all__ = ["Handshake", "HandshakeError"]
@@ -82,8 +91,8 @@ class Handshake:
     async def _start_tls(
         self, conn: LineTransport, context: ssl.SSLContext, deadline: float
     ) -> None:
-        self.say(conn, b"STARTTLS\n")
-        if await self.hear(conn, "STARTTLS", deadline) != b"STARTTLS\n":
+        self.say(conn, StartTls().encode())
+        if await self.hear(conn, "STARTTLS", deadline) != StartTls().encode():
             raise HandshakeError(f"{self.name} did not agree to STARTTLS")
         if conn.buffered:
             raise HandshakeError(f"{self.name} sent data in the clear after STARTTLS")

@@ -304,7 +304,8 @@ class PeerLink:
             if self.overflowed:
                 # Records were dropped from the queue: a digest exchange finds and repairs them.
                 self.overflowed = False
-                self._say(conn, b"SYNC\n")  # the peer answers with DIGESTS; we send what differs
+                # The peer answers with DIGESTS; we send what differs.
+                self._say(conn, Sync().encode())
 
     async def _heartbeat(self, conn: LineTransport) -> None:
         timings = self.config.peers

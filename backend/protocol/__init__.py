@@ -8,7 +8,8 @@ STATUS and the peer handshake) are described in ``docs/protocol.md``.
 
 The package's modules: ``_fields`` (every field and its bound), ``_commands`` (the commands and
 records), ``_parse`` (``parse_line`` and its fast paths), ``_format`` (records, replies,
-STATUS) and ``_peer`` (the handshake and DIGESTS). Import from ``backend.protocol``.
+STATUS), ``_peer`` (the handshake and DIGESTS) and ``_history`` (history's words). Import
+from ``backend.protocol``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,16 @@ from ._format import (
     parse_invalid_reply,
     parse_status,
 )
+from ._history import (
+    MAX_HAVE_ENTRIES,
+    MAX_HISTORY_LIMIT,
+    Area,
+    End,
+    Forget,
+    Have,
+    History,
+    Put,
+)
 from ._parse import (
     parse_fields,
     parse_line,
@@ -85,6 +96,8 @@ __all__ = [
     "MAX_ATTRIBUTES_BYTES",
     "MAX_BOUND",
     "MAX_CLIENT_ID_BYTES",
+    "MAX_HAVE_ENTRIES",
+    "MAX_HISTORY_LIMIT",
     "MAX_LOCATION_BYTES",
     "MAX_NUMBER_BYTES",
     "MAX_POINT_LINE",
@@ -96,16 +109,22 @@ __all__ = [
     "MAX_TIME_S",
     "PEER_LABEL",
     "PEER_LINE_LIMIT",
+    "Area",
     "At",
     "Bye",
     "Challenge",
     "Command",
     "Digests",
+    "End",
+    "Forget",
+    "Have",
+    "History",
     "IAmAt",
     "Peer",
     "Ping",
     "Proof",
     "ProtocolError",
+    "Put",
     "Record",
     "StartTls",
     "Status",

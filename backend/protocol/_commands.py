@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ._fields import parse_location
+from ._history import Area, End, Forget, Have, History, Put
 
 
 # Record, IAmAt and At are made for every line on the hot path and are not frozen: a frozen
@@ -238,4 +239,10 @@ Command = (
     | Digests
     | StartTls
     | Sync
+    | History
+    | Area
+    | Forget
+    | End
+    | Put
+    | Have
 )

@@ -41,6 +41,7 @@ from ._fields import (
     check_attributes,
     parse_location,
 )
+from ._history import Area, End, Forget, Have, History, Put
 from ._peer import _parse_challenge, _parse_digests, _parse_peer, _parse_proof, _parse_welcome
 
 # Time difference as servers write it: explicit sign, then decimals.
@@ -162,6 +163,12 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"SYNCED": _parse_synced,
     b"BYE": _no_args(Bye()),
     b"POINT": _parse_point,
+    b"HISTORY": History.parse,
+    b"AREA": Area.parse,
+    b"FORGET": Forget.parse,
+    b"END": End.parse,
+    b"PUT": Put.parse,
+    b"HAVE": Have.parse,
 }
 
 

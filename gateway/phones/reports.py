@@ -14,6 +14,7 @@ from backend.protocol import (
     MAX_LOCATION_BYTES,
     MAX_TIME_BYTES,
     MAX_TIME_S,
+    IAmAt,
     format_attributes,
     time_to_ns,
 )
@@ -79,10 +80,7 @@ class Report:
         """The herd command with its newline: ``IAMAT <client_id> <location> <time>``, or
         ``REPORT <client_id> <location> <time> <attributes>`` when there are attributes."""
         attributes = format_attributes(self.attributes)
-        if not attributes:
-            return f"IAMAT {self.client_id} {self.location} {self.time}\n".encode()
-        line = f"REPORT {self.client_id} {self.location} {self.time} ".encode()
-        return line + attributes + b"\n"
+        return IAmAt(self.client_id, self.location, self.time, attributes=attributes).encode()
 
 
 def _degrees(value: float) -> str:
