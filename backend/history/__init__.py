@@ -1,0 +1,6 @@
+"""History: every point a server holds, in an embedded SQLite database (see docs/history.md)."""
+
+from .points import Digest, Row, bucket_of, identity_hash, row_of
+from .store import History
+
+__all__ = ["Digest", "History", "Row", "bucket_of", "identity_hash", "row_of"]
