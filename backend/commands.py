@@ -7,6 +7,7 @@ session only through its methods (``subscribe``, ``start_tls``, ``hand_over``, `
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -15,9 +16,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import places as places_mod
+from .history import History, Row
 from .protocol import (
     MAX_POINT_LINE,
+    Area,
     Command,
+    End,
+    Forget,
     IAmAt,
     Peer,
     ProtocolError,
@@ -31,6 +36,7 @@ from .protocol import (
     key_to_ns,
     make_record,
 )
+from .protocol import History as HistoryCommand
 from .ratelimit import RateLimiter
 from .subscription import SNAPSHOT_CHUNK, SNAPSHOT_WINDOW, Subscription
 
@@ -72,6 +78,9 @@ class Commands:
             Subscribe: self.on_SUBSCRIBE,
             Peer: self.on_PEER,
             StartTls: self.on_STARTTLS,
+            HistoryCommand: self.on_HISTORY,
+            Area: self.on_AREA,
+            Forget: self.on_FORGET,
         }
 
     def refuse(self, command: Command, session: ClientSession) -> Reply:
@@ -154,6 +163,43 @@ class Commands:
         subscription.pump()
         return b""
 
+    # -- history (docs/history.md): read in a worker thread, after what was queued is written
+
+    def _history(self) -> History:
+        history = self.server.history
+        if history is None:
+            raise ProtocolError("history is off on this server")
+        return history
+
+    def on_HISTORY(self, command: HistoryCommand, session: ClientSession) -> Reply:
+        return self._read_history(self._history(), command)
+
+    async def _read_history(self, history: History, command: HistoryCommand) -> bytes:
+        await history.wait_saved()  # a point acknowledged before this line is in the answer
+        rows = await asyncio.to_thread(
+            history.points, command.client_id, command.since_ns, command.until_ns, command.limit
+        )
+        return _points_reply(rows, command.points)
+
+    def on_AREA(self, command: Area, session: ClientSession) -> Reply:
+        return self._read_area(self._history(), command)
+
+    async def _read_area(self, history: History, command: Area) -> bytes:
+        await history.wait_saved()
+        found = await asyncio.to_thread(
+            history.area, command.box, command.since_ns, command.until_ns, command.limit
+        )
+        return _points_reply([row for rows in found.values() for row in rows], command.points)
+
+    def on_FORGET(self, command: Forget, session: ClientSession) -> Reply:
+        history = self._history()
+        self.server.forget(command, None)
+        return self._forgotten(history, command)
+
+    async def _forgotten(self, history: History, command: Forget) -> bytes:
+        await history.wait_saved()  # answered once the deletion is in the database
+        return command.reply()
+
     def on_STARTTLS(self, command: StartTls, session: ClientSession) -> Reply:
         if self.tls is None or session.transport.tls:
             raise ProtocolError("STARTTLS is not available here")
@@ -180,6 +226,11 @@ class Commands:
             return b""
         peers.accept(command, session.hand_over())
         return b""
+
+
+def _points_reply(rows: list[Row], points: bool) -> bytes:
+    lines = [(row.wire() if points else row.at_line()) + b"\n" for row in rows]
+    return b"".join(lines) + End(len(rows)).encode()
 
 
 def _limiter(rate: float) -> RateLimiter | None:

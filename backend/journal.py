@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
 from .files import open_private, private_dir
@@ -65,11 +65,19 @@ class Journal:
         A torn last line (power loss mid-write) is yielded too; the caller drops lines that
         do not parse.
         """
+        for _, line in self.recover_marked():
+            yield line
+
+    def recover_marked(self) -> Iterator[tuple[bool, bytes]]:
+        """``recover``'s lines, each with whether it came from a segment (appended since the
+        last compaction) rather than the snapshot."""
         private_dir(self.directory, tighten=True)  # every location: the server's eyes only
-        paths = [self.directory / "snapshot", *(p for _, p in self._segments())]
-        for path in paths:
+        paths = [(False, self.directory / "snapshot")]
+        paths += [(True, p) for _, p in self._segments()]
+        for segment, path in paths:
             with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-                yield from f
+                for line in f:
+                    yield segment, line
 
     def open(self) -> None:
         """Start a new journal segment for appends (after ``recover``)."""
@@ -137,11 +145,14 @@ class Journal:
         if not future.cancelled() and future.exception() is None:
             self._synced = max(self._synced, future.result())
 
-    def compact(self, lines: Iterable[bytes]) -> asyncio.Future[None] | None:
+    def compact(
+        self, lines: Iterable[bytes], ready: Callable[[], Awaitable[None]] | None = None
+    ) -> asyncio.Future[None] | None:
         """Start a compaction to ``lines`` (the store's records now), unless one is running.
 
         Appends move to a new segment at once; the snapshot is written in a worker thread,
-        then renamed into place, and only then are the older segments deleted.
+        then renamed into place, and only then, once ``ready`` (history: every point of the
+        older segments is in its database) returns, are the older segments deleted.
         """
         if self._compacting is not None and not self._compacting.done():
             return None
@@ -158,12 +169,21 @@ class Journal:
         os.close(old_fd)
         self.appended = 0
         snapshot = list(lines)
-        loop = asyncio.get_running_loop()
-        self._compacting = loop.run_in_executor(None, self._write_snapshot, snapshot, upto)
+        self._compacting = asyncio.ensure_future(self._compact(snapshot, upto, ready))
         self._compacting.add_done_callback(_report_failure)
         return self._compacting
 
-    def _write_snapshot(self, lines: list[bytes], upto: int) -> None:
+    async def _compact(
+        self, lines: list[bytes], upto: int, ready: Callable[[], Awaitable[None]] | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._write_snapshot, lines)
+        if ready is not None:
+            await ready()
+        await loop.run_in_executor(None, self._delete_upto, upto)
+        log.info("compacted the journal: %d records in the snapshot", len(lines))
+
+    def _write_snapshot(self, lines: list[bytes]) -> None:
         tmp = self.directory / "snapshot.tmp"
         with open(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as f:
             f.writelines(lines)
@@ -171,10 +191,11 @@ class Journal:
             os.fsync(f.fileno())
         os.replace(tmp, self.directory / "snapshot")
         _fsync_dir(self.directory)
+
+    def _delete_upto(self, upto: int) -> None:
         for seq, path in self._segments():
             if seq <= upto:
                 path.unlink(missing_ok=True)
-        log.info("compacted the journal: %d records in the snapshot", len(lines))
 
     async def close(self) -> None:
         """Finish a running compaction, flush to disk, and close."""

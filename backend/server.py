@@ -18,10 +18,12 @@ import time
 from . import places as places_mod
 from .commands import Commands
 from .config import HerdConfig
+from .history import History, row_of
 from .journal import Journal
 from .outbox import Outbox, TrafficLog
 from .peers import PeerManager
-from .protocol import At, ProtocolError, Record, parse_line
+from .protocol import At, Forget, ProtocolError, Put, Record, parse_line
+from .replicas import Deletions, Points, Replica
 from .session import ClientSession
 from .state import ServerState
 from .store import Store
@@ -48,7 +50,20 @@ class HerdServer:
         self.store = Store()
         self.journal = Journal(config.data_dir / name, fsync=config.durability.fsync)
         self.retention = config.durability.retention
-        self.peers = PeerManager(config, name, self.accept, self.store, self.outbox)
+        self.history: History | None = None
+        if config.history.enabled:
+            self.history = History(
+                config.data_dir / name,
+                keep_days=config.history.keep_days,
+                max_points=config.history.max_points_per_client,
+                durable=config.durability.fsync,
+            )
+        # The kinds of replicated objects the links carry (backend/replicas.py).
+        replicas: dict[str, Replica] = {}
+        if self.history is not None:
+            replicas["point"] = Points(self.history, self._put_point)
+            replicas["forget"] = Deletions(self.history, self._put_forget)
+        self.peers = PeerManager(config, name, self.accept, self.store, self.outbox, replicas)
         self.places = places or places_mod.make_provider(config.places, config.data_dir / "places")
         neighbours = len(config.neighbours(name))
         self.state = ServerState(
@@ -59,6 +74,7 @@ class HerdServer:
         self.commands = Commands(self, tls)
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._history_new = False
 
     @property
     def dropped(self) -> int:
@@ -79,7 +95,11 @@ class HerdServer:
         count = 0
         state = self.state
         state.dropped = 0
-        for line in self.journal.recover():
+        # History replays what a crash may have left out of its database: the segments since
+        # the last compaction; all of the journal when the database is new (a data directory
+        # of a version before history).
+        history, everything = self.history, self._history_new
+        for segment, line in self.journal.recover_marked():
             try:
                 command = parse_line(line)
             except ProtocolError as exc:
@@ -88,8 +108,11 @@ class HerdServer:
             else:
                 reason = "not a record"
             if isinstance(command, At):
-                if not self._expired(command.record):
-                    count += self.store.offer(command.record)
+                record = command.record
+                if history is not None and (segment or everything):
+                    history.add(row_of(record))
+                if not self._expired(record):
+                    count += self.store.offer(record)
             elif line.strip():
                 state.dropped += 1
                 log.warning("journal: dropped a line (%s): %r", reason, line[:100])
@@ -97,11 +120,13 @@ class HerdServer:
         return count
 
     async def start(self) -> None:
+        if self.history is not None:
+            self._history_new = self.history.open()
         recovered = self.recover()
         log.info("%s recovered %d records from %s", self.name, recovered, self.journal.directory)
         if self.dropped:
             # Rewrite the journal without the dropped lines, so they are gone from the disk.
-            self.journal.compact(r.wire() + b"\n" for r in self.store)
+            self._compact()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self.connection,
@@ -154,19 +179,28 @@ class HerdServer:
         self.outbox.flush()
         log.info("%s: journal to disk", self.name)
         await self.journal.close()
+        if self.history is not None:
+            log.info("%s: history to disk", self.name)
+            await self.history.close()
         self.outbox.traffic.close()
         log.info("%s stopped", self.name)
 
     # -- the store ---------------------------------------------------------------------------
 
     def accept(self, record: Record, source: str | None) -> bool:
-        """Store ``record`` if newer, then flood it and push it to subscribers.
+        """Store ``record`` if newer, then flood it and push it to subscribers; with history
+        on, keep an older one as a late point (``_late``).
 
         ``source`` is the neighbour it came from (None for a client's IAMAT): it is never
-        sent back there. Returns whether the record was newer.
+        sent back there. Returns whether the record was kept, and so journaled: as the
+        newest record, or as a late point new to this server.
         """
-        if self._expired(record) or not self.store.offer(record):
+        if self._expired(record):
             return False
+        if not self.store.offer(record):
+            return self.history is not None and self._late(record, source)
+        if self.history is not None:
+            self.history.add(row_of(record))
         line = record.line + b"\n"
         # What travels between servers and into the journal: the AT line, or with the
         # record's attributes a POINT line.
@@ -176,12 +210,60 @@ class HerdServer:
         if self.journal.append(wire):
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)
         if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
-            self.journal.compact(r.wire() + b"\n" for r in self.store)
+            self._compact()
         self.peers.flood(record, wire, source)
         if self._streams:
             # With the peer links: subscribers pass records on too (the gateway's map).
             self.state.subscribers.queue(line, wire)
         return True
+
+    def _late(self, record: Record, source: str | None) -> bool:
+        """A point older than its client's newest record: kept in history if new here,
+        journaled like a record (so its acknowledgement survives kill -9) and passed on as
+        ``PUT point`` (never as AT: the protocol forwards only newer records)."""
+        assert self.history is not None
+        if not self.history.offer(row_of(record)):
+            return False
+        wire = record.wire() + b"\n"
+        if self.journal.append(wire):
+            self.outbox.later(Outbox.JOURNAL, self.journal.flush)
+        self.peers.flood(record, Put("point", wire[:-1]).encode(), source)
+        return True
+
+    def _put_point(self, payload: bytes, source: str) -> None:
+        """A neighbour's ``PUT point``: the same as its AT or POINT line would be."""
+        try:
+            command = parse_line(payload)
+        except ProtocolError as exc:
+            log.warning("link to %s: invalid point (%s): %r", source, exc, payload[:200])
+            return
+        if isinstance(command, At):
+            self.accept(command.record, source)
+        else:
+            log.warning("link to %s: PUT point of a %s", source, type(command).__name__)
+
+    def forget(self, command: Forget, source: str | None) -> None:
+        """Delete a client's points up to a time, here and (if that was news here) on every
+        other server: a deletion floods like a point."""
+        assert self.history is not None
+        if self.history.forget(command.client_id, command.until_ns):
+            self.peers.flood_put(Put("forget", command.payload()).encode(), source)
+
+    def _put_forget(self, payload: bytes, source: str) -> None:
+        if self.history is None:
+            return
+        try:
+            command = Forget.from_payload(payload)
+        except ProtocolError as exc:
+            log.warning("link to %s: invalid deletion (%s): %r", source, exc, payload[:200])
+            return
+        self.forget(command, source)
+
+    def _compact(self) -> None:
+        """Compact the journal; with history on, its older segments go only once every point
+        in them is in the history database."""
+        ready = self.history.wait_saved if self.history is not None else None
+        self.journal.compact((r.wire() + b"\n" for r in self.store), ready)
 
     def _expired(self, record: Record) -> bool:
         return bool(self.retention) and record.key[0] < time.time() - self.retention

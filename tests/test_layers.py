@@ -17,6 +17,7 @@ PURE = (
     "backend.protocol",
     "backend.framing",
     "backend.store",
+    "backend.history.points",
     "backend.ratelimit",
     "gateway.errors",
     "gateway.numbers",

@@ -159,6 +159,19 @@ class Durability:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    """Every point kept, not only the newest record. See docs/history.md."""
+
+    enabled: bool = True
+    # Points of a UTC day more than this many days before today are deleted (by client
+    # time), so every server holds at least this many whole days.
+    keep_days: Count = 365
+    # Past this a client's oldest points go first: a phone at 1 Hz fills it in 11.6 days, one
+    # reporting every 30 s in a year.
+    max_points_per_client: Count = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
 class LogRotation:
     """When log files are rotated: ``NAME.log`` becomes ``NAME.log.1``, ``.1`` becomes ``.2``,
     and so on; the oldest is deleted. Unrotated, a busy server's traffic log would fill the
@@ -246,6 +259,7 @@ class HerdConfig:
     peers: PeerTimings = field(default_factory=PeerTimings)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     durability: Durability = field(default_factory=Durability)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     log_rotation: LogRotation = field(default_factory=LogRotation)
     # Where one server dials another when that is not the address the other listens on
     # (port forwarding, NAT, a proxy): (dialler, neighbour) → address.

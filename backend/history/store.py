@@ -132,10 +132,13 @@ class History:
         self._put(Forget(client_id, until_ns), None)
         return True
 
+    def now_ns(self) -> int:
+        return int(self.clock() * 1e9)
+
     def expire(self) -> None:
         """Apply retention: every point of a UTC day more than ``keep_days`` before today's
         goes, on every server alike (by client time, never by when a point arrived)."""
-        first = day_of(int(self.clock() * 1e9)) - self.keep_days
+        first = day_of(self.now_ns()) - self.keep_days
         if first > self.first_day:
             self.first_day = first
             self._put(Expire(first), None)

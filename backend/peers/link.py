@@ -10,7 +10,8 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from ..config import HerdConfig, ServerAddress
 from ..framing import TooLong
@@ -20,20 +21,30 @@ from ..protocol import (
     At,
     Bye,
     Digests,
+    Have,
     Peer,
     Ping,
     ProtocolError,
+    Put,
     Record,
     Sync,
     format_digests,
     parse_line,
 )
+from ..replicas import Replica
 from ..store import Store
 from ..tls import client_context
 from ..transport import Lines, LineTransport, format_address
 from .handshake import Handshake, HandshakeError
+from .replication import answer_have, send_tops
 
-__all__ = ["FLUSH_BATCH", "HANDSHAKES_PER_LINK", "WRITE_HIGH_WATER", "PeerLink", "RecordHandler"]
+__all__ = [
+    "FLUSH_BATCH",
+    "HANDSHAKES_PER_LINK",
+    "WRITE_HIGH_WATER",
+    "PeerLink",
+    "RecordHandler",
+]
 
 log = logging.getLogger("herd.peers")
 
@@ -53,6 +64,7 @@ HANDSHAKES_PER_LINK = 2
 RecordHandler = Callable[[Record, str], object]
 
 
+
 class PeerLink:
     """The link to one neighbour and its queue of records waiting to be sent."""
 
@@ -65,8 +77,11 @@ class PeerLink:
         store: Store,
         outbox: Outbox,
         key: bytes,
+        replicas: Mapping[str, Replica] | None = None,
     ) -> None:
         self.config = config
+        # The kinds of replicated objects (docs/history.md) this link carries, by name.
+        self._replicas = replicas or {}
         self.store = store
         self._outbox = outbox
         self._out: list[bytes] = []  # lines for the end of this loop iteration
@@ -190,6 +205,7 @@ class PeerLink:
             asyncio.create_task(self._flush(conn)),
             asyncio.create_task(self._heartbeat(conn)),
         }
+        self._helper(helpers, send_tops(conn, self._replicas, self._say))
         self._wake.set()
         try:
             conn.deliver(functools.partial(self._on_lines, conn, helpers))
@@ -238,13 +254,22 @@ class PeerLink:
             command = self._on_line(line)
             if isinstance(command, Sync):
                 self._say(conn, format_digests(self.store.digests))
+                self._helper(helpers, send_tops(conn, self._replicas, self._say))
+            elif isinstance(command, Have):
+                answer = answer_have(conn, self._replicas, command, self._say, self.name)
+                self._helper(helpers, answer)
             elif command is not None:
-                task = asyncio.create_task(self._send_ranges(conn, command))
-                helpers.add(task)
-                task.add_done_callback(helpers.discard)
+                self._helper(helpers, self._send_ranges(conn, command))
         # End of a batch: pass what it brought on now rather than at the end of the loop
         # iteration; each hop of a flood then costs one iteration less.
         self._outbox.flush()
+
+    @staticmethod
+    def _helper(helpers: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` beside the link, cancelled with it."""
+        task = asyncio.create_task(work)
+        helpers.add(task)
+        task.add_done_callback(helpers.discard)
 
     async def _send_ranges(self, conn: LineTransport, theirs: Digests) -> None:
         """Send our records in every range whose digest differs from the peer's."""
@@ -269,7 +294,7 @@ class PeerLink:
                 "sync with %s: %d ranges differ, sent %d records", self.name, len(differ), sent
             )
 
-    def _on_line(self, line: bytes) -> Digests | Sync | None:
+    def _on_line(self, line: bytes) -> Digests | Sync | Have | None:
         self._outbox.log(self._tag_in, line)
         try:
             command = parse_line(line)
@@ -279,6 +304,14 @@ class PeerLink:
             return None
         if isinstance(command, At):
             self._on_record(command.record, self.name)
+        elif isinstance(command, Put):
+            replica = self._replicas.get(command.kind)
+            if replica is None:
+                log.warning("link to %s: PUT of an unknown kind %r", self.name, command.kind)
+            else:
+                replica.put(command.payload, self.name)
+        elif isinstance(command, Have):
+            return command
         elif isinstance(command, Bye):
             self._farewell = True
         elif isinstance(command, Digests | Sync):
@@ -323,5 +356,6 @@ class PeerLink:
             if loop.time() >= next_sync:
                 next_sync = loop.time() + timings.sync_interval
                 self._say(conn, format_digests(self.store.digests))
+                await send_tops(conn, self._replicas, self._say)
             else:
                 self._say(conn, PING_LINE)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from ..config import HerdConfig
 from ..outbox import Outbox
 from ..protocol import Peer, ProtocolError, Record, derive_peer_key
+from ..replicas import Replica
 from ..store import Store
 from ..transport import LineTransport
 from .handshake import HandshakeError
@@ -28,12 +30,13 @@ class PeerManager:
         on_record: RecordHandler,
         store: Store,
         outbox: Outbox,
+        replicas: Mapping[str, Replica] | None = None,
     ) -> None:
         self.local = local
         # Derived once, here (some 35 ms): the handshakes then cost an HMAC each.
         key = derive_peer_key(config.secret)
         self.links = {
-            name: PeerLink(config, local, name, on_record, store, outbox, key)
+            name: PeerLink(config, local, name, on_record, store, outbox, key, replicas)
             for name in config.neighbours(local)
         }
         self._all = list(self.links.values())
@@ -54,6 +57,12 @@ class PeerManager:
         for link in self._all:
             name = link.name
             if name != source and name != origin:
+                link.send(line)
+
+    def flood_put(self, line: bytes, source: str | None) -> None:
+        """Send a replicated object's ``PUT`` line to every neighbour but ``source``."""
+        for link in self._all:
+            if link.name != source:
                 link.send(line)
 
     def accept(self, hello: Peer, conn: LineTransport) -> None:

@@ -153,7 +153,15 @@ class Forget:
         return cls(_client_id(f[1]), _ns(f[2], "until"))
 
     def encode(self) -> bytes:
-        return f"FORGET {self.client_id} {_seconds(self.until_ns)}\n".encode()
+        return b"FORGET " + self.payload() + b"\n"
+
+    def payload(self) -> bytes:
+        """``<client> <until>``: the deletion as it is replicated (``PUT forget``)."""
+        return f"{self.client_id} {_seconds(self.until_ns)}".encode()
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Forget:
+        return cls.parse([b"FORGET", *payload.split()])
 
     def reply(self) -> bytes:
         return f"FORGOTTEN {self.client_id} {_seconds(self.until_ns)}\n".encode()

@@ -1,0 +1,148 @@
+"""Replicated objects: the one mechanism every kind uses to reach every server (docs/history.md).
+
+A kind (points and deletions today; fences, shares and tokens to come) gives a ``Replica``:
+what to do with a neighbour's ``PUT <kind> <payload>``, and a tree of digests (a scope's
+children, each a count and an XOR of hashes) whose leaves hold the objects. A link floods new
+objects as PUT lines; on link-up and every ``sync_interval`` it sends each kind's top scope as
+``HAVE`` lines, answers a ``HAVE`` whose children differ with the children's own ``HAVE``
+(or, at the leaves, with its objects as PUT lines), so only what differs travels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .history.points import SPREAD, day_of
+from .protocol import MAX_HAVE_ENTRIES, Forget, Have
+
+if TYPE_CHECKING:
+    from .history import History
+
+__all__ = [
+    "TOP",
+    "Children",
+    "Deletions",
+    "Points",
+    "PutHandler",
+    "Replica",
+    "differing",
+    "have_lines",
+]
+
+TOP = "*"
+# What applies a neighbour's object: its payload and the neighbour's name.
+PutHandler = Callable[[bytes, str], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Children:
+    """A scope's children ``first..last`` with their digests (empty ones left out); ``leaves``
+    says whether each child holds objects rather than more digests."""
+
+    first: int
+    last: int
+    digests: dict[int, tuple[int, int]]
+    leaves: bool
+
+
+class Replica(Protocol):
+    # Applies a neighbour's object: new here, it is kept and flooded on; else nothing.
+    put: PutHandler
+
+    async def children(self, scope: str) -> Children | None:
+        """The digests under ``scope`` (None for a scope this kind does not have)."""
+
+    async def objects(self, scope: str, child: int) -> list[bytes]:
+        """The payloads of one leaf."""
+
+
+def have_lines(kind: str, scope: str, children: Children) -> Iterator[bytes]:
+    """``children`` as HAVE lines of at most MAX_HAVE_ENTRIES digests each, whose ranges
+    together cover ``first..last``."""
+    items = sorted(children.digests.items())
+    first = children.first
+    for start in range(0, max(len(items), 1), MAX_HAVE_ENTRIES):
+        chunk = items[start : start + MAX_HAVE_ENTRIES]
+        final = start + MAX_HAVE_ENTRIES >= len(items)
+        last = children.last if final else chunk[-1][0]
+        yield Have(kind, scope, first, last, dict(chunk)).encode()
+        first = last + 1
+
+
+def differing(mine: Children, theirs: Have) -> list[int]:
+    """The children in ``theirs``' range whose digests differ from ``mine``."""
+    indices = set(theirs.digests) | {
+        i for i in mine.digests if theirs.first <= i <= theirs.last
+    }
+    return sorted(i for i in indices if mine.digests.get(i) != theirs.digests.get(i))
+
+
+def _xor(values: Iterator[tuple[int, int]]) -> tuple[int, int]:
+    count = xor = 0
+    for c, x in values:
+        count, xor = count + c, xor ^ x
+    return count, xor
+
+
+class Points:
+    """History's points: ``*`` -> the days within retention; a day -> its SPREAD buckets
+    (leaves); a bucket's objects are its points' AT or POINT lines."""
+
+    def __init__(self, history: History, on_put: PutHandler) -> None:
+        self.history = history
+        self.put = on_put
+
+    async def children(self, scope: str) -> Children | None:
+        history = self.history
+        if scope == TOP:
+            # From the day after the oldest kept (servers may disagree about that one for a
+            # moment around midnight) to tomorrow (clients may be up to max_future ahead).
+            first, last = history.first_day + 1, day_of(history.now_ns()) + 1
+            buckets = await asyncio.to_thread(history.digests, first, last)
+            days: dict[int, list[tuple[int, int]]] = {}
+            for b, digest in buckets.items():
+                days.setdefault(b // SPREAD, []).append(digest)
+            digests = {day: _xor(iter(found)) for day, found in days.items()}
+            return Children(first, last, digests, leaves=False)
+        if not scope.isdigit():
+            return None
+        day = int(scope)
+        buckets = await asyncio.to_thread(history.digests, day, day)
+        digests = {b - day * SPREAD: (d.points, d.xor) for b, d in buckets.items()}
+        return Children(0, SPREAD - 1, digests, leaves=True)
+
+    async def objects(self, scope: str, child: int) -> list[bytes]:
+        rows = await asyncio.to_thread(self.history.bucket, int(scope) * SPREAD + child)
+        return [row.wire() for row in rows]
+
+
+class Deletions:
+    """History's deletions: ``*`` -> one leaf holding every deletion (``<client> <until>``)."""
+
+    def __init__(self, history: History, on_put: PutHandler) -> None:
+        self.history = history
+        self.put = on_put
+
+    async def children(self, scope: str) -> Children | None:
+        if scope != TOP:
+            return None
+        found = await asyncio.to_thread(self.history.forgotten)
+        digests = {0: _xor((1, _hash(p)) for p in _payloads(found))} if found else {}
+        return Children(0, 0, digests, leaves=True)
+
+    async def objects(self, scope: str, child: int) -> list[bytes]:
+        return list(_payloads(await asyncio.to_thread(self.history.forgotten)))
+
+
+def _payloads(forgotten: dict[str, int]) -> Iterator[bytes]:
+    for client, until in sorted(forgotten.items()):
+        yield Forget(client, until).payload()
+
+
+def _hash(payload: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big", signed=True)
+
