@@ -74,7 +74,6 @@ class HerdServer:
         self.commands = Commands(self, tls)
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._history_new = False
 
     @property
     def dropped(self) -> int:
@@ -86,7 +85,8 @@ class HerdServer:
         return ClientSession(self).transport
 
     def recover(self) -> int:
-        """Load every record from the journal (before accepting connections).
+        """Open history and load every record from the journal (before accepting
+        connections; in the event loop).
 
         A line that is not a record within the protocol's bounds (a torn last line, or a
         record an earlier version accepted past today's bounds) is dropped with one log line.
@@ -98,7 +98,8 @@ class HerdServer:
         # History replays what a crash may have left out of its database: the segments since
         # the last compaction; all of the journal when the database is new (a data directory
         # of a version before history).
-        history, everything = self.history, self._history_new
+        history = self.history
+        everything = history.open() if history is not None else False
         for segment, line in self.journal.recover_marked():
             try:
                 command = parse_line(line)
@@ -120,8 +121,6 @@ class HerdServer:
         return count
 
     async def start(self) -> None:
-        if self.history is not None:
-            self._history_new = self.history.open()
         recovered = self.recover()
         log.info("%s recovered %d records from %s", self.name, recovered, self.journal.directory)
         if self.dropped:

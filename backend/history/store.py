@@ -149,7 +149,8 @@ class History:
         target = self.queued
         if self.saved >= target:
             return
-        assert self._loop is not None
+        assert self._loop is not None and self._writer is not None
+        self._writer.hurry()
         future = self._loop.create_future()
         self._waiters.append((target, future))
         await future
@@ -198,6 +199,8 @@ class History:
             else:
                 waiting.append((target, future))
         self._waiters = waiting
+        if waiting and self._writer is not None:
+            self._writer.hurry()  # more than one batch queued before a reader
 
     # -- reads (in a worker thread: asyncio.to_thread) -------------------------------------
 

@@ -29,8 +29,10 @@ log = logging.getLogger("herd.history")
 # 8 us a point in commits of 2,000 and 3.2 us in commits of 20,000, sorted by client (2 us
 # when appending to one client). Under load a batch is what queued in IDLE_S or one commit.
 BATCH = 20_000
-# How long the thread sleeps when there is nothing to do: work is picked up within this.
-IDLE_S = 0.02
+# How long the thread lets work gather before it writes (sooner when a reader waits, or a
+# batch is full): bigger commits touch each page once for many points. At 50,000 points/s of
+# 1,000 clients, commits every 20 ms cost ~2.5x the CPU of commits every 250 ms.
+IDLE_S = 0.25
 # After a failed write (disk full), wait this long before trying the same batch again.
 RETRY_S = 1.0
 HOUR_NS = 3_600 * 1_000_000_000
@@ -89,6 +91,12 @@ class Writer:
 
     def put(self, item: Work) -> None:
         self.queue.append(item)  # deque.append is atomic: no lock on the loop's side
+        if len(self.queue) == BATCH:
+            self.wake.set()
+
+    def hurry(self) -> None:
+        """Write what is queued now (a reader is waiting for it)."""
+        self.wake.set()
 
     def stop(self) -> None:
         """Write what is queued, then end the thread (blocking: call from a worker)."""
@@ -99,12 +107,13 @@ class Writer:
 
     def _run(self) -> None:
         while True:
+            if len(self.queue) < BATCH:
+                self.wake.wait(IDLE_S)
+            self.wake.clear()
             batch = self._take()
             if not batch:
                 if self.stopping:
                     return
-                self.wake.wait(IDLE_S)
-                self.wake.clear()
                 continue
             while True:
                 try:
