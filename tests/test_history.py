@@ -114,6 +114,9 @@ def test_history_reads_as_the_protocol_says(tmp_path: Path) -> None:
         window = herd.ask("Solo", f"HISTORY kiwi {t0} {t9} 4\n".encode()).splitlines(True)
         assert window == [*reversed(replies[6:10]), b"END 4\n"]
         assert herd.ask("Solo", b"HISTORY nobody 0 1 10\n") == b"END 0\n"
+        # The README's window, to a time past what 64-bit nanoseconds hold.
+        everything = herd.ask("Solo", b"HISTORY kiwi 0 9999999999 100\n").splitlines(True)
+        assert len(everything) == 12 and everything[-1] == b"END 11\n"
         points = history(herd, "Solo", "kiwi", points=True)
         assert points[0] == b"POINT" + replies[10][2:-1] + b' {"battery":50}\n'
         for bad in (b"HISTORY kiwi 2 1 10\n", b"HISTORY kiwi 0 1 10001\n", b"HISTORY kiwi\n"):

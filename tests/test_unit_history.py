@@ -222,3 +222,18 @@ async def test_days_digests_and_buckets_agree(history: History) -> None:
         for r in rows:
             xor ^= identity_hash(r.client_id, r.ns, r.location)
         assert xor == digest.xor
+
+
+async def test_times_past_64_bit_nanoseconds_are_no_history(history: History) -> None:
+    """A record may be dated up to 9999 (from a peer); history's nanoseconds end in 2262."""
+    far = Row("kiwi", 253402300799 * 10**9, "253402300799", "+1+1", "Riley", "+0.1", b"")
+    assert not history.offer(far)
+    history.add(far)  # as the newest record it is kept; as a point it is left out
+    history.offer(row("kiwi", NOW))
+    await history.wait_saved()
+    # A window reaching past 2262 (HISTORY kiwi 0 9999999999 ...) reads what there is.
+    assert len(history.points("kiwi", 0, 9_999_999_999 * 10**9, 10)) == 1
+    assert len(list(history.iter_points("kiwi", 0, 253402300799 * 10**9))) == 1
+    assert history.forget("kiwi", 253402300799 * 10**9)
+    await history.wait_saved()
+    assert history.points("kiwi", 0, 2**62, 10) == []

@@ -21,6 +21,7 @@ from ..protocol import Record, key_to_ns
 
 __all__ = [
     "DAY_NS",
+    "MAX_NS",
     "SPREAD",
     "Digest",
     "Row",
@@ -31,6 +32,10 @@ __all__ = [
 ]
 
 DAY_NS = 86_400 * 1_000_000_000
+# The latest client time history keeps: SQLite's integers are 64-bit, and nanoseconds reach
+# that in 2262. A record may be dated up to 9999 (the protocol's bound, from a peer, which
+# never refuses for max_future); such a record is the newest as ever, but no history point.
+MAX_NS = 2**63 - 1
 # 64 slices a day: with 10,000 clients a bucket holds some 160 clients' points of one day, so
 # one missing point costs a day's points of ~160 clients, not of all of them; a day's 64
 # digests are one 1.5 KB line.

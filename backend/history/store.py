@@ -20,7 +20,7 @@ from typing import Any
 
 from ..files import private_dir
 from ..protocol import parse_location
-from .points import DAY_NS, SPREAD, Digest, Row, day_of
+from .points import DAY_NS, MAX_NS, SPREAD, Digest, Row, day_of
 from .schema import connect, create
 from .writer import HOUR_NS, Expire, Forget, Writer
 
@@ -120,12 +120,15 @@ class History:
 
     def wanted(self, row: Row) -> bool:
         floor = self.floors.get(row.client_id)
-        return row.ns >= self.first_day * DAY_NS and (floor is None or row.ns > floor)
+        if not self.first_day * DAY_NS <= row.ns <= MAX_NS:
+            return False
+        return floor is None or row.ns > floor
 
     def forget(self, client_id: str, until_ns: int) -> bool:
         """Delete a client's points up to ``until_ns``; False if an equal or later deletion
         was applied already (so a deletion floods on only once)."""
         floor = self.floors.get(client_id)
+        until_ns = min(until_ns, MAX_NS)
         if floor is not None and floor >= until_ns:
             return False
         self.floors[client_id] = until_ns
@@ -213,6 +216,7 @@ class History:
 
     def points(self, client_id: str, since_ns: int, until_ns: int, limit: int) -> list[Row]:
         """A client's points with since <= time <= until, oldest first, at most ``limit``."""
+        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
         return [_row(found) for found in self._window(client_id, since_ns, until_ns, limit)]
 
     def iter_points(
@@ -220,6 +224,7 @@ class History:
     ) -> Iterator[list[Row]]:
         """The same window in pages of ``page`` points: an export of any size in bounded
         memory (each page is a fresh range scan from the last time read)."""
+        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
         last: tuple[int, str] | None = None
         while True:
             if last is None:
@@ -258,6 +263,7 @@ class History:
         """The clients that were in ``box`` (west, south, east, north) in the window, with
         their points there, at most ``limit`` points in all."""
         west, south, east, north = box
+        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
         hours = self._reader().execute(
             "SELECT DISTINCT c.name FROM cells x JOIN clients c ON c.id = x.client "
             "WHERE x.hour >= ? AND x.hour <= ? AND x.north >= ? AND x.south <= ? "

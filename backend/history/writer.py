@@ -120,12 +120,22 @@ class Writer:
                     floors = self.apply(batch)
                     break
                 except sqlite3.Error as exc:
-                    if self.conn.in_transaction:
-                        self.conn.rollback()
-                    self._forget_caches()  # they may hold what was rolled back
+                    self._roll_back()
                     log.error("history write failed, retrying in %.0f s: %s", RETRY_S, exc)
                     time.sleep(RETRY_S)
+                except Exception:
+                    # A bug, not a full disk: retrying would stall history for good. The
+                    # points are still in the record journal; a restart offers them again.
+                    self._roll_back()
+                    log.exception("history: a batch of %d could not be written", len(batch))
+                    floors = {}
+                    break
             self.on_saved(len(batch), floors)
+
+    def _roll_back(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.rollback()
+        self._forget_caches()  # they may hold what was rolled back
 
     def _take(self) -> list[Work]:
         batch: list[Work] = []
