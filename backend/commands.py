@@ -156,7 +156,9 @@ class Commands:
         allowance = (
             self.limits.subscriber_buffer + SNAPSHOT_WINDOW + SNAPSHOT_CHUNK * MAX_POINT_LINE
         )
-        subscription = Subscription(session, list(self.store), allowance, command.points)
+        subscription = Subscription(
+            session, list(self.store), allowance, command.points, command.late
+        )
         subscribers.add(subscription)
         session.subscribe(subscription)
         log.info("%s subscribed (%d records in snapshot)", session.peer, subscription.count)

@@ -227,6 +227,9 @@ class HerdServer:
         if self.journal.append(wire):
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)
         self.peers.flood(record, Put("point", wire[:-1]).encode(), source)
+        subscribers = self.state.subscribers
+        if subscribers.late:
+            subscribers.queue_late(record.line + b"\n", wire)
         return True
 
     def _put_point(self, payload: bytes, source: str) -> None:

@@ -44,8 +44,14 @@ class Subscription:
     """
 
     def __init__(
-        self, session: ClientSession, records: list[Record], allowance: int, points: bool
+        self,
+        session: ClientSession,
+        records: list[Record],
+        allowance: int,
+        points: bool,
+        late: bool = False,
     ) -> None:
+        self.late = late  # SUBSCRIBE ... LATE: late points too, as LATE lines
         self.session = session
         self.transport = session.transport
         self.points = points  # SUBSCRIBE POINTS: records with attributes as POINT lines
@@ -134,15 +140,22 @@ class Subscribers:
         self.streams: dict[ClientSession, Subscription] = {}
         self._lines: list[bytes] = []  # records for subscribers, this iteration
         self._points: dict[int, bytes] = {}  # of them, the POINT lines, by index
+        # Late points for LATE subscribers, by index among the lines (where the others have
+        # an empty line): (LATE + AT line, LATE + POINT line).
+        self._late: dict[int, tuple[bytes, bytes]] = {}
+        self.late = 0  # subscribers that asked for late points
 
     def __len__(self) -> int:
         return len(self.streams)
 
     def add(self, subscription: Subscription) -> None:
         self.streams[subscription.session] = subscription
+        self.late += subscription.late
 
     def remove(self, session: ClientSession) -> None:
-        self.streams.pop(session, None)
+        subscription = self.streams.pop(session, None)
+        if subscription is not None:
+            self.late -= subscription.late
 
     def get(self, session: ClientSession) -> Subscription | None:
         return self.streams.get(session)
@@ -156,16 +169,37 @@ class Subscribers:
             self._points[len(self._lines)] = wire
         self._lines.append(line)
 
+    def queue_late(self, line: bytes, wire: bytes) -> None:
+        """Pass a late point on to the subscribers that asked for them (``SUBSCRIBE ...
+        LATE``), in order with the records."""
+        if not self._lines:
+            self.outbox.later(Outbox.PEERS, self.push)
+        self._late[len(self._lines)] = (b"LATE " + line, b"LATE " + wire)
+        self._lines.append(b"")
+
     def push(self) -> None:
-        lines, points = self._lines, self._points
+        lines, points, late = self._lines, self._points, self._late
         data = b"".join(lines)
         # For SUBSCRIBE POINTS: the same records, with POINT lines where they have attributes.
         with_points = (
             b"".join([points.get(i, line) for i, line in enumerate(lines)]) if points else data
         )
-        self._lines, self._points = [], {}
+        # For SUBSCRIBE ... LATE: the same, with the late points in their places.
+        late_data, late_points = data, with_points
+        if late:
+            late_data = b"".join([late[i][0] if i in late else x for i, x in enumerate(lines)])
+            late_points = b"".join(
+                [late[i][1] if i in late else points.get(i, x) for i, x in enumerate(lines)]
+            )
+        self._lines, self._points, self._late = [], {}, {}
         for session, subscription in list(self.streams.items()):
-            if not subscription.send(with_points if subscription.points else data):
+            if subscription.late:
+                chunk = late_points if subscription.points else late_data
+            else:
+                chunk = with_points if subscription.points else data
+            if not chunk:
+                continue  # only late points this time, and this subscriber takes none
+            if not subscription.send(chunk):
                 log.warning("subscriber %s too slow, disconnected", session.peer)
                 self._cut_off(session)
 
@@ -184,5 +218,5 @@ class Subscribers:
                 self._cut_off(session)
 
     def _cut_off(self, session: ClientSession) -> None:
-        self.streams.pop(session, None)
+        self.remove(session)
         session.abort()

@@ -172,3 +172,27 @@ def test_a_deletion_made_while_apart_is_applied_when_the_link_returns(tmp_path: 
         poll(lambda: len(history(herd, "Jaquez", "kiwi")) == 10, 20, "the deletion at Jaquez")
         # Jaquez offered its old points back before it heard of the deletion: Riley refused.
         assert len(history(herd, "Riley", "kiwi")) == 10
+
+
+def test_late_points_reach_the_subscribers_that_ask_for_them(tmp_path: Path) -> None:
+    with Herd(tmp_path, names=("Solo",), links=()) as herd:
+        newest = herd.ask("Solo", iamat("kiwi", when=NOW))
+        port = herd.ports["Solo"]
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=30) as late,
+            socket.create_connection(("127.0.0.1", port), timeout=30) as plain,
+        ):
+            late.sendall(b"SUBSCRIBE POINTS LATE\n")
+            plain.sendall(b"SUBSCRIBE\n")
+            late_stream, plain_stream = late.makefile("rb"), plain.makefile("rb")
+            for stream in (late_stream, plain_stream):
+                # The snapshot is the newest records only, as for any SUBSCRIBE.
+                assert [stream.readline(), stream.readline()] == [newest, b"SYNCED 1\n"]
+            old = herd.ask("Solo", b'REPORT kiwi +1+1 %.3f {"battery":5}\n' % (NOW - 60))
+            again = herd.ask("Solo", b'REPORT kiwi +1+1 %.3f {"battery":5}\n' % (NOW - 60))
+            marker = herd.ask("Solo", iamat("kiwi", when=NOW + 1))
+            # Once each (the copy is no new point), in order, as LATE with its POINT line.
+            assert late_stream.readline() == b"LATE POINT" + old[2:-1] + b' {"battery":5}\n'
+            assert late_stream.readline() == marker
+            assert plain_stream.readline() == marker
+            assert again.startswith(b"AT Solo ")

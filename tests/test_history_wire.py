@@ -17,6 +17,7 @@ from backend.protocol import (
     History,
     ProtocolError,
     Put,
+    Subscribe,
     parse_line,
 )
 
@@ -103,3 +104,24 @@ def test_have_is_bounded() -> None:
     entries = b" ".join(b"%d:1:1" % i for i in range(MAX_HAVE_ENTRIES + 1))
     with pytest.raises(ProtocolError):
         parse_line(b"HAVE point * 0 1000 " + entries)
+
+
+@pytest.mark.parametrize(
+    ("line", "points", "late"),
+    [
+        (b"SUBSCRIBE", False, False),
+        (b"SUBSCRIBE POINTS", True, False),
+        (b"SUBSCRIBE LATE", False, True),
+        (b"SUBSCRIBE POINTS LATE", True, True),
+    ],
+)
+def test_subscribe_variants(line: bytes, points: bool, late: bool) -> None:
+    command = parse_line(line)
+    assert command == Subscribe(points=points, late=late)
+    assert command.encode() == line + b"\n"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("line", [b"SUBSCRIBE LATE POINTS", b"SUBSCRIBE LATE LATE", b"SUBSCRIBE X"])
+def test_subscribe_refuses_other_words(line: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_line(line)

@@ -98,12 +98,16 @@ class At:
 @dataclass(frozen=True, slots=True)
 class Subscribe:
     """Extension: stream every record the server accepts, after a snapshot. With ``points``
-    (``SUBSCRIBE POINTS``), records that have attributes come as POINT lines."""
+    (``SUBSCRIBE POINTS``), records that have attributes come as POINT lines; with ``late``
+    (``SUBSCRIBE [POINTS] LATE``), points that did not become their client's newest record
+    come too, each as ``LATE <its AT or POINT line>``."""
 
     points: bool = False
+    late: bool = False
 
     def encode(self) -> bytes:
-        return b"SUBSCRIBE POINTS\n" if self.points else b"SUBSCRIBE\n"
+        words = [b"SUBSCRIBE"] + [b"POINTS"] * self.points + [b"LATE"] * self.late
+        return b" ".join(words) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

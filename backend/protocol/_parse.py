@@ -114,11 +114,11 @@ def _parse_whereis(f: list[bytes]) -> WhereIs:
 
 
 def _parse_subscribe(f: list[bytes]) -> Subscribe:
-    if len(f) == 2 and f[1] == b"POINTS":
-        return Subscribe(points=True)
-    if len(f) != 1:
-        raise ProtocolError("SUBSCRIBE takes no fields, or POINTS")
-    return Subscribe()
+    flags = f[1:]
+    points, late = flags[:1] == [b"POINTS"], flags[-1:] == [b"LATE"]
+    if len(flags) != points + late:
+        raise ProtocolError("SUBSCRIBE takes nothing, POINTS, LATE, or POINTS LATE")
+    return Subscribe(points=points, late=late)
 
 
 def _parse_synced(f: list[bytes]) -> Synced:
