@@ -132,6 +132,7 @@ ROUTES = (
     Route("POST", "/api/v1/locations", api.post_locations, Need.WRITE),
     Route("GET", "/api/v1/clients", api.list_clients, Need.READ),
     Route("GET", "/api/v1/clients/{client_id:.+}/nearby", api.get_nearby, Need.READ),
+    Route("GET", "/api/v1/clients/{client_id:.+}/history", api.get_history, Need.READ),
     Route("GET", "/api/v1/clients/{client_id:.+}", api.get_client, Need.READ),
     Route("GET", "/api/v1/herd", api.herd_status, Need.READ),
     # The phone apps' endpoints (docs/gateway.md, "Phone apps"); OwnTracks authenticates with

@@ -28,6 +28,7 @@ from backend.protocol import (
     parse_line,
     parse_status,
 )
+from backend.protocol import History as HistoryCommand
 
 from .records import herd_json
 
@@ -147,6 +148,12 @@ class HerdClient:
         if line.startswith(b"WHATSAT ") and first.startswith(b"AT "):
             # The AT line, then the places JSON, then an empty line.
             return first + await conn.reader.readuntil(b"\n\n")
+        if line.startswith(b"HISTORY ") and not first.startswith((b"END ", b"? ")):
+            # Points, then END <n>.
+            lines = [first]
+            while not lines[-1].startswith(b"END "):
+                lines.append(await conn.reader.readuntil(b"\n"))
+            return b"".join(lines)
         return first
 
     def _release(self, server: Server, conn: _Connection) -> None:
@@ -191,6 +198,17 @@ class HerdClient:
         if not isinstance(found, dict):
             raise HerdUnavailable(f"unexpected places from the herd: {places[:100]!r}")
         return record, found
+
+    async def history(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int
+    ) -> list[Record]:
+        """A client's points in the window, oldest first, attributes included (HISTORY ...
+        POINTS); raises HerdRefused where history is off."""
+        command = HistoryCommand(client_id, since_ns, until_ns, limit, points=True)
+        *points, end = (await self.request(command.encode())).splitlines(keepends=True)
+        if not end.startswith(b"END "):
+            raise HerdUnavailable(f"unexpected end of a history: {end[:100]!r}")
+        return [_record(line) for line in points]
 
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""

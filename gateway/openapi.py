@@ -38,6 +38,9 @@ def _query(name: str, schema: Schema) -> Schema:
     return {"name": name, "in": "query", "schema": schema}
 
 
+# A window's end: POSIX seconds, as text so that no precision is lost (both ends inclusive).
+SECONDS: Schema = {"type": "string", "pattern": f"^{rules.SECONDS.pattern}$"}
+
 CLIENT_ID = {
     "name": "client_id",
     "in": "path",
@@ -206,6 +209,35 @@ PATHS = {
                 CLIENT_ID,
                 _query("radius_km", RADIUS),
                 _query("limit", _whole(rules.BOUND)),
+            ],
+        )
+    },
+    "/api/v1/clients/{client_id}/history": {
+        "get": _operation(
+            "getHistory",
+            "A client's points in a time window, oldest first, a page at a time (HISTORY)",
+            {
+                "200": _json(
+                    obj(
+                        {
+                            "client_id": schemas.CLIENT_ID,
+                            "points": {"type": "array", "items": ref("Record")},
+                            "next_cursor": {"type": ["string", "null"]},
+                        }
+                    ),
+                    "The points (each a record as getClient shows it, with its attributes); "
+                    "next_cursor, when not null, asks for the next page.",
+                ),
+                "400": _error("since, until, limit or cursor not valid, or a bad client ID."),
+                "404": _error("The path names no client (a client ID holds no line break)."),
+                "503": _error("No herd server answered, or history is off in the herd."),
+            },
+            parameters=[
+                CLIENT_ID,
+                _query("since", SECONDS | {"default": "0"}),
+                _query("until", SECONDS | {"description": "Default: the herd's last time."}),
+                _query("limit", _whole(rules.HISTORY_PAGE)),
+                _query("cursor", {"type": "string", "pattern": "^[0-9]{1,21}:[0-9]{1,5}$"}),
             ],
         )
     },

@@ -11,10 +11,11 @@ JSON body may nest.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from backend.protocol import MAX_BOUND, MAX_CLIENT_ID_BYTES, MAX_RADIUS_KM
+from backend.protocol import MAX_BOUND, MAX_CLIENT_ID_BYTES, MAX_HISTORY_LIMIT, MAX_RADIUS_KM
 
 from .errors import ApiError
 from .numbers import NumberError, bounded_decimal, whole_number
@@ -130,6 +131,20 @@ class WholeRange:
 BOUND = WholeRange("limit", 1, MAX_BOUND, 5)
 # A page of the client list: enough for a map's first view, small enough to answer quickly.
 PAGE = WholeRange("limit", 1, 1000, 100)
+# A page of a client's history: the herd answers at most MAX_HISTORY_LIMIT points a HISTORY.
+HISTORY_PAGE = WholeRange("limit", 1, MAX_HISTORY_LIMIT, 1000)
+# A history window's ends: POSIX seconds as the herd reads them (digits, up to nine decimals).
+SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
+def seconds_ns(name: str, raw: str | None, default_ns: int) -> int:
+    """A window end (``since``/``until``) in nanoseconds; raises ApiError(400)."""
+    if raw is None:
+        return default_ns
+    if SECONDS.fullmatch(raw) is None:
+        raise ApiError(400, f"{name} must be POSIX seconds (digits, up to nine decimals)")
+    whole, _, fraction = raw.partition(".")
+    return int(whole) * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
 OFFSET = WholeRange("offset", 0, None, 0)
 
 # -- WHATSAT's radius --------------------------------------------------------------------
