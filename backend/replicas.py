@@ -11,12 +11,11 @@ objects as PUT lines; on link-up and every ``sync_interval`` it sends each kind'
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .history.points import SPREAD, day_of
+from .history.points import SPREAD, day_of, hash64
 from .protocol import MAX_HAVE_ENTRIES, Forget, Have
 
 if TYPE_CHECKING:
@@ -131,7 +130,7 @@ class Deletions:
         if scope != TOP:
             return None
         found = await asyncio.to_thread(self.history.forgotten)
-        digests = {0: _xor((1, _hash(p)) for p in _payloads(found))} if found else {}
+        digests = {0: _xor((1, hash64(p)) for p in _payloads(found))} if found else {}
         return Children(0, 0, digests, leaves=True)
 
     async def objects(self, scope: str, child: int) -> list[bytes]:
@@ -142,7 +141,4 @@ def _payloads(forgotten: dict[str, int]) -> Iterator[bytes]:
     for client, until in sorted(forgotten.items()):
         yield Forget(client, until).payload()
 
-
-def _hash(payload: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big", signed=True)
 

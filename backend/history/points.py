@@ -15,6 +15,7 @@ adding a point updates it in O(1) and a whole day leaves with its buckets when i
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import NamedTuple
 
 from ..protocol import Record, key_to_ns
@@ -27,7 +28,9 @@ __all__ = [
     "Row",
     "bucket_of",
     "day_of",
+    "hash64",
     "identity_hash",
+    "lat_lng",
     "row_of",
 ]
 
@@ -85,10 +88,24 @@ def row_of(record: Record) -> Row:
     )
 
 
+def hash64(data: bytes) -> int:
+    """A signed 64-bit hash, the same on every server (SQLite integers are signed)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
 def identity_hash(client_id: str, ns: int, location: str) -> int:
-    """A signed 64-bit hash of a point's identity (SQLite integers are signed)."""
-    digest = hashlib.blake2b(f"{client_id} {ns} {location}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """The hash of a point's identity, which bucket digests XOR together."""
+    return hash64(f"{client_id} {ns} {location}".encode())
+
+
+# A location's two signed numbers (its format was checked where the point was parsed).
+_NUMBER = re.compile(r"[+-][0-9.]+")
+
+
+def lat_lng(location: str) -> tuple[float, float]:
+    """A checked location's latitude and longitude, without parse_location's exact checks."""
+    lat, lng = _NUMBER.findall(location)
+    return float(lat), float(lng)
 
 
 def day_of(ns: int) -> int:

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import private_dir
-from ..protocol import parse_location
-from .points import DAY_NS, MAX_NS, SPREAD, Digest, Row, day_of
+from .points import DAY_NS, MAX_NS, SPREAD, Digest, Row, day_of, lat_lng
 from .schema import connect, create
 from .writer import HOUR_NS, Expire, Forget, Writer
 
@@ -264,7 +263,7 @@ class History:
         their points there, at most ``limit`` points in all."""
         west, south, east, north = box
         since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
-        hours = self._reader().execute(
+        clients = self._reader().execute(
             "SELECT DISTINCT c.name FROM cells x JOIN clients c ON c.id = x.client "
             "WHERE x.hour >= ? AND x.hour <= ? AND x.north >= ? AND x.south <= ? "
             "AND x.east >= ? AND x.west <= ? ORDER BY c.name",
@@ -272,7 +271,7 @@ class History:
         ).fetchall()
         found: dict[str, list[Row]] = {}
         left = limit
-        for (name,) in hours:
+        for (name,) in clients:
             for page in self.iter_points(name, since_ns, until_ns):
                 inside = [r for r in page if _inside(r, west, south, east, north)]
                 if inside:
@@ -316,5 +315,5 @@ class History:
 
 
 def _inside(row: Row, west: float, south: float, east: float, north: float) -> bool:
-    lat, lng = parse_location(row.location.encode())
+    lat, lng = lat_lng(row.location)
     return south <= lat <= north and west <= lng <= east

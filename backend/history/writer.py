@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .points import DAY_NS, SPREAD, Row, identity_hash, slice_of
+from .points import DAY_NS, SPREAD, Row, identity_hash, lat_lng, slice_of
 
 __all__ = ["Expire", "Forget", "Writer"]
 
@@ -59,8 +58,6 @@ Work = Row | Forget | Expire
 
 
 _INSERT = "INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?, ?)"
-# A location's two signed numbers (checked where the point was parsed).
-_NUMBER = re.compile(r"[+-][0-9.]+")
 
 
 class Writer:
@@ -311,7 +308,7 @@ class _Changes:
         self.names[cid] = name
 
     def cell(self, hour: int, cid: int, location: str) -> None:
-        lat, lng = map(float, _NUMBER.findall(location))
+        lat, lng = lat_lng(location)
         box = self.cells.get((hour, cid))
         if box is None:
             self.cells[(hour, cid)] = [lat, lng, lat, lng]
