@@ -3,7 +3,8 @@
 - One seed for every randomised test (``rng``), printed with a failure and settable from the
   command line (``pytest --seed N``), so that any failure replays.
 - ``herd``: a module's herd of five real servers (a module may set ``HERD_GATEWAY`` to extra
-  ``[gateway]`` lines), and ``client``: the gateway app for it under aiohttp's test client.
+  ``[gateway]`` lines, ``HERD_EXTRA`` to more tables), and ``client``: the gateway app for it
+  under aiohttp's test client.
 - ``many_files``: a higher limit on open files for one test, restored after it.
 - System tests of many seconds (chaos, network namespaces, browsers, the benchmark, packaging,
   the API contract) are marked ``slow``: they run by default and in ``.ci/run``; ``-m "not slow"``
@@ -83,8 +84,9 @@ def herd(
 ) -> Iterator[Herd]:
     """Five real servers for the module's tests, their links up."""
     gateway = getattr(request.module, "HERD_GATEWAY", "")
+    extra = getattr(request.module, "HERD_EXTRA", "")
     name = request.module.__name__.rpartition(".")[2]
-    with Herd(tmp_path_factory.mktemp(name), gateway=gateway) as started:
+    with Herd(tmp_path_factory.mktemp(name), gateway=gateway, extra=extra) as started:
         started.wait_links()
         yield started
 

@@ -17,6 +17,8 @@ from backend.protocol import End, History, parse_line
 
 pytestmark = pytest.mark.timeout(120)
 
+ON = "[history]\nenabled = true\n"
+
 NOW = time.time()
 
 
@@ -38,7 +40,7 @@ def converse(port: int, lines: list[bytes]) -> list[bytes]:
 
 
 def test_late_points_are_kept_and_replicated_but_never_newest(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")]) as herd:
+    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")], extra=ON) as herd:
         herd.wait_links()
         newest = herd.ask("Riley", iamat("kiwi", when=NOW - 10))
         herd.wait_record("Jaquez", "kiwi", newest)
@@ -62,7 +64,7 @@ def test_a_point_is_stored_once_however_many_copies_arrive(tmp_path: Path) -> No
     # Three servers in a triangle: each late point reaches every server twice.
     names = ("Riley", "Jaquez", "Juzang")
     links = [("Riley", "Jaquez"), ("Jaquez", "Juzang"), ("Juzang", "Riley")]
-    with Herd(tmp_path, names=names, links=links) as herd:
+    with Herd(tmp_path, names=names, links=links, extra=ON) as herd:
         herd.wait_links()
         herd.ask("Riley", iamat("kiwi", when=NOW))
         late = converse(herd.ports["Riley"], [iamat("kiwi", when=NOW - i - 1) for i in range(50)])
@@ -77,7 +79,7 @@ def test_a_point_is_stored_once_however_many_copies_arrive(tmp_path: Path) -> No
 
 
 def test_acknowledged_points_survive_kill_9(tmp_path: Path) -> None:
-    extra = "[durability]\ncompact_min = 40\n"  # compactions while points are written
+    extra = ON + "[durability]\ncompact_min = 40\n"  # compactions while points are written
     with Herd(tmp_path, names=("Solo",), links=(), extra=extra) as herd:
         herd.ask("Solo", iamat("kiwi", when=NOW))
         lines = [iamat("kiwi", when=NOW - i - 1, location=f"+34.{i:06d}-118.4") for i in range(300)]
@@ -96,14 +98,14 @@ def test_a_data_directory_of_the_previous_version_loads(tmp_path: Path) -> None:
     old = [f"AT Solo +0.000100000 c{i} +34.1-118.4 {NOW - 60 + i:.3f}\n".encode() for i in range(5)]
     (data / "snapshot").write_bytes(b"".join(old[:3]))
     (data / "journal.1").write_bytes(b"".join(old[3:]))
-    with Herd(tmp_path, names=("Solo",), links=()) as herd:
+    with Herd(tmp_path, names=("Solo",), links=(), extra=ON) as herd:
         for i, line in enumerate(old):
             assert herd.whereis("Solo", f"c{i}") == line
             assert history(herd, "Solo", f"c{i}") == [line]
 
 
 def test_history_reads_as_the_protocol_says(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Solo",), links=()) as herd:
+    with Herd(tmp_path, names=("Solo",), links=(), extra=ON) as herd:
         replies = converse(
             herd.ports["Solo"],
             [iamat("kiwi", when=NOW - i) for i in range(10)]
@@ -124,7 +126,7 @@ def test_history_reads_as_the_protocol_says(tmp_path: Path) -> None:
 
 
 def test_a_deletion_reaches_every_server(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")]) as herd:
+    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")], extra=ON) as herd:
         herd.wait_links()
         converse(herd.ports["Riley"], [iamat("kiwi", when=NOW - i) for i in range(20)])
         poll(lambda: len(history(herd, "Jaquez", "kiwi")) == 20, what="replication")
@@ -137,16 +139,15 @@ def test_a_deletion_reaches_every_server(tmp_path: Path) -> None:
         assert len(history(herd, "Jaquez", "kiwi")) == 10
 
 
-def test_history_can_be_turned_off(tmp_path: Path) -> None:
-    extra = "[history]\nenabled = false\n"
-    with Herd(tmp_path, names=("Solo",), links=(), extra=extra) as herd:
+def test_history_is_off_unless_turned_on(tmp_path: Path) -> None:
+    with Herd(tmp_path, names=("Solo",), links=()) as herd:  # off by default
         herd.ask("Solo", iamat("kiwi", when=NOW))
         assert herd.ask("Solo", b"HISTORY kiwi 0 1 10\n") == b"? HISTORY kiwi 0 1 10\n"
         assert not (tmp_path / "data" / "Solo" / "history.db").exists()
 
 
 def test_points_learnt_while_apart_reach_everyone_when_the_link_returns(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")]) as herd:
+    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")], extra=ON) as herd:
         herd.wait_links()
         herd.ask("Riley", iamat("kiwi", when=NOW))
         herd.kill("Jaquez", signal.SIGKILL)
@@ -161,7 +162,7 @@ def test_points_learnt_while_apart_reach_everyone_when_the_link_returns(tmp_path
 
 
 def test_a_deletion_made_while_apart_is_applied_when_the_link_returns(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")]) as herd:
+    with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")], extra=ON) as herd:
         herd.wait_links()
         converse(herd.ports["Riley"], [iamat("kiwi", when=NOW - i) for i in range(20)])
         poll(lambda: len(history(herd, "Jaquez", "kiwi")) == 20, what="replication")
@@ -175,7 +176,7 @@ def test_a_deletion_made_while_apart_is_applied_when_the_link_returns(tmp_path: 
 
 
 def test_late_points_reach_the_subscribers_that_ask_for_them(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Solo",), links=()) as herd:
+    with Herd(tmp_path, names=("Solo",), links=(), extra=ON) as herd:
         newest = herd.ask("Solo", iamat("kiwi", when=NOW))
         port = herd.ports["Solo"]
         with (

@@ -9,6 +9,7 @@ from typing import Any
 from helpers import Herd
 
 NOW = time.time()
+HERD_EXTRA = "[history]\nenabled = true\n"  # (off by default)
 
 
 async def post(client: Any, body: dict[str, Any]) -> None:
