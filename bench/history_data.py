@@ -6,8 +6,9 @@ One server's history of ``points`` points over ``clients`` clients, ending at ``
   ``end_ns``), 8,640 points with the attributes a phone sends: the 24-hour trail read back;
 - ``EXPORT``: a phone at one point a second, ``export`` points up to ``end_ns`` (a million:
   11.6 days), with attributes: the GPX export;
-- every other client an equal share of the rest, spread evenly over the ``SPAN_DAYS`` days
-  before ``end_ns`` with a jitter, as plain IAMATs (no attributes).
+- every other client an equal share of the rest, spread evenly over the ``BULK_DAYS`` days
+  before ``end_ns`` with a jitter, as plain IAMATs (no attributes): with the issue's 10
+  million points over 10,000 clients, a point every ten minutes or so.
 
 Every client walks from a start of its own in steps of up to ~100 m, so no two points of a
 client are alike and the trails are trails. The same arguments give the same rows.
@@ -22,13 +23,14 @@ from dataclasses import dataclass
 from backend.history import Row
 from backend.protocol import format_attributes
 
-__all__ = ["EXPORT", "SPAN_DAYS", "TRAIL", "DataSet"]
+__all__ = ["BULK_DAYS", "EXPORT", "TRAIL", "DataSet"]
 
 SECOND = 1_000_000_000
 DAY_S = 86_400
-# The bulk spreads over a month: well within the default keep_days (365), as it must be, or
-# the server would expire it on open.
-SPAN_DAYS = 30
+# The bulk spreads over a week; nothing is older than KEEP_DAYS, well within the default
+# keep_days (365), or the server would expire it on open.
+BULK_DAYS = 7
+KEEP_DAYS = 300
 TRAIL_EVERY_S = 10  # the trail: one point per 10 s, 8,640 in 24 hours
 EXPORT_EVERY_S = 1  # a phone at 1 Hz: a million points in 11.6 days
 # Sorted before the bulk's "c00000"...: rows must come sorted by (client, time).
@@ -70,8 +72,8 @@ class DataSet:
             raise ValueError(f"{self} leaves the bulk clients no point each")
         if self.trail * TRAIL_EVERY_S > DAY_S:
             raise ValueError(f"{self.trail} points every {TRAIL_EVERY_S} s overflow a day")
-        if self.export * EXPORT_EVERY_S > SPAN_DAYS * DAY_S:
-            raise ValueError(f"{self.export} points a second overflow {SPAN_DAYS} days")
+        if self.export * EXPORT_EVERY_S > KEEP_DAYS * DAY_S:
+            raise ValueError(f"{self.export} points a second overflow {KEEP_DAYS} days")
 
     @property
     def day(self) -> tuple[int, int]:
@@ -93,13 +95,11 @@ class DataSet:
         phone = _phone_attributes()
         first, _ = self.export_window
         yield from _walk(rng, EXPORT, first, EXPORT_EVERY_S * SECOND, 0, self.export, phone)
-        yield from _walk(
-            rng, TRAIL, self.day[0], TRAIL_EVERY_S * SECOND, 0, self.trail, phone
-        )
+        yield from _walk(rng, TRAIL, self.day[0], TRAIL_EVERY_S * SECOND, 0, self.trail, phone)
         names = self.bulk_names()
         bulk = self.points - self.export - self.trail
         share, extra = divmod(bulk, len(names))
-        span = SPAN_DAYS * DAY_S * SECOND
+        span = BULK_DAYS * DAY_S * SECOND
         for i, name in enumerate(names):
             n = share + (1 if i < extra else 0)
             step = span // n
