@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from backend.config import DEFAULT_LINKS
 
-from .context import Context, summarise
+from .context import Context, Spec
 from .herd import Herd
 from .linkproxy import Links
 from .load import send_all, time_text
 from .results import Target, WorkloadResult
+from .sizes import Sizes
 
-__all__ = ["HALVES", "measure_repair"]
+__all__ = ["HALVES", "measure_repair", "repair_spec"]
 
 HALVES = (("Riley", "Jaquez"), ("Juzang", "Campbell", "Bernard"))
 ENTRIES = ("Riley", "Campbell")  # where each half's points are sent
@@ -37,11 +39,21 @@ LOAD_LIMIT = 300.0
 # Seconds the herd gets to repair before the figure is "never".
 REPAIR_LIMIT = 120.0
 POLL = 0.05
+# Seconds a STATUS may take while the herd repairs before that look counts as "not yet".
+STATUS_WAIT = 30.0
+
+
+def repair_spec(sizes: Sizes) -> Spec:
+    total = 2 * sizes.partition_points
+    return Spec(
+        f"partition repair: every server holds both halves' {total:,} points", "s", REPAIR_TARGET
+    )
 
 
 async def measure_repair(ctx: Context, result: WorkloadResult, extra: str) -> None:
+    """Cut a herd in two (its config's ``extra`` turns history on), load both halves, heal,
+    and add the repair time to ``result``."""
     n = ctx.sizes.partition_points
-    name = f"partition repair: every server holds both halves' {2 * n:,} points"
     links = await Links(DEFAULT_LINKS).start()
     herd = Herd.for_bench(ctx.root / "partition", ctx.procs, preload=False, extra=extra)
     links.route(herd)
@@ -51,27 +63,27 @@ async def measure_repair(ctx: Context, result: WorkloadResult, extra: str) -> No
         ctx.unpin(*herd.pids().values())
         cut = links.between(*HALVES)
         links.cut(*cut)
-        await _wait_down(herd, cut)
+        watch = Watch(herd)
+        await _wait_down(watch, cut)
         load_s = await _load_halves(herd, n)
         for half in HALVES:
-            await _wait_points(herd, half, n, LOAD_LIMIT)
+            await _wait_points(watch, half, n, LOAD_LIMIT)
         links.heal(*cut)
+        watch.slowest = 0.0
         t0 = time.monotonic()
-        reached, links_up = await _repair(herd, cut, 2 * n, t0)
+        reached, links_up = await _repair(watch, cut, 2 * n, t0)
         value: list[float] | str = (
             [max(reached.values())]
             if len(reached) == len(herd.names)
-            else f"not within {REPAIR_LIMIT:g} s: {await _points(herd)}"
+            else f"not within {REPAIR_LIMIT:g} s: {await watch.points()}"
         )
         result.add(
-            summarise(
-                name,
-                "s",
+            repair_spec(ctx.sizes).figure(
                 value,
-                target=REPAIR_TARGET,
                 links_up_after_s=links_up,
                 per_server_s={k: round(v, 3) for k, v in reached.items()},
                 load_seconds=round(load_s, 2),
+                slowest_status_s=round(watch.slowest, 3),
             )
         )
     finally:
@@ -100,30 +112,56 @@ async def _load_halves(herd: Herd, n: int) -> float:
     return time.perf_counter() - t0
 
 
-async def _points(herd: Herd) -> dict[str, int]:
-    counts = {}
-    for name in herd.names:
-        status = await herd.status_async(name)
-        counts[name] = int(status["history"]["points"])
-    return counts
+class Watch:
+    """STATUS of every server at once, each within STATUS_WAIT seconds or None (a server
+    busy repairing may answer late: that is a figure too, the slowest answer seen)."""
+
+    def __init__(self, herd: Herd) -> None:
+        self.herd = herd
+        self.slowest = 0.0
+
+    async def statuses(self) -> dict[str, dict[str, Any] | None]:
+        found = await asyncio.gather(*(self._one(name) for name in self.herd.names))
+        return dict(zip(self.herd.names, found, strict=True))
+
+    async def _one(self, name: str) -> dict[str, Any] | None:
+        t0 = time.monotonic()
+        try:
+            return await self.herd.status_async(name, timeout=STATUS_WAIT)
+        except TimeoutError:
+            return None
+        finally:
+            self.slowest = max(self.slowest, time.monotonic() - t0)
+
+    async def points(self) -> dict[str, int | None]:
+        return {name: _points(s) for name, s in (await self.statuses()).items()}
 
 
-async def _wait_down(herd: Herd, cut: list[tuple[str, str]]) -> None:
+def _points(status: dict[str, Any] | None) -> int | None:
+    return None if status is None else int(status["history"]["points"])
+
+
+def _link(statuses: dict[str, dict[str, Any] | None], a: str, b: str) -> str | None:
+    status = statuses[a]
+    return None if status is None else status["links"].get(b)
+
+
+async def _wait_down(watch: Watch, cut: list[tuple[str, str]]) -> None:
     deadline = time.monotonic() + LOAD_LIMIT
     while True:
-        statuses = {name: await herd.status_async(name) for name in herd.names}
-        if all(statuses[a]["links"].get(b) == "down" for a, b in cut):
+        statuses = await watch.statuses()
+        if all(_link(statuses, a, b) == "down" for a, b in cut):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"the cut links {cut} stayed up")
         await asyncio.sleep(POLL)
 
 
-async def _wait_points(herd: Herd, names: tuple[str, ...], n: int, limit: float) -> None:
+async def _wait_points(watch: Watch, names: tuple[str, ...], n: int, limit: float) -> None:
     deadline = time.monotonic() + limit
     while True:
-        counts = await _points(herd)
-        if all(counts[name] >= n for name in names):
+        counts = await watch.points()
+        if all((counts[name] or 0) >= n for name in names):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{names} did not all hold their {n:,} points: {counts}")
@@ -131,19 +169,20 @@ async def _wait_points(herd: Herd, names: tuple[str, ...], n: int, limit: float)
 
 
 async def _repair(
-    herd: Herd, cut: list[tuple[str, str]], total: int, t0: float
+    watch: Watch, cut: list[tuple[str, str]], total: int, t0: float
 ) -> tuple[dict[str, float], float | None]:
     """Seconds from ``t0`` until each server held ``total`` points, and until every cut link
     was up again at its dialler (None if not seen)."""
+    names = watch.herd.names
     reached: dict[str, float] = {}
     links_up: float | None = None
-    while len(reached) < len(herd.names) and time.monotonic() - t0 < REPAIR_LIMIT:
-        statuses = {name: await herd.status_async(name) for name in herd.names}
+    while len(reached) < len(names) and time.monotonic() - t0 < REPAIR_LIMIT:
+        statuses = await watch.statuses()
         now = time.monotonic() - t0
         for name, status in statuses.items():
-            if name not in reached and int(status["history"]["points"]) >= total:
+            if name not in reached and (_points(status) or 0) >= total:
                 reached[name] = now
-        if links_up is None and all(statuses[a]["links"].get(b) == "up" for a, b in cut):
+        if links_up is None and all(_link(statuses, a, b) == "up" for a, b in cut):
             links_up = round(now, 3)
         await asyncio.sleep(POLL)
     return reached, links_up

@@ -25,20 +25,24 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+import traceback
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from backend.history import fill
 
-from ..context import Context, summarise
+from ..context import Context, Spec, summarise
 from ..herd import LISTEN_TIMEOUT, Herd
 from ..history_data import EXPORT, TRAIL, DataSet
 from ..load import time_text
 from ..net import listening
-from ..partition import measure_repair
+from ..partition import measure_repair, repair_spec
 from ..procs import Proc, rss_bytes
 from ..results import Figure, Missing, Target, WorkloadResult, percentile
+from ..sizes import Sizes
 
 NAME = "history"
 TITLE = "History: a server of 10 million points; trail reads, GPX export, partition repair"
@@ -63,34 +67,85 @@ EXPORT_TIMEOUT = aiohttp.ClientTimeout(total=600)
 READ_TIMEOUT = 60.0
 
 
+def _specs(data: DataSet, sizes: Sizes) -> dict[str, Spec]:
+    trail, reads = f"24-hour trail ({data.trail:,} points)", sizes.history_reads
+    export = f"GPX export of {data.export:,} points through REST"
+    return {
+        "bytes": Spec(
+            f"bytes on disk per point ({data.points:,} points, {data.clients:,} clients)",
+            "bytes",
+            BYTES_TARGET,
+        ),
+        "listen": Spec(
+            f"restart to listening on {data.points:,} points "
+            f"(p50 of {sizes.history_restarts} starts)",
+            "s",
+            LISTEN_TARGET,
+        ),
+        "tcp": Spec(f"{trail} through HISTORY: p99 of {reads} reads", "ms", TCP_TARGET),
+        "rest": Spec(f"{trail} through REST: p99 of {reads} reads", "ms", REST_TARGET),
+        "rate": Spec(f"{export}: points/s", "points/s", EXPORT_TARGET),
+        "gateway": Spec(f"{export}: peak RSS growth of the gateway", "MB", RSS_TARGET),
+        "server": Spec(f"{export}: peak RSS growth of the server", "MB", RSS_TARGET),
+    }
+
+
 async def run(ctx: Context) -> WorkloadResult:
     result = WorkloadResult(NAME, TITLE)
     sizes = ctx.sizes
     end_ns = time.time_ns() // HOUR_NS * HOUR_NS  # the last whole hour: nothing in the future
     data = DataSet(sizes.history_points, sizes.history_clients, sizes.history_export, 8_640, end_ns)
+    specs = _specs(data, sizes)
     solo = Herd.for_bench(
         ctx.root / "history", ctx.procs, preload=False, names=(SOLO,), links=(), extra=ON
     )
-    await _fill(result, solo, data)
-    await _restarts(ctx, result, solo, data)
+    if await _stage(result, [specs["bytes"]], _fill(result, specs, solo, data)):
+        await _stage(result, [specs["listen"]], _restarts(ctx, result, specs, solo, data))
+        reads = [specs[k] for k in ("tcp", "rest", "rate", "gateway", "server")]
+        await _stage(result, reads, _serve(ctx, result, specs, solo, data))
+    else:
+        for key in ("listen", "tcp", "rest", "rate", "gateway", "server"):
+            result.add(specs[key].figure("no database: it could not be written"))
+    await _stage(result, [repair_spec(sizes)], measure_repair(ctx, result, ON))
+    return result
+
+
+async def _stage(result: WorkloadResult, specs: Sequence[Spec], work: Awaitable[None]) -> bool:
+    """Await ``work``; if it fails, each of ``specs`` it did not report is null with the
+    reason (and the traceback goes to stderr), and the workload goes on. True if it worked."""
+    try:
+        await work
+        return True
+    except Exception as exc:
+        traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}"
+        have = {f.name for f in result.figures}
+        for spec in specs:
+            if spec.name not in have:
+                result.add(spec.figure(reason))
+        return False
+
+
+async def _serve(
+    ctx: Context, result: WorkloadResult, specs: dict[str, Spec], solo: Herd, data: DataSet
+) -> None:
+    """The server on its database, then the gateway: the trail read both ways, the export."""
     await solo.start_async(SOLO)
     try:
         ctx.on_server_cpu(solo.servers[SOLO].pid)
-        await _trail_tcp(ctx, result, solo, data)
+        await _trail_tcp(ctx, result, specs["tcp"], solo, data)
         url = await solo.start_gateway_async()
         assert solo.gateway is not None
         ctx.on_server_cpu(solo.gateway.pid)
         async with aiohttp.ClientSession() as session:
-            await _trail_rest(ctx, result, session, url, data)
+            await _trail_rest(ctx, result, specs["rest"], session, url, data)
             ctx.unpin(solo.servers[SOLO].pid, solo.gateway.pid)
-            await _export(result, session, url, data, solo)
+            await _export(result, specs, session, url, data, solo)
     finally:
         await solo.stop_async()
-    await measure_repair(ctx, result, ON)
-    return result
 
 
-async def _fill(result: WorkloadResult, solo: Herd, data: DataSet) -> None:
+async def _fill(result: WorkloadResult, specs: dict[str, Spec], solo: Herd, data: DataSet) -> None:
     directory = solo.root / "data" / SOLO  # the config's [paths] data, per server
     t0 = time.perf_counter()
     written = await asyncio.to_thread(fill, directory, data.rows())
@@ -98,15 +153,8 @@ async def _fill(result: WorkloadResult, solo: Herd, data: DataSet) -> None:
     if written != data.points:
         raise RuntimeError(f"fill wrote {written:,} points of {data.points:,}")
     size = sum(p.stat().st_size for p in directory.glob("history.db*"))
-    result.add(
-        Figure(
-            name=f"bytes on disk per point ({written:,} points, {data.clients:,} clients)",
-            unit="bytes",
-            value=size / written,
-            target=BYTES_TARGET,
-            extra={"bytes": size, "per_table": _per_table(directory / "history.db", written)},
-        )
-    )
+    per_table = _per_table(directory / "history.db", written)
+    result.add(specs["bytes"].figure([size / written], bytes=size, per_table=per_table))
     result.add(
         summarise("points written directly (backend.history.fill)", "points/s", [written / seconds])
     )
@@ -122,7 +170,9 @@ def _per_table(path: Path, points: int) -> dict[str, float] | str:
     return {name: round(size / points, 1) for name, size in sorted(found, key=lambda r: -r[1])}
 
 
-async def _restarts(ctx: Context, result: WorkloadResult, solo: Herd, data: DataSet) -> None:
+async def _restarts(
+    ctx: Context, result: WorkloadResult, specs: dict[str, Spec], solo: Herd, data: DataSet
+) -> None:
     """Spawn the server on the filled data directory until it listens, then SIGTERM it."""
     seconds: list[float] = []
     port = solo.ports[SOLO]
@@ -138,14 +188,7 @@ async def _restarts(ctx: Context, result: WorkloadResult, solo: Herd, data: Data
         ctx.procs.forget(proc)
         if held != data.points:
             raise RuntimeError(f"{SOLO} started on {held} points, not {data.points:,}")
-    result.add(
-        summarise(
-            f"restart to listening on {data.points:,} points (p50 of {len(seconds)} starts)",
-            "s",
-            seconds,
-            target=LISTEN_TARGET,
-        )
-    )
+    result.add(specs["listen"].figure(seconds, max_s=round(max(seconds), 3)))
 
 
 def _window(data: DataSet) -> tuple[str, str]:
@@ -153,7 +196,9 @@ def _window(data: DataSet) -> tuple[str, str]:
     return time_text(since), time_text(until)
 
 
-async def _trail_tcp(ctx: Context, result: WorkloadResult, solo: Herd, data: DataSet) -> None:
+async def _trail_tcp(
+    ctx: Context, result: WorkloadResult, spec: Spec, solo: Herd, data: DataSet
+) -> None:
     since, until = _window(data)
     line = f"HISTORY {TRAIL} {since} {until} 10000\n".encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", solo.ports[SOLO], limit=1 << 24)
@@ -170,7 +215,7 @@ async def _trail_tcp(ctx: Context, result: WorkloadResult, solo: Herd, data: Dat
             _check_answer(answer, data.trail)
     finally:
         writer.close()
-    result.add(_p99(f"24-hour trail ({data.trail:,} points) through HISTORY", samples, TCP_TARGET))
+    result.add(_p99(spec, samples))
 
 
 def _check_answer(answer: bytes, expected: int) -> None:
@@ -180,23 +225,25 @@ def _check_answer(answer: bytes, expected: int) -> None:
         raise RuntimeError(f"HISTORY answered {lines} lines and {end[:80]!r}, not {expected}")
 
 
-def _p99(name: str, samples: list[float], target: Target) -> Figure:
+def _p99(spec: Spec, samples: list[float]) -> Figure:
     try:
         value: list[float] | str = [percentile(samples, 99)]
     except Missing as exc:
         value = str(exc)
-    return summarise(
-        f"{name}: p99 of {len(samples)} reads",
-        "ms",
+    return spec.figure(
         value,
-        target=target,
         p50_ms=round(percentile(samples, 50), 3) if samples else None,
         max_ms=round(max(samples), 3) if samples else None,
     )
 
 
 async def _trail_rest(
-    ctx: Context, result: WorkloadResult, session: aiohttp.ClientSession, url: str, data: DataSet
+    ctx: Context,
+    result: WorkloadResult,
+    spec: Spec,
+    session: aiohttp.ClientSession,
+    url: str,
+    data: DataSet,
 ) -> None:
     since, until = _window(data)
     query = {"since": since, "until": until, "limit": "10000"}
@@ -213,17 +260,16 @@ async def _trail_rest(
             got = await asyncio.to_thread(_json_points, body)
             if got != data.trail:
                 raise RuntimeError(f"the trail's REST read gave {got} points, not {data.trail}")
-    result.add(_p99(f"24-hour trail ({data.trail:,} points) through REST", samples, REST_TARGET))
+    result.add(_p99(spec, samples))
 
 
 def _json_points(body: bytes) -> int:
-    import orjson
-
     return len(orjson.loads(body)["points"])
 
 
 async def _export(
     result: WorkloadResult,
+    specs: dict[str, Spec],
     session: aiohttp.ClientSession,
     url: str,
     data: DataSet,
@@ -234,7 +280,6 @@ async def _export(
     procs = {"gateway": solo.gateway, "server": solo.servers[SOLO]}
     first, last = data.export_window
     query = {"format": "gpx", "since": time_text(first), "until": time_text(last)}
-    name = f"GPX export of {data.export:,} points through REST"
     peaks = {who: rss_bytes(proc.pid) for who, proc in procs.items()}
     before = dict(peaks)
     sampler = asyncio.create_task(_sample_rss(procs, peaks))
@@ -251,20 +296,12 @@ async def _export(
     if problem is None and points != data.export:
         problem = f"the GPX held {points:,} track points, not {data.export:,}"
     rate: list[float] | str = problem if problem else [points / seconds]
-    result.add(summarise(f"{name}: points/s", "points/s", rate, target=EXPORT_TARGET))
+    result.add(specs["rate"].figure(rate, seconds=round(seconds, 3)))
     for who in procs:
         growth: list[float] | str = problem if problem else [(peaks[who] - before[who]) / MB]
         if not problem and peaks[who] <= before[who]:
             growth = "no measurable RSS growth"
-        result.add(
-            summarise(
-                f"{name}: peak RSS growth of the {who}",
-                "MB",
-                growth,
-                target=RSS_TARGET,
-                rss_before_mb=round(before[who] / MB, 1),
-            )
-        )
+        result.add(specs[who].figure(growth, rss_before_mb=round(before[who] / MB, 1)))
 
 
 async def _sample_rss(procs: dict[str, Proc], peaks: dict[str, int]) -> None:
