@@ -47,6 +47,10 @@ PENALTY_SECONDS = 2.0
 MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 
+# Lines of a history page parsed between two turns of the event loop: about 5 ms of work.
+PARSE_SLICE = 1000
+
+
 # What a dead, slow or rude herd server makes a request fail with.
 HERD_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
@@ -209,8 +213,16 @@ class HerdClient:
         """A client's points in the window, oldest first, with their attributes (HISTORY ...
         POINTS) or without (``points=False``: AT lines, less to read); raises HerdRefused
         where history is off."""
+        return [
+            _record(line)
+            for line in await self._history(client_id, since_ns, until_ns, limit, points)
+        ]
+
+    async def _history(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, points: bool
+    ) -> list[bytes]:
         command = HistoryCommand(client_id, since_ns, until_ns, limit, points=points)
-        return [_record(line) for line in _lines(await self.request(command.encode()))]
+        return _lines(await self.request(command.encode()))
 
     async def history_pages(
         self, client_id: str, since_ns: int, until_ns: int, *, points: bool = True
@@ -223,23 +235,22 @@ class HerdClient:
             return
         window = Window(since_ns, until_ns)
 
-        def ask(window: Window) -> asyncio.Future[list[Record]]:
+        def ask(window: Window) -> asyncio.Future[list[bytes]]:
             return asyncio.ensure_future(
-                self.history(
-                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points=points
+                self._history(
+                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points
                 )
             )
 
-        pending: asyncio.Future[list[Record]] | None = ask(window)
+        pending: asyncio.Future[list[bytes]] | None = ask(window)
         try:
             while pending is not None:
-                page = await pending
+                page = await _parsed(await pending)
                 skipped = window.skipped_ns
                 fresh, window = next_window(window, page, MAX_HISTORY_LIMIT)
                 if window.skipped_ns > skipped:
                     log.warning(
-                        "history of %r: more than %d points at one time; the rest of them are "
-                        "not read",
+                        "history of %r: %d points or more at one time; any more are not read",
                         client_id,
                         MAX_HISTORY_LIMIT,
                     )
@@ -275,6 +286,17 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         return parse_status(reply)
+
+
+async def _parsed(lines: list[bytes]) -> list[Record]:
+    """The records of a page's lines, parsed a slice at a time: a page of 10,000 takes some
+    50 ms to parse, which the event loop's other work should not wait for."""
+    records: list[Record] = []
+    for start in range(0, len(lines), PARSE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        records.extend(_record(line) for line in lines[start : start + PARSE_SLICE])
+    return records
 
 
 def _lines(reply: bytes) -> list[bytes]:
