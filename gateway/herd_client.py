@@ -21,6 +21,7 @@ from backend.config import ServerAddress
 from backend.protocol import (
     MAX_HISTORY_LIMIT,
     At,
+    In,
     ProtocolError,
     Record,
     Status,
@@ -272,12 +273,7 @@ class HerdClient:
         """The clients with a point in ``box`` (west <= east) in the window, by client ID
         (AREA ... CLIENTS); raises HerdRefused where history is off."""
         lines = _lines(await self.request(_area_line(box, since_ns, until_ns, limit, "CLIENTS")))
-        clients = []
-        for line in lines:
-            if not line.startswith(b"IN "):
-                raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
-            clients.append(line[3:].rstrip(b"\r\n").decode(errors="replace"))
-        return clients
+        return [_in(line).client_id for line in lines]
 
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
@@ -317,6 +313,16 @@ def _area_line(box: Box, since_ns: int, until_ns: int, limit: int, variant: str)
 def _seconds(ns: int) -> str:
     whole, fraction = divmod(ns, 1_000_000_000)
     return f"{whole}.{fraction:09d}".rstrip("0") if fraction else str(whole)
+
+
+def _in(line: bytes) -> In:
+    try:
+        command = parse_line(line)
+    except ProtocolError:
+        command = None
+    if not isinstance(command, In):
+        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
+    return command
 
 
 def _record(line: bytes) -> Record:
