@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 import traceback
@@ -92,6 +93,7 @@ def _specs(data: DataSet, sizes: Sizes) -> dict[str, Spec]:
 
 async def run(ctx: Context) -> WorkloadResult:
     result = WorkloadResult(NAME, TITLE)
+    result.notes.append(_load("at the start"))
     sizes = ctx.sizes
     end_ns = time.time_ns() // HOUR_NS * HOUR_NS  # the last whole hour: nothing in the future
     data = DataSet(sizes.history_points, sizes.history_clients, sizes.history_export, 8_640, end_ns)
@@ -107,7 +109,14 @@ async def run(ctx: Context) -> WorkloadResult:
         for key in ("listen", "tcp", "rest", "rate", "gateway", "server"):
             result.add(specs[key].figure("no database: it could not be written"))
     await _stage(result, [repair_spec(sizes)], measure_repair(ctx, result, ON))
+    result.notes.append(_load("at the end"))
     return result
+
+
+def _load(when: str) -> str:
+    # The machine may be shared: its load says how far to trust the figures.
+    one, five, fifteen = os.getloadavg()
+    return f"load average {when}: {one:.2f}, {five:.2f}, {fifteen:.2f} ({os.cpu_count()} CPUs)"
 
 
 async def _stage(result: WorkloadResult, specs: Sequence[Spec], work: Awaitable[None]) -> bool:
