@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from backend.history import Row
 from backend.protocol import format_attributes
 
-__all__ = ["BULK_DAYS", "EXPORT", "TRAIL", "DataSet"]
+__all__ = ["BULK_DAYS", "EXPORT", "TRAIL", "TRAIL_POINTS", "DataSet"]
 
 SECOND = 1_000_000_000
 DAY_S = 86_400
@@ -32,6 +32,7 @@ DAY_S = 86_400
 BULK_DAYS = 7
 KEEP_DAYS = 300
 TRAIL_EVERY_S = 10  # the trail: one point per 10 s, 8,640 in 24 hours
+TRAIL_POINTS = DAY_S // TRAIL_EVERY_S
 EXPORT_EVERY_S = 1  # a phone at 1 Hz: a million points in 11.6 days
 # Sorted before the bulk's "c00000"...: rows must come sorted by (client, time).
 EXPORT, TRAIL = "bench-export", "bench-trail"

@@ -37,7 +37,7 @@ from backend.history import fill
 
 from ..context import Context, Spec, summarise
 from ..herd import LISTEN_TIMEOUT, Herd
-from ..history_data import EXPORT, TRAIL, DataSet
+from ..history_data import EXPORT, TRAIL, TRAIL_POINTS, DataSet
 from ..load import time_text
 from ..net import listening
 from ..partition import measure_repair, repair_spec
@@ -96,7 +96,9 @@ async def run(ctx: Context) -> WorkloadResult:
     result.notes.append(_load("at the start"))
     sizes = ctx.sizes
     end_ns = time.time_ns() // HOUR_NS * HOUR_NS  # the last whole hour: nothing in the future
-    data = DataSet(sizes.history_points, sizes.history_clients, sizes.history_export, 8_640, end_ns)
+    data = DataSet(
+        sizes.history_points, sizes.history_clients, sizes.history_export, TRAIL_POINTS, end_ns
+    )
     specs = _specs(data, sizes)
     solo = Herd.for_bench(
         ctx.root / "history", ctx.procs, preload=False, names=(SOLO,), links=(), extra=ON
