@@ -138,5 +138,10 @@ class Spec:
     unit: str
     target: Target
 
-    def figure(self, values: Sequence[float] | str, **extra: Any) -> Figure:
-        return summarise(self.name, self.unit, values, target=self.target, **extra)
+    def figure(
+        self,
+        values: Sequence[float] | str,
+        baselines: Mapping[str, Sequence[float] | str] | None = None,
+        **extra: Any,
+    ) -> Figure:
+        return summarise(self.name, self.unit, values, baselines, self.target, **extra)

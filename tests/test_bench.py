@@ -130,6 +130,9 @@ def test_quick_history_workload_measures_every_figure(tmp_path: Path) -> None:
         assert (figure["unit"], figure["target"]) == (unit, target), start
         assert figure["pass"] in (True, False), start
         assert f"{figure['name'][:40]}" in table
+    # A start on the big database runs in turn with one on an empty data directory.
+    restart = next(f for f in figures.values() if f["name"].startswith("restart"))
+    assert restart["baselines"]["empty data directory"] > 0
     # Every table of the database is accounted for in the bytes per point.
     bytes_per_point = next(f for f in figures.values() if f["unit"] == "bytes")
     per_table = bytes_per_point["extra"]["per_table"]

@@ -35,7 +35,7 @@ import orjson
 
 from backend.history import fill
 
-from ..context import Context, Spec, summarise
+from ..context import Context, Spec, interleave, summarise
 from ..herd import LISTEN_TIMEOUT, Herd
 from ..history_data import EXPORT, TRAIL, TRAIL_POINTS, DataSet
 from ..load import time_text
@@ -48,6 +48,7 @@ from ..sizes import Sizes
 NAME = "history"
 TITLE = "History: a server of 10 million points; trail reads, GPX export, partition repair"
 SOLO = "Solo"
+HERD, EMPTY = "herd", "empty data directory"  # the restart's rounds: 10M points, and none
 ON = "[history]\nenabled = true\n"
 HOUR_NS = 3_600 * 1_000_000_000
 MB = 1_000_000  # the issue's "100 MB"
@@ -184,22 +185,42 @@ def _per_table(path: Path, points: int) -> dict[str, float] | str:
 async def _restarts(
     ctx: Context, result: WorkloadResult, specs: dict[str, Spec], solo: Herd, data: DataSet
 ) -> None:
-    """Spawn the server on the filled data directory until it listens, then SIGTERM it."""
-    seconds: list[float] = []
-    port = solo.ports[SOLO]
-    for _ in range(ctx.sizes.history_restarts):
-        t0 = time.perf_counter()
-        proc = solo.spawn(SOLO)
-        while not listening(port):
-            if not proc.alive() or time.perf_counter() - t0 > LISTEN_TIMEOUT:
-                raise RuntimeError(f"{SOLO} did not listen on its history: {proc.tail(300)}")
-            await asyncio.sleep(LISTEN_POLL)
-        seconds.append(time.perf_counter() - t0)
-        held = (await solo.status_async(SOLO)).get("history", {}).get("points")
-        ctx.procs.forget(proc)
-        if held != data.points:
-            raise RuntimeError(f"{SOLO} started on {held} points, not {data.points:,}")
-    result.add(specs["listen"].figure(seconds, max_s=round(max(seconds), 3)))
+    """Spawn the server on the filled data directory until it listens, then SIGTERM it; in
+    turn with the same server on an empty data directory, the baseline: what starting Python
+    and the server costs with no history to open."""
+    empty = Herd.for_bench(
+        ctx.root / "history-empty", ctx.procs, preload=False, names=(SOLO,), links=(), extra=ON
+    )
+    herds = {HERD: (solo, data.points), EMPTY: (empty, 0)}
+
+    async def one(target: str, _round: int) -> float:
+        herd, points = herds[target]
+        return await _start_once(herd, points)
+
+    rounds = await interleave(list(herds), ctx.sizes.history_restarts, one)
+    result.add(
+        specs["listen"].figure(
+            rounds[HERD], {EMPTY: rounds[EMPTY]}, max_s=round(max(rounds[HERD]), 3)
+        )
+    )
+
+
+async def _start_once(herd: Herd, points: int) -> float:
+    """Seconds from spawning ``SOLO`` of ``herd`` until its port accepts; it must then hold
+    ``points`` history points, and is stopped with SIGTERM."""
+    port = herd.ports[SOLO]
+    t0 = time.perf_counter()
+    proc = herd.spawn(SOLO)
+    while not listening(port):
+        if not proc.alive() or time.perf_counter() - t0 > LISTEN_TIMEOUT:
+            raise RuntimeError(f"{SOLO} did not listen on its history: {proc.tail(300)}")
+        await asyncio.sleep(LISTEN_POLL)
+    seconds = time.perf_counter() - t0
+    held = (await herd.status_async(SOLO)).get("history", {}).get("points")
+    herd.processes.forget(proc)
+    if held != points:
+        raise RuntimeError(f"{SOLO} started on {held} points, not {points:,}")
+    return seconds
 
 
 def _window(data: DataSet) -> tuple[str, str]:
