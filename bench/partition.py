@@ -173,8 +173,9 @@ async def _wait_points(watch: Watch, names: tuple[str, ...], n: int, limit: floa
 async def _repair(
     watch: Watch, cut: list[tuple[str, str]], total: int, t0: float
 ) -> tuple[dict[str, float], float | None]:
-    """Seconds from ``t0`` until each server held ``total`` points, and until every cut link
-    was up again at its dialler (None if not seen)."""
+    """Seconds from ``t0`` until each server held ``total`` points, and until a STATUS first
+    showed every cut link up again at its dialler (None if none did; late by as much as a
+    busy server's STATUS is)."""
     names = watch.herd.names
     reached: dict[str, float] = {}
     links_up: float | None = None
