@@ -49,7 +49,12 @@ async def _herd_ctx(app: web.Application) -> AsyncIterator[None]:
     servers = [Server(name, config.servers[name]) for name in names]
     app[SERVERS] = servers
     app[HERD] = HerdClient(servers, timeout=gateway.request_timeout, pool_size=gateway.pool_size)
-    feed = LiveFeed(servers, timeout=gateway.request_timeout, silence=3 * config.peers.heartbeat)
+    feed = LiveFeed(
+        servers,
+        timeout=gateway.request_timeout,
+        silence=3 * config.peers.heartbeat,
+        late=config.history.enabled,  # late points for the map's trails
+    )
     app[FEED] = feed
     metrics = app[METRICS]
     metrics.gauge(
