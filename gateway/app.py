@@ -85,8 +85,13 @@ async def index(request: web.Request) -> web.StreamResponse | dict[str, object]:
     # point as delivered).
     if phones.traccar_query(request.query):
         return await api.traccar(request)
-    config = request.app[CONFIG].gateway
-    return {"tile_url": config.tile_url, "tile_attribution": config.tile_attribution}
+    config = request.app[CONFIG]
+    return {
+        "tile_url": config.gateway.tile_url,
+        "tile_attribution": config.gateway.tile_attribution,
+        # With history off the map's trails are what it saw live (static/trails.js).
+        "history": config.history.enabled,
+    }
 
 
 # Where Swagger UI (templates/api.html, static/api-docs.js) reads the document from.
