@@ -1,23 +1,25 @@
 """A TCP client of the herd: a small pool of connections per server, and failover.
 
 The gateway speaks to the herd only in the herd's own protocol (IAMAT, WHATSAT, WHEREIS,
-STATUS). A request goes to the first server of the preference list that answers; a server
-that fails (refused, reset, timed out) is skipped for a moment and the next one is tried, so
-the user sees no error while any server is up.
+STATUS, HISTORY, AREA). A request goes to the first server of the preference list that
+answers; a server that fails (refused, reset, timed out) is skipped for a moment and the next
+one is tried, so the user sees no error while any server is up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from backend.config import ServerAddress
 from backend.protocol import (
+    MAX_HISTORY_LIMIT,
     At,
     ProtocolError,
     Record,
@@ -30,7 +32,9 @@ from backend.protocol import (
 )
 from backend.protocol import History as HistoryCommand
 
+from .history.reading import Window, next_window
 from .records import herd_json
+from .rules import Box
 
 __all__ = ["HERD_ERRORS", "HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
 
@@ -148,8 +152,8 @@ class HerdClient:
         if line.startswith(b"WHATSAT ") and first.startswith(b"AT "):
             # The AT line, then the places JSON, then an empty line.
             return first + await conn.reader.readuntil(b"\n\n")
-        if line.startswith(b"HISTORY ") and not first.startswith((b"END ", b"? ")):
-            # Points, then END <n>.
+        if line.startswith((b"HISTORY ", b"AREA ")) and not first.startswith((b"END ", b"? ")):
+            # Points (or AREA ... CLIENTS' IN lines), then END <n>.
             lines = [first]
             while not lines[-1].startswith(b"END "):
                 lines.append(await conn.reader.readuntil(b"\n"))
@@ -200,15 +204,69 @@ class HerdClient:
         return record, found
 
     async def history(
-        self, client_id: str, since_ns: int, until_ns: int, limit: int
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, *, points: bool = True
     ) -> list[Record]:
-        """A client's points in the window, oldest first, attributes included (HISTORY ...
-        POINTS); raises HerdRefused where history is off."""
-        command = HistoryCommand(client_id, since_ns, until_ns, limit, points=True)
-        *points, end = (await self.request(command.encode())).splitlines(keepends=True)
-        if not end.startswith(b"END "):
-            raise HerdUnavailable(f"unexpected end of a history: {end[:100]!r}")
-        return [_record(line) for line in points]
+        """A client's points in the window, oldest first, with their attributes (HISTORY ...
+        POINTS) or without (``points=False``: AT lines, less to read); raises HerdRefused
+        where history is off."""
+        command = HistoryCommand(client_id, since_ns, until_ns, limit, points=points)
+        return [_record(line) for line in _lines(await self.request(command.encode()))]
+
+    async def history_pages(
+        self, client_id: str, since_ns: int, until_ns: int, *, points: bool = True
+    ) -> AsyncGenerator[list[Record], None]:
+        """A client's whole window, oldest first, each point once, in pages of at most
+        MAX_HISTORY_LIMIT points (a page may be empty); the next page is asked for while the
+        caller works through the one before, so memory is two pages. Raises what
+        :meth:`history` raises; use inside ``contextlib.aclosing``."""
+        if since_ns > until_ns:
+            return
+        window = Window(since_ns, until_ns)
+
+        def ask(window: Window) -> asyncio.Future[list[Record]]:
+            return asyncio.ensure_future(
+                self.history(
+                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points=points
+                )
+            )
+
+        pending: asyncio.Future[list[Record]] | None = ask(window)
+        try:
+            while pending is not None:
+                page = await pending
+                skipped = window.skipped_ns
+                fresh, window = next_window(window, page, MAX_HISTORY_LIMIT)
+                if window.skipped_ns > skipped:
+                    log.warning(
+                        "history of %r: more than %d points at one time; the rest of them are "
+                        "not read",
+                        client_id,
+                        MAX_HISTORY_LIMIT,
+                    )
+                pending = None if window.done else ask(window)
+                yield fresh
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, HerdUnavailable, HerdRefused):
+                    await pending
+
+    async def area(self, box: Box, since_ns: int, until_ns: int, limit: int) -> list[Record]:
+        """The points in ``box`` (west <= east) in the window, by client then time, with their
+        attributes (AREA ... POINTS); raises HerdRefused where history is off."""
+        line = _area_line(box, since_ns, until_ns, limit, "POINTS")
+        return [_record(line) for line in _lines(await self.request(line))]
+
+    async def area_clients(self, box: Box, since_ns: int, until_ns: int, limit: int) -> list[str]:
+        """The clients with a point in ``box`` (west <= east) in the window, by client ID
+        (AREA ... CLIENTS); raises HerdRefused where history is off."""
+        lines = _lines(await self.request(_area_line(box, since_ns, until_ns, limit, "CLIENTS")))
+        clients = []
+        for line in lines:
+            if not line.startswith(b"IN "):
+                raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
+            clients.append(line[3:].rstrip(b"\r\n").decode(errors="replace"))
+        return clients
 
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
@@ -217,6 +275,26 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         return parse_status(reply)
+
+
+def _lines(reply: bytes) -> list[bytes]:
+    """The lines of a HISTORY or AREA answer before its ``END <n>``."""
+    *lines, end = reply.splitlines(keepends=True)
+    if not end.startswith(b"END "):
+        raise HerdUnavailable(f"unexpected end of a history: {end[:100]!r}")
+    return lines
+
+
+def _area_line(box: Box, since_ns: int, until_ns: int, limit: int, variant: str) -> bytes:
+    # The box as the client gave it (exact decimals, which the herd reads), not as floats:
+    # repr(1e-05) is no decimal the herd takes.
+    window = f"{_seconds(since_ns)} {_seconds(until_ns)}"
+    return f"AREA {box.fields()} {window} {limit} {variant}\n".encode()
+
+
+def _seconds(ns: int) -> str:
+    whole, fraction = divmod(ns, 1_000_000_000)
+    return f"{whole}.{fraction:09d}".rstrip("0") if fraction else str(whole)
 
 
 def _record(line: bytes) -> Record:

@@ -28,6 +28,7 @@ from .imports import (
 )
 from .trails import (
     CHUNK_POINTS,
+    Simplifier,
     metres_per_pixel,
     simplify,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ImportRefused",
     "ImportResult",
     "ImportedPoint",
+    "Simplifier",
     "geojson_chunks",
     "gpx_chunks",
     "iso_time",
