@@ -89,7 +89,9 @@ async def index(request: web.Request) -> web.StreamResponse | dict[str, object]:
     return {
         "tile_url": config.gateway.tile_url,
         "tile_attribution": config.gateway.tile_attribution,
-        # With history off the map's trails are what it saw live (static/trails.js).
+        # The trails' window the map opens with; with history off its trails are what it saw
+        # live (static/trails.js).
+        "trail_hours": config.gateway.trail_hours,
         "history": config.history.enabled,
     }
 

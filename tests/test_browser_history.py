@@ -16,6 +16,7 @@ import gpxpy
 import pytest
 from helpers import Herd, ask, iamat
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_browser import CHROMIUM, CHROMIUM_ARGS, entry, gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -33,7 +34,10 @@ Point = tuple[float, float, float]  # lat, lon, t
 def track(now: float) -> list[Point]:
     """Twelve points from three hours ago, ten minutes apart, zigzagging about a kilometre
     either side of a line north: at any zoom the map opens at, simplification keeps each."""
-    return [(34.0 + 0.01 * i, -118.3 + 0.01 * (i % 2), now - 3 * HOUR + 600 * i) for i in range(12)]
+    return [
+        (round(34.0 + 0.01 * i, 6), round(-118.3 + 0.01 * (i % 2), 6), now - 3 * HOUR + 600 * i)
+        for i in range(12)
+    ]
 
 
 def post(base: str, points: list[Point]) -> None:
@@ -54,16 +58,20 @@ def trail(page: Page) -> list[Point]:
 def expect_trail(page: Page, points: list[Point], timeout: float = 10_000) -> None:
     """Wait until the client's trail on the page is exactly ``points`` (oldest first) and
     drawn."""
-    page.wait_for_function(
-        """([id, want]) => {
-            const t = herdMap.trailOf(id);
-            return t !== null && t.drawn === (want.length > 1) &&
-                JSON.stringify(t.points) === JSON.stringify(want);
-        }""",
-        arg=[CLIENT, [list(p) for p in points]],
-        timeout=timeout,
-        polling=50,
-    )
+    try:
+        page.wait_for_function(
+            """([id, want]) => {
+                const t = herdMap.trailOf(id);
+                return t !== null && t.drawn === (want.length > 1) &&
+                    JSON.stringify(t.points) === JSON.stringify(want);
+            }""",
+            arg=[CLIENT, [list(p) for p in points]],
+            timeout=timeout,
+            polling=50,
+        )
+    except PlaywrightTimeout:
+        shown = page.evaluate("id => [herdMap.trailOf(id), herdMap.history()]", CLIENT)
+        raise AssertionError(f"the trail is not {points}: {shown}") from None
 
 
 def position_at(points: list[Point], t: float) -> tuple[float, float]:
