@@ -127,8 +127,10 @@
 
   const PIN = { radius: 8, color: "#fff", weight: 1.5, fillColor: "#1d4f91", fillOpacity: 1 };
   const PIN_SELECTED = { ...PIN, radius: 11, color: "#1d4f91", weight: 2, fillColor: "#ffb300" };
-  const TRAIL = { color: "#1d4f91", opacity: 0.45, weight: 3, dashArray: "4 5" };
-  const TRAIL_SELECTED = { ...TRAIL, opacity: 0.9, dashArray: null };
+  // Solid: a dashed line costs the canvas a dash per few pixels, and a day's trail is
+  // thousands of pixels long (dashes made 100,000 trail points take seconds to draw).
+  const TRAIL = { color: "#1d4f91", opacity: 0.45, weight: 3 };
+  const TRAIL_SELECTED = { ...TRAIL, opacity: 0.9, weight: 4 };
 
   // A map pin on a canvas: a round head of the marker's radius, its tip at the position.
   const Pin = L.CircleMarker.extend({

@@ -310,7 +310,8 @@ window.HerdTrails = (() => {
       }
       if (state.error) return status(`Trails not loaded (${state.error}).`, true);
       const cut = state.truncated ? " (cut short: zoom in for the rest)" : "";
-      status(`${lines} ${lines === 1 ? "trail" : "trails"}, ${points} points${cut}`, false);
+      const many = `${points.toLocaleString("en")} points`;
+      status(`${lines} ${lines === 1 ? "trail" : "trails"}, ${many}${cut}`, false);
     }
 
     // The selected client's history in the window, as GPX and GeoJSON files. Plain links:

@@ -136,9 +136,10 @@ def test_ten_thousand_clients_are_shown_found_and_linked(tmp_path: Path) -> None
     assert not problems, problems
 
 
-# A fleet's day of trails: 100 clients in a 10 x 10 grid 2 degrees apart (pins apart at the
-# zoom that fits them), each with 1,000 points strewn over its 1.5-degree cell, so that a
-# pixel's worth of simplification keeps nearly every one of them.
+# A fleet's day of trails: 100 clients in a 10 x 10 grid 2 degrees apart, each with 1,000
+# points strewn over its 1.5-degree cell (so that a pixel's worth of simplification keeps
+# nearly every one of them) and its newest at the cell's centre (the pins 2 degrees apart:
+# at the zoom that fits them, 45 px, none in a cluster).
 TRAIL_CLIENTS, TRAIL_POINTS = 100, 1_000
 # What the page records while it is panned and zoomed: every animation frame's interval and
 # the long tasks (over 50 ms).
@@ -160,6 +161,8 @@ def trail_lines(rng: random.Random, now: float) -> bytes:
         south, west = 30 + 2 * row, -110 + 2 * col
         for i in range(TRAIL_POINTS):  # oldest first: each the newest when it arrives
             lat, lon = south + rng.uniform(0, 1.5), west + rng.uniform(0, 1.5)
+            if i == TRAIL_POINTS - 1:
+                lat, lon = south + 0.75, west + 0.75
             when = now - 20 * 3600 + 60 * i
             lines.append(iamat(f"trail-{c:03d}", f"{lat:+.6f}{lon:+.6f}", when))
     return b"".join(lines)
@@ -205,7 +208,7 @@ def test_a_hundred_thousand_trail_points_are_drawn_as_the_map_moves(tmp_path: Pa
                     # A move's animation and the frames after it (20: a third of a second
                     # at 60 Hz), then the trails loaded for the new view, if any.
                     wait_for(page, "n => recorded.frames.length >= n", frames_seen(page) + 20)
-                    wait_for(page, "!herdMap.history().loading")
+                    wait_for(page, "() => !herdMap.history().loading")
                 recorded = page.evaluate("window.recorded")
             finally:
                 browser.close()
