@@ -115,20 +115,12 @@ async def _clients_in(
 ) -> tuple[list[str], bool]:
     """The first MAX_TRAIL_CLIENTS clients (by ID) with a point in the box in the window,
     and whether there were more."""
-    ask = rules.MAX_TRAIL_CLIENTS + 1
+    ask = rules.MAX_TRAIL_CLIENTS + 1  # one more than kept tells whether there were more
     found: set[str] = set()
-    more = False
     for part in box.parts():
-        try:
-            found.update(await herd.area_clients(part, since_ns, until_ns, ask))
-        except HerdRefused:
-            # A herd server older than AREA ... CLIENTS: the clients of its points instead,
-            # as many as one AREA answers (raises HerdRefused again where history is off).
-            points = await herd.area(part, since_ns, until_ns, MAX_HISTORY_LIMIT)
-            found.update(record.client_id for record in points)
-            more = more or len(points) == MAX_HISTORY_LIMIT
+        found.update(await herd.area_clients(part, since_ns, until_ns, ask))
     clients = sorted(found)
-    return clients[: rules.MAX_TRAIL_CLIENTS], more or len(clients) > rules.MAX_TRAIL_CLIENTS
+    return clients[: rules.MAX_TRAIL_CLIENTS], len(clients) > rules.MAX_TRAIL_CLIENTS
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from backend.config import ServerAddress
 from backend.protocol import (
     MAX_HISTORY_LIMIT,
     At,
+    In,
     ProtocolError,
     Record,
     Status,
@@ -45,6 +46,10 @@ log = logging.getLogger("herd.gateway.client")
 PENALTY_SECONDS = 2.0
 # WHATSAT replies are at most 20 places of JSON (a few tens of KB); this bounds a reply.
 MAX_REPLY_BYTES = 4 * 1024 * 1024
+
+
+# Lines of a history page parsed between two turns of the event loop: about 5 ms of work.
+PARSE_SLICE = 1000
 
 
 # What a dead, slow or rude herd server makes a request fail with.
@@ -209,8 +214,16 @@ class HerdClient:
         """A client's points in the window, oldest first, with their attributes (HISTORY ...
         POINTS) or without (``points=False``: AT lines, less to read); raises HerdRefused
         where history is off."""
+        return [
+            _record(line)
+            for line in await self._history(client_id, since_ns, until_ns, limit, points)
+        ]
+
+    async def _history(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, points: bool
+    ) -> list[bytes]:
         command = HistoryCommand(client_id, since_ns, until_ns, limit, points=points)
-        return [_record(line) for line in _lines(await self.request(command.encode()))]
+        return _lines(await self.request(command.encode()))
 
     async def history_pages(
         self, client_id: str, since_ns: int, until_ns: int, *, points: bool = True
@@ -223,23 +236,22 @@ class HerdClient:
             return
         window = Window(since_ns, until_ns)
 
-        def ask(window: Window) -> asyncio.Future[list[Record]]:
+        def ask(window: Window) -> asyncio.Future[list[bytes]]:
             return asyncio.ensure_future(
-                self.history(
-                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points=points
+                self._history(
+                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points
                 )
             )
 
-        pending: asyncio.Future[list[Record]] | None = ask(window)
+        pending: asyncio.Future[list[bytes]] | None = ask(window)
         try:
             while pending is not None:
-                page = await pending
+                page = await _parsed(await pending)
                 skipped = window.skipped_ns
                 fresh, window = next_window(window, page, MAX_HISTORY_LIMIT)
                 if window.skipped_ns > skipped:
                     log.warning(
-                        "history of %r: more than %d points at one time; the rest of them are "
-                        "not read",
+                        "history of %r: %d points or more at one time; any more are not read",
                         client_id,
                         MAX_HISTORY_LIMIT,
                     )
@@ -261,12 +273,7 @@ class HerdClient:
         """The clients with a point in ``box`` (west <= east) in the window, by client ID
         (AREA ... CLIENTS); raises HerdRefused where history is off."""
         lines = _lines(await self.request(_area_line(box, since_ns, until_ns, limit, "CLIENTS")))
-        clients = []
-        for line in lines:
-            if not line.startswith(b"IN "):
-                raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
-            clients.append(line[3:].rstrip(b"\r\n").decode(errors="replace"))
-        return clients
+        return [_in(line).client_id for line in lines]
 
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
@@ -275,6 +282,17 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         return parse_status(reply)
+
+
+async def _parsed(lines: list[bytes]) -> list[Record]:
+    """The records of a page's lines, parsed a slice at a time: a page of 10,000 takes some
+    50 ms to parse, which the event loop's other work should not wait for."""
+    records: list[Record] = []
+    for start in range(0, len(lines), PARSE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        records.extend(_record(line) for line in lines[start : start + PARSE_SLICE])
+    return records
 
 
 def _lines(reply: bytes) -> list[bytes]:
@@ -295,6 +313,16 @@ def _area_line(box: Box, since_ns: int, until_ns: int, limit: int, variant: str)
 def _seconds(ns: int) -> str:
     whole, fraction = divmod(ns, 1_000_000_000)
     return f"{whole}.{fraction:09d}".rstrip("0") if fraction else str(whole)
+
+
+def _in(line: bytes) -> In:
+    try:
+        command = parse_line(line)
+    except ProtocolError:
+        command = None
+    if not isinstance(command, In):
+        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
+    return command
 
 
 def _record(line: bytes) -> Record:

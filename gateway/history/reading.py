@@ -37,9 +37,9 @@ def next_window(window: Window, page: Sequence[Record], asked: int) -> tuple[lis
     before, and the window left after them.
 
     A page shorter than ``asked`` ends the window. A full page whose points are all at one
-    time already given (more than ``asked`` points at one nanosecond, which paging by time
+    time already given (``asked`` points or more at one nanosecond, which paging by time
     cannot get past) is left behind: the window goes on from the next nanosecond and counts
-    it in ``skipped_ns``."""
+    it in ``skipped_ns`` (any points at that time past the first ``asked`` are not read)."""
     fresh = list(page)
     at_since = 0
     while at_since < len(fresh) and _ns(fresh[at_since]) == window.since_ns:
@@ -47,7 +47,8 @@ def next_window(window: Window, page: Sequence[Record], asked: int) -> tuple[lis
     if window.given and at_since:
         fresh = [r for r in fresh[:at_since] if r.location not in window.given] + fresh[at_since:]
     if len(page) < asked:
-        return fresh, Window(window.until_ns + 1, window.until_ns, done=True)
+        end = window.until_ns + 1
+        return fresh, Window(end, window.until_ns, done=True, skipped_ns=window.skipped_ns)
     last_ns = _ns(page[-1])
     if last_ns == window.since_ns and not fresh:
         after = last_ns + 1
