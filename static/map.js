@@ -127,9 +127,11 @@
 
   const PIN = { radius: 8, color: "#fff", weight: 1.5, fillColor: "#1d4f91", fillOpacity: 1 };
   const PIN_SELECTED = { ...PIN, radius: 11, color: "#1d4f91", weight: 2, fillColor: "#ffb300" };
-  // Solid: a dashed line costs the canvas a dash per few pixels, and a day's trail is
-  // thousands of pixels long (dashes made 100,000 trail points take seconds to draw).
-  const TRAIL = { color: "#1d4f91", opacity: 0.45, weight: 3 };
+  // One pixel wide and solid: a canvas draws a line of one pixel or less segment by segment
+  // (a "hairline"), where a wider or dashed one is outlined and filled as a whole; with
+  // 100,000 trail points that is 0.1 s against a second or more per redraw (tests/
+  // test_map_scale.py). The selected client's trail, one line, is drawn wide.
+  const TRAIL = { color: "#1d4f91", opacity: 0.7, weight: 1 };
   const TRAIL_SELECTED = { ...TRAIL, opacity: 0.9, weight: 4 };
 
   // A map pin on a canvas: a round head of the marker's radius, its tip at the position.
