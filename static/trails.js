@@ -54,7 +54,7 @@ window.HerdTrails = (() => {
       if (!Array.isArray(p) || !finite(p[0]) || !finite(p[1]) || !finite(p[2])) continue;
       if (Math.abs(p[0]) > 90 || Math.abs(p[1]) > 180) continue;
       if (points.length && p[2] < points[points.length - 1][2]) sorted = false;
-      points.push([p[0], p[1], p[2]]);
+      points.push(p.length === 3 ? p : p.slice(0, 3)); // fresh from JSON: ours to keep
     }
     if (!sorted) points.sort((a, b) => a[2] - b[2]);
     return points;

@@ -1,7 +1,9 @@
 """The map's history in a real browser (Debian's Chromium via Playwright), on a herd that keeps
 history and its gateway: a client's trail drawn from history with its late points where they
 belong in time, a late point arriving live, the trail still there after a reload, the time
-window, a replay that moves the pin along the trail, and a GPX and a GeoJSON download."""
+window, a replay that moves the pin along the trail, and a GPX and a GeoJSON download. Access
+tokens are on: the page's own authorisation (the cookie /?token= sets) carries its trail loads
+and downloads."""
 
 from __future__ import annotations
 
@@ -26,7 +28,11 @@ HOUR = 3600.0
 # Two servers: the gateway follows Riley, and a late point reported at Juzang reaches it by
 # the herd's replication, as a LATE line.
 NAMES = ("Riley", "Juzang")
-HISTORY = "[history]\nenabled = true\n"
+# A read token for the page, and the van's own write token for its reports.
+READ = "map-reader-token-0123456789"
+WRITE = "van-7-device-token-0123456789"
+GATEWAY = f'read_tokens = ["{READ}"]'
+EXTRA = f'[history]\nenabled = true\n\n[gateway.write_tokens]\n"{WRITE}" = "{CLIENT}"\n'
 
 Point = tuple[float, float, float]  # lat, lon, t
 
@@ -42,9 +48,8 @@ def track(now: float) -> list[Point]:
 
 def post(base: str, points: list[Point]) -> None:
     body = [{"client_id": CLIENT, "lat": lat, "lon": lon, "time": t} for lat, lon, t in points]
-    request = urllib.request.Request(
-        f"{base}/api/v1/locations", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {WRITE}"}
+    request = urllib.request.Request(f"{base}/api/v1/locations", json.dumps(body).encode(), headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
 
@@ -115,7 +120,7 @@ def test_trails_from_history_late_points_replay_and_downloads(tmp_path: Path) ->
     # fourth, well off the line.
     late = (34.025, -118.25, now - 3 * HOUR + 1500)
     links = (("Riley", "Juzang"),)
-    with Herd(tmp_path, names=NAMES, links=links, extra=HISTORY) as herd:
+    with Herd(tmp_path, names=NAMES, links=links, gateway=GATEWAY, extra=EXTRA) as herd:
         herd.wait_links()
         with gateway(herd) as base, sync_playwright() as playwright:
             post(base, [*points, newest])
@@ -126,7 +131,7 @@ def test_trails_from_history_late_points_replay_and_downloads(tmp_path: Path) ->
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.on("console", on_console)
                 page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-                page.goto(base + "/")
+                page.goto(f"{base}/?token={READ}")
                 expect(page.locator("#connection")).to_have_text("live", timeout=5000)
 
                 # The trail comes from history, the late point in its place in time; the pin
