@@ -20,6 +20,7 @@ from typing import Any
 from backend.config import ServerAddress
 from backend.protocol import (
     MAX_HISTORY_LIMIT,
+    MAX_POINT_LINE,
     At,
     In,
     ProtocolError,
@@ -50,6 +51,10 @@ MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 # Lines of a history page parsed between two turns of the event loop: about 5 ms of work.
 PARSE_SLICE = 1000
+# A HISTORY or AREA answer: at most MAX_HISTORY_LIMIT lines of at most MAX_POINT_LINE bytes,
+# and its END line; read READ_PIECE bytes at a time.
+MAX_HISTORY_REPLY = MAX_HISTORY_LIMIT * MAX_POINT_LINE + 64
+READ_PIECE = 256 * 1024
 
 
 # What a dead, slow or rude herd server makes a request fail with.
@@ -158,11 +163,7 @@ class HerdClient:
             # The AT line, then the places JSON, then an empty line.
             return first + await conn.reader.readuntil(b"\n\n")
         if line.startswith((b"HISTORY ", b"AREA ")) and not first.startswith((b"END ", b"? ")):
-            # Points (or AREA ... CLIENTS' IN lines), then END <n>.
-            lines = [first]
-            while not lines[-1].startswith(b"END "):
-                lines.append(await conn.reader.readuntil(b"\n"))
-            return b"".join(lines)
+            return await _through_end(conn.reader, first)
         return first
 
     def _release(self, server: Server, conn: _Connection) -> None:
@@ -282,6 +283,26 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         return parse_status(reply)
+
+
+async def _through_end(reader: asyncio.StreamReader, first: bytes) -> bytes:
+    """The rest of a HISTORY or AREA answer after its ``first`` line: points (or AREA ...
+    CLIENTS' IN lines), then ``END <n>``; read in large pieces, not a line at a time (a
+    page is 10,000 lines). Only an END line follows a line break with ``END ``: no other
+    line starts so, and no field holds a line break."""
+    reply = bytearray(first)
+    searched = 0
+    while True:
+        end = reply.find(b"\nEND ", searched)
+        if end >= 0 and reply.endswith(b"\n"):
+            return bytes(reply)
+        searched = max(0, len(reply) - 4) if end < 0 else end
+        if len(reply) > MAX_HISTORY_REPLY:
+            raise HerdUnavailable(f"a history answer past {MAX_HISTORY_REPLY} bytes")
+        piece = await reader.read(READ_PIECE)
+        if not piece:
+            raise asyncio.IncompleteReadError(bytes(reply), None)
+        reply += piece
 
 
 async def _parsed(lines: list[bytes]) -> list[Record]:

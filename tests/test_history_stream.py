@@ -6,13 +6,14 @@ route stops at its point limit; and a herd that dies mid-stream cuts the answer 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import Herd
+from helpers import Herd, poll
 
 from gateway import rules
 
@@ -72,6 +73,12 @@ def memory(pid: int) -> dict[str, int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (proc(5): fields 14 and 15, in ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid: int) -> None:
     # Writing 5 to clear_refs resets VmHWM to the present RSS (proc(5)).
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -101,6 +108,9 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Herd, str
     with Herd(root, names=("Riley",), links=(), extra="[history]\nenabled = true\n") as herd:
         started = time.monotonic()
         asyncio.run(pipeline(herd.ports["Riley"], reports()))
+        # Acknowledged once journaled; the measures below are of reading, so they start once
+        # the history's writer has caught up.
+        poll(lambda: herd.status("Riley")["history"]["points"] == POINTS, 300, "the writer")
         print(f"\n{POINTS} points stored in {time.monotonic() - started:.1f} s")
         herd.start_gateway()
         yield herd, f"http://127.0.0.1:{herd.gateway_port}"
@@ -111,7 +121,7 @@ async def test_a_200000_point_export_streams_with_bounded_memory(
 ) -> None:
     herd, url = loaded
     assert herd.gateway is not None
-    pid = herd.gateway.popen.pid
+    pid, server = herd.gateway.popen.pid, herd.servers["Riley"].popen.pid
     export = f"{url}/api/v1/clients/{CLIENT}/history?format="
     async with aiohttp.ClientSession() as session:
         # Every module the export uses is loaded before the measure starts.
@@ -122,13 +132,17 @@ async def test_a_200000_point_export_streams_with_bounded_memory(
         ):
             reset_peak(pid)
             before = memory(pid)["VmRSS"]
+            cpu = cpu_seconds(pid), cpu_seconds(server)
             started = time.monotonic()
             found, size, tail = await count(export + kind, session, pattern)
             elapsed = time.monotonic() - started
             growth = memory(pid)["VmHWM"] - before
+            gateway_cpu, server_cpu = cpu_seconds(pid) - cpu[0], cpu_seconds(server) - cpu[1]
             print(
                 f"{kind}: {POINTS} points, {size / 2**20:.0f} MiB in {elapsed:.2f} s "
-                f"({POINTS / elapsed:,.0f} points/s); gateway RSS grew {growth / 2**20:.1f} MiB"
+                f"({POINTS / elapsed:,.0f} points/s); gateway RSS grew {growth / 2**20:.1f} MiB; "
+                f"CPU: gateway {gateway_cpu:.1f} s ({POINTS / gateway_cpu:,.0f} points per "
+                f"second of it), server {server_cpu:.1f} s"
             )
             assert found == POINTS  # each point once, none lost at the pages' ends
             assert tail.endswith(end)
