@@ -71,7 +71,7 @@ window.HerdTrails = (() => {
     // With history off ([history] enabled = false) the trails are what this page saw live.
     const enabled = section.dataset.history === "on";
     const trails = new Map(); // client_id -> {points: [[lat, lon, t]], line: L.Polyline | null}
-    let loaded = null; // {box: L.LatLngBounds | null, zoom} of the last load
+    let loaded = null; // {box: L.LatLngBounds, zoom} of the last load
     let request = null; // the load in flight: {controller, extra: [[id, point]]}
     let timer = 0;
     const state = { loads: 0, loading: false, truncated: false, error: null };
@@ -84,18 +84,20 @@ window.HerdTrails = (() => {
     const choice = $("window");
     if (!PRESETS.includes(hours)) {
       // The configured trail_hours is a choice too, in its place among the presets.
-      const later = [...choice.options].find((o) => o.value === "custom" || Number(o.value) > hours);
+      const options = [...choice.options];
+      const later = options.find((o) => o.value === "custom" || Number(o.value) > hours);
       choice.add(new Option(`last ${hours} h`, String(hours)), later);
     }
     choice.value = String(hours);
     let custom = null; // {since, until} while a from/to window is shown
+    let last = hours; // the hours of the window shown while it is not from/to
 
-    // The window now: a relative one ends now (its until is null: the trails go up to the
-    // newest point); a custom one is fixed.
+    // The window now: the last hours up to now (a trail request without until, so that it
+    // takes every point up to the newest), or from/to.
     function range() {
       if (custom) return { ...custom, relative: false };
       const now = Date.now() / 1000;
-      return { since: now - Number(choice.value) * HOUR_S, until: now, relative: true };
+      return { since: now - last * HOUR_S, until: now, relative: true };
     }
 
     function within(t) {
@@ -112,6 +114,7 @@ window.HerdTrails = (() => {
         return; // shown once from/to are given
       }
       custom = null;
+      last = Number(choice.value);
       reset();
     });
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,11 @@ def replay_sample(page: Page) -> tuple[float, tuple[float, float]]:
     return time_, (lat, lon)
 
 
+def local(t: float) -> str:
+    """A datetime-local field's value for POSIX time ``t`` in UTC."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def next_frames(page: Page) -> None:
     page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
@@ -128,7 +134,8 @@ def test_trails_from_history_late_points_replay_and_downloads(tmp_path: Path) ->
             expected = sorted([*points, newest, late], key=lambda p: p[2])
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                # UTC: the from/to fields below are in the page's local time.
+                page = browser.new_page(viewport={"width": 1280, "height": 800}, timezone_id="UTC")
                 page.on("console", on_console)
                 page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
                 page.goto(f"{base}/?token={READ}")
@@ -233,6 +240,16 @@ def test_trails_from_history_late_points_replay_and_downloads(tmp_path: Path) ->
                 assert [f["geometry"]["coordinates"][:2] for f in spots] == [
                     [lon, lat] for lat, lon, _ in expected
                 ]
+
+                # A window from/to: the trail and the links hold that window only.
+                since, until = int(now - 2.6 * HOUR), int(now - 1.4 * HOUR)
+                window.select_option(label="from … to …")
+                page.get_by_label("From").fill(local(since))
+                page.get_by_label("to", exact=True).fill(local(until))
+                page.get_by_role("button", name="Show").click()
+                expect_trail(page, [p for p in expected if since <= p[2] <= until])
+                href = page.get_by_role("link", name="GPX").get_attribute("href") or ""
+                assert f"since={since}.000" in href and f"until={until}.000" in href, href
             finally:
                 browser.close()
     assert not problems, problems
