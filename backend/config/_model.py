@@ -162,9 +162,8 @@ class Durability:
 class HistoryConfig:
     """Every point kept, not only the newest record. See docs/history.md."""
 
-    # Off until history's cost is won back: on, it halves IAMAT throughput and a burst of
-    # load leaves the flood seconds behind while the writers catch up (docs/performance.md).
-    enabled: bool = False
+    # On: every point is kept (docs/performance.md says what that costs an IAMAT).
+    enabled: bool = True
     # Points of a UTC day more than this many days before today are deleted (by client
     # time), so every server holds at least this many whole days.
     keep_days: Count = 365
