@@ -19,6 +19,7 @@ from typing import Any
 from backend.config import ServerAddress
 from backend.protocol import (
     At,
+    Forget,
     ProtocolError,
     Record,
     Status,
@@ -32,7 +33,15 @@ from backend.protocol import History as HistoryCommand
 
 from .records import herd_json
 
-__all__ = ["HERD_ERRORS", "HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
+__all__ = [
+    "HERD_ERRORS",
+    "PIPELINE_DEPTH",
+    "HerdClient",
+    "HerdRefused",
+    "HerdUnavailable",
+    "Server",
+    "history_records",
+]
 
 log = logging.getLogger("herd.gateway.client")
 
@@ -42,6 +51,11 @@ PENALTY_SECONDS = 2.0
 # WHATSAT replies are at most 20 places of JSON (a few tens of KB); this bounds a reply.
 MAX_REPLY_BYTES = 4 * 1024 * 1024
 
+
+# Lines written to the herd before their replies are read: one round trip per 64 points of
+# an import, and fewer than the herd's default max_invalid_lines (100), so a group it refuses
+# whole (a budget) never makes it hang up.
+PIPELINE_DEPTH = 64
 
 # What a dead, slow or rude herd server makes a request fail with.
 HERD_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
@@ -144,6 +158,10 @@ class HerdClient:
 
     async def _exchange(self, conn: _Connection, line: bytes) -> bytes:
         conn.writer.write(line)
+        return await self._reply(conn, line)
+
+    async def _reply(self, conn: _Connection, line: bytes) -> bytes:
+        """The whole reply to ``line``: one line, or WHATSAT's and HISTORY's several."""
         first = await conn.reader.readuntil(b"\n")
         if line.startswith(b"WHATSAT ") and first.startswith(b"AT "):
             # The AT line, then the places JSON, then an empty line.
@@ -155,6 +173,59 @@ class HerdClient:
                 lines.append(await conn.reader.readuntil(b"\n"))
             return b"".join(lines)
         return first
+
+    async def pipeline(self, lines: Sequence[bytes]) -> list[bytes]:
+        """Send ``lines`` in order on one connection, PIPELINE_DEPTH at a time, and return
+        the reply to each, in order, from the first server that answers.
+
+        Stops after a group of lines holding a refusal (``? ...``, a herd budget): the
+        replies then end there and the lines after them were not sent. A server that fails
+        mid-way is skipped and the lines it had not answered go to the next one (a point
+        sent twice is stored once). Raises HerdUnavailable if no server answers."""
+        replies: list[bytes] = []
+        for i, server in enumerate(self._order()):
+            try:
+                await self._pipeline_to(server, lines, replies)
+            except HERD_ERRORS as exc:
+                self._failed_at[server.name] = time.monotonic()
+                log.warning(
+                    "herd server %s failed after %d of %d pipelined lines (%s); trying the next",
+                    server.name,
+                    len(replies),
+                    len(lines),
+                    type(exc).__name__,
+                )
+                self.failovers += 1
+                continue
+            if i and server.name in self._failed_at:
+                log.info("now using herd server %s", server.name)
+            self._failed_at.pop(server.name, None)
+            return replies
+        raise HerdUnavailable("no herd server answered")
+
+    async def _pipeline_to(
+        self, server: Server, lines: Sequence[bytes], replies: list[bytes]
+    ) -> None:
+        # A fresh connection: a pooled one the server has closed would fail the first write
+        # and count as the server's failure.
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(
+                server.address.host, server.address.port, limit=MAX_REPLY_BYTES
+            )
+        conn = _Connection(reader, writer)
+        try:
+            while len(replies) < len(lines):
+                group = lines[len(replies) : len(replies) + PIPELINE_DEPTH]
+                async with asyncio.timeout(self.timeout):
+                    conn.writer.write(b"".join(group))
+                    answered = [await self._reply(conn, line) for line in group]
+                replies.extend(answered)
+                if any(parse_invalid_reply(reply) is not None for reply in answered):
+                    break
+        except BaseException:
+            conn.close()
+            raise
+        self._release(server, conn)
 
     def _release(self, server: Server, conn: _Connection) -> None:
         idle = self._idle.setdefault(server.name, [])
@@ -200,15 +271,23 @@ class HerdClient:
         return record, found
 
     async def history(
-        self, client_id: str, since_ns: int, until_ns: int, limit: int
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, *, points: bool = True
     ) -> list[Record]:
         """A client's points in the window, oldest first, attributes included (HISTORY ...
-        POINTS); raises HerdRefused where history is off."""
-        command = HistoryCommand(client_id, since_ns, until_ns, limit, points=True)
-        *points, end = (await self.request(command.encode())).splitlines(keepends=True)
-        if not end.startswith(b"END "):
-            raise HerdUnavailable(f"unexpected end of a history: {end[:100]!r}")
-        return [_record(line) for line in points]
+        POINTS; ``points=False``: plain AT lines, no attributes); raises HerdRefused where
+        history is off."""
+        command = HistoryCommand(client_id, since_ns, until_ns, limit, points=points)
+        return history_records(await self.request(command.encode()))
+
+    async def forget(self, client_id: str, until_ns: int) -> str:
+        """Delete a client's points at or before ``until_ns`` on every server (FORGET); the
+        time as the herd echoed it, once this server has deleted them. Raises HerdRefused
+        where history is off."""
+        reply = await self.request(Forget(client_id, until_ns).encode())
+        fields = reply.split()
+        if len(fields) != 3 or fields[0] != b"FORGOTTEN":
+            raise HerdUnavailable(f"unexpected reply to FORGET: {reply[:100]!r}")
+        return fields[2].decode()
 
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
@@ -217,6 +296,14 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         return parse_status(reply)
+
+
+def history_records(reply: bytes) -> list[Record]:
+    """The points of a whole reply to HISTORY (AT or POINT lines, then ``END <n>``)."""
+    *points, end = reply.splitlines(keepends=True)
+    if not end.startswith(b"END "):
+        raise HerdUnavailable(f"unexpected end of a history: {end[:100]!r}")
+    return [_record(line) for line in points]
 
 
 def _record(line: bytes) -> Record:
