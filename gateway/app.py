@@ -97,7 +97,10 @@ async def api_docs(request: web.Request) -> dict[str, object]:
 
 async def openapi_json(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    bodies = rules.body_limits(config.gateway.max_body_bytes, config.gateway.max_ws_message)
+    gateway = config.gateway
+    bodies = rules.body_limits(
+        gateway.max_body_bytes, gateway.max_ws_message, gateway.max_import_bytes
+    )
     return json_response(openapi.spec_at(time.time(), config.limits.max_future, bodies))
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from aiohttp import hdrs, web
 
-from backend.protocol import MAX_HISTORY_LIMIT, parse_invalid_reply
+from backend.protocol import MAX_HISTORY_LIMIT, MAX_TIME_S, parse_invalid_reply
 from backend.protocol import History as HistoryCommand
 
 from . import phones, rules
@@ -56,7 +56,8 @@ async def delete_history(request: web.Request) -> web.Response:
     raw = request.query.get("until")
     if raw is None:
         raise ApiError(400, "until is required: POSIX seconds; points at or before it go")
-    until_ns = rules.seconds_ns("until", raw, 0)
+    # Past the herd's last time (the end of 9999) deletes the same: every point.
+    until_ns = min(rules.seconds_ns("until", raw, 0), MAX_TIME_S * _NS_PER_S)
     max_future = request.app[CONFIG].limits.max_future
     if until_ns > time.time_ns() + round(max_future * _NS_PER_S):
         # The deletion raises the client's floor to until: no point at or before it is kept

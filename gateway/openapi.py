@@ -15,6 +15,7 @@ from typing import Any
 from backend.protocol import MAX_TIME_S
 
 from . import rules, schemas
+from .history import MAX_IMPORT_POINTS
 from .phones import MS_THRESHOLD
 from .schemas import COMPONENTS, RESULT, Schema, obj, ref
 
@@ -162,6 +163,88 @@ RADIUS = {
     "default": rules.DEFAULT_RADIUS_KM,
 }
 
+# Writing a client's history (gateway/history_write.py): an import and a deletion.
+IMPORTED = obj(
+    {
+        "imported": {"type": "integer", "minimum": 0, "description": "points now in history"},
+        "duplicates": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "points the herd held already, and repeats within the file",
+        },
+        "not_kept": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "points the herd answered but does not keep: at or before a "
+            "deletion of this client's history",
+        },
+    }
+)
+FILE_SCHEMA = {
+    "type": "object",
+    "description": "A GeoJSON FeatureCollection or Feature: Point features with a time "
+    "property, LineStrings with per-position times (docs/history-formats.md).",
+}
+POST_HISTORY = _operation(
+    "importHistory",
+    "Import a GPX or GeoJSON file into a client's history, all or nothing",
+    {
+        "200": _json(IMPORTED, "What became of the file's points."),
+        "400": _error(
+            "A point of the file is bad, named in the message (no time, coordinates out of "
+            "range, more than max_future ahead, older than [history] keep_days), the body is "
+            "not the GPX or GeoJSON it says, or a bad client ID. Nothing was imported."
+        ),
+        "404": _error("The path names no client (a client ID holds no line break)."),
+        "408": _error("The body did not keep up the pace of [gateway] body_timeout."),
+        "413": _error(
+            f"The body is over [gateway] max_import_bytes, or holds more than "
+            f"{MAX_IMPORT_POINTS:,} points. Nothing was imported."
+        ),
+        "415": _error("The body is neither GPX nor GeoJSON."),
+        "503": _error("No herd server answered, or history is off in the herd."),
+    },
+    parameters=[CLIENT_ID],
+    requestBody={
+        "required": True,
+        "content": {
+            "application/gpx+xml": {
+                "schema": {"type": "string", "description": "A GPX 1.0 or 1.1 file."}
+            },
+            "application/geo+json": {"schema": FILE_SCHEMA},
+            "application/json": {"schema": FILE_SCHEMA},
+        },
+    },
+)
+DELETE_HISTORY = _operation(
+    "deleteHistory",
+    "Delete a client's points at or before a time, on every server (FORGET)",
+    {
+        "200": _json(
+            obj({"client_id": schemas.CLIENT_ID, "until": SECONDS}),
+            "The points are deleted on the server that answered, and the deletion is on its "
+            "way to every other (a server cut off applies it when it returns).",
+        ),
+        "400": _error(
+            "until is missing, not POSIX seconds, after the year 9999 or more than "
+            "max_future ahead; or a bad client ID."
+        ),
+        "404": _error("The path names no client (a client ID holds no line break)."),
+        "503": _error("No herd server answered, or history is off in the herd."),
+    },
+    parameters=[
+        CLIENT_ID,
+        {
+            "name": "until",
+            "in": "query",
+            "required": True,
+            "description": "POSIX seconds: the client's points at or before it are deleted, "
+            "and none at or before it is kept from then on.",
+            "schema": SECONDS,
+        },
+    ],
+)
+
 PATHS = {
     "/api/v1/locations": {"post": POST_LOCATIONS},
     "/api/v1/clients": {
@@ -239,7 +322,9 @@ PATHS = {
                 _query("limit", _whole(rules.HISTORY_PAGE)),
                 _query("cursor", {"type": "string", "pattern": "^[0-9]{1,21}:[0-9]{1,5}$"}),
             ],
-        )
+        ),
+        "post": POST_HISTORY,
+        "delete": DELETE_HISTORY,
     },
     "/api/v1/herd": {
         "get": _operation(

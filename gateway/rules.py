@@ -174,9 +174,12 @@ def plain(value: Decimal) -> str:
 # -- bodies ------------------------------------------------------------------------------
 
 
-def body_limits(max_body_bytes: int, max_ws_message: int) -> str:
-    """The configured limits on a request body and a WebSocket message, in words."""
+def body_limits(max_body_bytes: int, max_ws_message: int, max_import_bytes: int) -> str:
+    """The configured limits on a request body, a history import and a WebSocket message,
+    in words."""
     return (
         f"A request body is at most {max_body_bytes:,} bytes ([gateway] max_body_bytes: 413 "
-        f"past it); a WebSocket message at most {max_ws_message:,} ([gateway] max_ws_message)."
+        f"past it), a history import at most {max_import_bytes:,} ([gateway] "
+        f"max_import_bytes); a WebSocket message at most {max_ws_message:,} ([gateway] "
+        "max_ws_message)."
     )
