@@ -16,11 +16,13 @@ import gpxpy
 import gpxpy.gpx
 import pytest
 from aiohttp.test_utils import TestClient
-from helpers import NAMES, Herd, poll_async
+from helpers import NAMES, Herd, poll_async, until_synced
 
 from backend.config import load_config
 from backend.protocol import History, time_to_ns
 from gateway.app import create_app
+from gateway.keys import FEED
+from gateway.metrics import HERD_HISTORY
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -306,7 +308,7 @@ async def test_writing_history_needs_the_clients_device_token(
 # -- metrics --------------------------------------------------------------------------------
 
 
-async def test_imports_and_deletions_are_counted(client: TestClient[Any, Any]) -> None:
+async def test_imports_and_deletions_are_counted(herd: Herd, client: TestClient[Any, Any]) -> None:
     def value(text: str, name: str) -> float:
         line = next(line for line in text.splitlines() if line.startswith(name + " "))
         return float(line.split()[-1])
@@ -329,3 +331,20 @@ async def test_imports_and_deletions_are_counted(client: TestClient[Any, Any]) -
     assert value(text, points % "imported") == 7
     assert value(text, points % "duplicate") == 7
     assert value(text, "herd_gateway_history_deletions_total") == 1
+    # The followed server's own figures, from its STATUS.
+    await until_synced(client)
+    followed = client.app[FEED].subscribed_to
+
+    async def the_servers_figures() -> bool:
+        text = await scrape()
+        figures = (await herd.status_async(followed))["history"]
+        shown = {
+            key: value(text, f'{name}{{server="{followed}"}}')
+            for key, (name, _) in HERD_HISTORY.items()
+        }
+        steady = all(shown[key] == figures[key] for key in ("points", "late", "deletions"))
+        return (
+            steady and figures["points"] >= 7 and figures["deletions"] >= 1 and shown["bytes"] > 0
+        )
+
+    await poll_async(the_servers_figures, 20, "STATUS's history figures in /metrics")
