@@ -5,6 +5,7 @@ every server, the device token needed for both, and the counts in /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.timeout(120)
 HERD_EXTRA = "[history]\nenabled = true\n"
 # A small max_body_bytes and a larger max_import_bytes: an import is read past the first.
 MAX_IMPORT = 200_000
-HERD_GATEWAY = f"max_body_bytes = 16384\nmax_import_bytes = {MAX_IMPORT}\n"
+HERD_GATEWAY = f"max_body_bytes = 16384\nmax_import_bytes = {MAX_IMPORT}\nbody_timeout = 1.0\n"
 GPX = {"Content-Type": "application/gpx+xml"}
 GEOJSON = {"Content-Type": "application/geo+json"}
 # A day ago, to the microsecond (GPX keeps microseconds), well inside retention.
@@ -197,6 +198,21 @@ async def test_bodies_over_max_import_bytes_are_413(client: TestClient[Any, Any]
     response = await client.post("/api/v1/clients/big/history", data=chunks(), headers=GPX)
     assert response.status == 413, await response.text()
     assert await history(client, "big") == []
+
+
+async def test_a_body_that_falls_behind_is_408(client: TestClient[Any, Any]) -> None:
+    # 16 KiB (max_body_bytes) a second is the pace (body_timeout = 1): this one sends 100
+    # bytes of its 100,000 and stops.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /api/v1/clients/slow/history HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/gpx+xml\r\nContent-Length: 100000\r\n\r\n" + b" " * 100
+    )
+    started = time.monotonic()
+    status = await asyncio.wait_for(reader.readline(), 10)
+    assert status.startswith(b"HTTP/1.1 408"), status
+    assert 0.9 < time.monotonic() - started < 5
+    writer.close()
 
 
 async def test_a_deletion_reaches_every_server(herd: Herd, client: TestClient[Any, Any]) -> None:
