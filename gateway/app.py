@@ -18,7 +18,7 @@ from backend.config import HerdConfig
 from . import access, api, auth, history_write, openapi, phones, redact, rules, site, ws
 from .access import Guards, Need, Route
 from .herd_client import HerdClient, Server
-from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, METRICS, SERVERS, SOCKETS
+from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, IMPORTS, METRICS, SERVERS, SOCKETS
 from .live import LiveFeed
 from .metrics import Metrics, herd_history
 from .records import json_response
@@ -204,6 +204,7 @@ def create_app(config: HerdConfig) -> web.Application:
     app[GUARDS] = guards
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
+    app[IMPORTS] = asyncio.Semaphore(history_write.MAX_IMPORTS)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(resource_dir("templates")),

@@ -30,14 +30,18 @@ from .errors import ApiError
 from .herd_client import HerdClient, HerdRefused, history_records
 from .history import ImportedPoint, parse_import
 from .history.held import Identity, check_retention, held_identity, identity, windows
-from .keys import ACCESS, CONFIG, HERD, METRICS
+from .keys import ACCESS, CONFIG, HERD, IMPORTS, METRICS
 from .records import json_response
 from .site import read_bounded
 
-__all__ = ["delete_history", "import_history"]
+__all__ = ["MAX_IMPORTS", "delete_history", "import_history"]
 
 log = logging.getLogger("herd.gateway.history")
 
+# Imports a gateway reads and parses at once; the others wait their turn, their bodies unread.
+# A file near the limits holds its body (up to max_import_bytes) and about 110 MB more while
+# gpxpy parses it (docs/history-formats.md, "Limits"); two keep both cores busy.
+MAX_IMPORTS = 2
 # Seconds a client is told to wait when the herd refused points of an import (its budgets
 # refill per second).
 RETRY_AFTER = 1
@@ -53,6 +57,7 @@ def _client_id(request: web.Request) -> str:
 
 async def delete_history(request: web.Request) -> web.Response:
     """Delete the client's points at or before ``until`` on every server."""
+    client_id = _client_id(request)
     raw = request.query.get("until")
     if raw is None:
         raise ApiError(400, "until is required: POSIX seconds; points at or before it go")
@@ -65,7 +70,6 @@ async def delete_history(request: web.Request) -> web.Response:
         raise ApiError(
             400, f"until is more than {max_future:g} s ahead: to delete everything, use now"
         )
-    client_id = _client_id(request)
     try:
         echoed = await request.app[HERD].forget(client_id, until_ns)
     except HerdRefused as exc:
@@ -96,8 +100,13 @@ async def import_history(request: web.Request) -> web.Response:
 
 
 async def _import(request: web.Request) -> dict[str, int]:
-    config = request.app[CONFIG]
     client_id = _client_id(request)  # before the body is read
+    async with request.app[IMPORTS]:  # a few at a time: each may hold 100s of MB parsing
+        return await _import_file(request, client_id)
+
+
+async def _import_file(request: web.Request, client_id: str) -> dict[str, int]:
+    config = request.app[CONFIG]
     gateway = config.gateway
     body = await read_bounded(
         request, gateway.max_import_bytes, gateway.body_timeout, gateway.max_body_bytes
