@@ -23,7 +23,7 @@ from backend.config import load_config
 from backend.protocol import History, time_to_ns
 from gateway.app import create_app
 from gateway.keys import FEED
-from gateway.metrics import HERD_HISTORY
+from gateway.metrics import HERD_HISTORY, herd_history
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -364,3 +364,21 @@ async def test_imports_and_deletions_are_counted(herd: Herd, client: TestClient[
         )
 
     await poll_async(the_servers_figures, 20, "STATUS's history figures in /metrics")
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        None,
+        {},
+        {"history": None},
+        {"history": {"points": 1, "late": 0, "deletions": 0}},  # bytes missing
+        {"history": {"points": -1, "late": 0, "deletions": 0, "bytes": 0}},
+        {"history": {"points": True, "late": 0, "deletions": 0, "bytes": 0}},
+        {"history": {"points": 1.5, "late": 0, "deletions": 0, "bytes": 0}},
+    ],
+)
+def test_a_status_without_whole_history_figures_shows_none(status: Any) -> None:
+    assert herd_history(status) is None
+    figures = {"points": 3, "late": 1, "deletions": 0, "bytes": 4096}
+    assert herd_history({"history": figures, "records": 1}) == figures
