@@ -15,7 +15,20 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
-from . import access, api, auth, history_write, openapi, phones, redact, rules, site, ws
+from . import (
+    access,
+    api,
+    area_api,
+    auth,
+    history_api,
+    history_write,
+    openapi,
+    phones,
+    redact,
+    rules,
+    site,
+    ws,
+)
 from .access import Guards, Need, Route
 from .herd_client import HerdClient, Server
 from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, IMPORTS, METRICS, SERVERS, SOCKETS
@@ -150,7 +163,7 @@ ROUTES = (
     Route("POST", "/api/v1/locations", api.post_locations, Need.WRITE),
     Route("GET", "/api/v1/clients", api.list_clients, Need.READ),
     Route("GET", "/api/v1/clients/{client_id:.+}/nearby", api.get_nearby, Need.READ),
-    Route("GET", "/api/v1/clients/{client_id:.+}/history", api.get_history, Need.READ),
+    Route("GET", "/api/v1/clients/{client_id:.+}/history", history_api.get_history, Need.READ),
     # Deleting or importing a client's history is writing for that client (its device token).
     Route(
         "DELETE", "/api/v1/clients/{client_id:.+}/history", history_write.delete_history, Need.WRITE
@@ -164,6 +177,8 @@ ROUTES = (
     ),
     Route("GET", "/api/v1/clients/{client_id:.+}", api.get_client, Need.READ),
     Route("GET", "/api/v1/herd", api.herd_status, Need.READ),
+    Route("GET", "/api/v1/history", area_api.get_area_history, Need.READ),
+    Route("GET", "/api/v1/trails", area_api.get_trails, Need.READ),
     # The phone apps' endpoints (docs/gateway.md, "Phone apps"); OwnTracks authenticates with
     # HTTP Basic.
     Route("POST", "/pub", api.owntracks, Need.WRITE, basic=True),

@@ -42,6 +42,24 @@ def _query(name: str, schema: Schema) -> Schema:
 # A window's end: POSIX seconds, as text so that no precision is lost (both ends inclusive).
 SECONDS: Schema = {"type": "string", "pattern": f"^{rules.SECONDS.pattern}$"}
 
+# A simplification tolerance (metres): Ramer-Douglas-Peucker keeps the points that bend the
+# trail by more; absent, every point is kept.
+SIMPLIFY: Schema = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": rules.MAX_SIMPLIFY_M,
+    "description": "Metres: keep only the points that bend the trail by more (the first and "
+    "last always). Absent: every point.",
+}
+# A box: west,south,east,north in degrees; west after east crosses the antimeridian, south
+# after north holds nothing.
+BBOX: Schema = {
+    "type": "string",
+    "pattern": f"^{rules.BBOX.pattern}$",
+    "description": "west,south,east,north in degrees (west after east: a box across the "
+    "antimeridian).",
+}
+
 CLIENT_ID = {
     "name": "client_id",
     "in": "path",
@@ -298,20 +316,24 @@ PATHS = {
     "/api/v1/clients/{client_id}/history": {
         "get": _operation(
             "getHistory",
-            "A client's points in a time window, oldest first, a page at a time (HISTORY)",
+            "A client's points in a time window, oldest first: a page at a time (HISTORY), "
+            "or the whole window as GPX or GeoJSON",
             {
-                "200": _json(
-                    obj(
-                        {
-                            "client_id": schemas.CLIENT_ID,
-                            "points": {"type": "array", "items": ref("Record")},
-                            "next_cursor": {"type": ["string", "null"]},
-                        }
-                    ),
-                    "The points (each a record as getClient shows it, with its attributes); "
-                    "next_cursor, when not null, asks for the next page.",
+                "200": {
+                    "description": "format=json: a page of points (each a record as getClient "
+                    "shows it, with its attributes); next_cursor, when not null, asks for the "
+                    "next page. format=gpx or geojson: the whole window, streamed as an "
+                    "attachment (docs/history-formats.md); if the herd fails mid-stream the "
+                    "body ends short of its end.",
+                    "content": {
+                        "application/json": {"schema": ref("HistoryPage")},
+                        "application/geo+json": {"schema": ref("FeatureCollection")},
+                        "application/gpx+xml": {"schema": {"type": "string"}},
+                    },
+                },
+                "400": _error(
+                    "format, simplify, since, until, limit or cursor not valid, or a bad client ID."
                 ),
-                "400": _error("since, until, limit or cursor not valid, or a bad client ID."),
                 "404": _error("The path names no client (a client ID holds no line break)."),
                 "503": _error("No herd server answered, or history is off in the herd."),
             },
@@ -319,8 +341,62 @@ PATHS = {
                 CLIENT_ID,
                 _query("since", SECONDS | {"default": "0"}),
                 _query("until", SECONDS | {"description": "Default: the herd's last time."}),
-                _query("limit", _whole(rules.HISTORY_PAGE)),
+                _query(
+                    "limit",
+                    _whole(rules.HISTORY_PAGE)
+                    | {"description": "Points read for a JSON page (before simplify)."},
+                ),
                 _query("cursor", {"type": "string", "pattern": "^[0-9]{1,21}:[0-9]{1,5}$"}),
+                _query(
+                    "format",
+                    {
+                        "enum": list(rules.HISTORY_FORMATS),
+                        "default": "json",
+                        "description": "gpx or geojson: the whole window as one document "
+                        "(limit and cursor page JSON only).",
+                    },
+                ),
+                _query("simplify", SIMPLIFY),
+            ],
+        )
+    },
+    "/api/v1/history": {
+        "get": _operation(
+            "getAreaHistory",
+            "The clients that were in a box in a time window, with their points there (AREA)",
+            {
+                "200": _json(ref("AreaHistory"), "The clients and their points in the box."),
+                "400": _error("bbox missing or not valid, or since, until or limit not valid."),
+                "503": _error("No herd server answered, or history is off in the herd."),
+            },
+            parameters=[
+                {**_query("bbox", BBOX), "required": True},
+                _query("since", SECONDS | {"default": "0"}),
+                _query("until", SECONDS | {"description": "Default: the herd's last time."}),
+                _query(
+                    "limit",
+                    _whole(rules.AREA_PAGE) | {"description": "Points in all, every client's."},
+                ),
+            ],
+        )
+    },
+    "/api/v1/trails": {
+        "get": _operation(
+            "getTrails",
+            "Simplified trails of the clients in a box in a time window, for a map",
+            {
+                "200": _json(ref("Trails"), "Each client's trail in the window."),
+                "400": _error("bbox, since, until or simplify not valid."),
+                "503": _error("No herd server answered, or history is off in the herd."),
+            },
+            parameters=[
+                _query("bbox", BBOX | {"description": "Default: the whole world."}),
+                _query(
+                    "since",
+                    SECONDS | {"description": "Default: [gateway] trail_hours (24) before until."},
+                ),
+                _query("until", SECONDS | {"description": "Default: now."}),
+                _query("simplify", SIMPLIFY),
             ],
         ),
         "post": POST_HISTORY,

@@ -2,7 +2,7 @@
 (tests/payloads, sources in its README) against a real herd with history on. Each point of a
 batch or queue reaches history with its attributes, late ones included, while the newest
 record stays the newest; and each app's attributes come back out of history as GeoJSON and
-GPX (the gateway's own writers, read back by its import parser).
+GPX (the REST exports, read back by the gateway's import parser).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from test_phone_corpus import CORPUS, attribute_problems, client_id, expected_attributes, load
 
-from gateway.history import geojson_chunks, gpx_chunks, parse_import
+from gateway.history import parse_import
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,16 +91,21 @@ async def holds_every_point(
     return points
 
 
-def round_trips(cid: str, points: list[dict[str, Any]]) -> None:
-    """The points written as GPX and as GeoJSON (gateway/history/export.py) and read back
-    (gateway/history/imports.py) carry the same times, places and attributes."""
+async def round_trips(client: TestClient[Any, Any], cid: str, points: list[dict[str, Any]]) -> None:
+    """The client's history exported as GPX and as GeoJSON (GET .../history?format=) and read
+    back by the import parser carries the same times, places and attributes."""
     shown = sorted((key_of(p), p["attributes"]) for p in points)
-    for kind, document in (
-        ("application/gpx+xml", b"".join(gpx_chunks(cid, points))),
-        ("application/geo+json", b"".join(geojson_chunks(cid, lambda: iter(points)))),
-    ):
+    path = f"/api/v1/clients/{quote(cid, safe='/')}/history"
+    for kind in ("gpx", "geojson"):
+        response = await client.get(path, params={"format": kind})
+        assert response.status == 200, await response.text()
+        document = await response.read()
         read = parse_import(
-            document, kind, now=time.time(), max_future=600, max_bytes=len(document)
+            document,
+            response.headers["Content-Type"],
+            now=time.time(),
+            max_future=600,
+            max_bytes=len(document),
         )
         back = sorted(((p.seconds, p.lat, p.lon), p.attributes) for p in read.points)
         assert len(back) == len(shown), (kind, back, shown)
@@ -120,14 +125,16 @@ async def test_an_owntracks_queue_and_array_arrive_late_and_are_all_kept(
     for sample in reversed(track):
         await send(client, sample)
     pixel = "owntracks/pixel6/pixel99"
-    round_trips(pixel, await holds_every_point(client, pixel, expected(track, pixel)))
+    await round_trips(client, pixel, await holds_every_point(client, pixel, expected(track, pixel)))
     # OwnTracks' array of two locations, older than the client's newest record.
     newer = load(CORPUS / "owntracks/007-android-valid-location-tid-xx.json")
     array = load(CORPUS / "owntracks/012-android-array-two-locations.json")
     await send(client, newer)
     await send(client, array)
     phone = "owntracks/owntracks/phone"
-    round_trips(phone, await holds_every_point(client, phone, expected([newer, array], phone)))
+    await round_trips(
+        client, phone, await holds_every_point(client, phone, expected([newer, array], phone))
+    )
 
 
 async def test_a_traccar_json_array_older_than_the_newest_is_kept(
@@ -140,7 +147,7 @@ async def test_a_traccar_json_array_older_than_the_newest_is_kept(
     await send(client, newest)
     await send(client, batch)
     points = await holds_every_point(client, "8737767034", expected([newest, batch], "8737767034"))
-    round_trips("8737767034", points)
+    await round_trips(client, "8737767034", points)
     # The heartbeat is no newer than the held record: dropped, and counted.
     metrics = await (await client.get("/metrics")).text()
     assert (
@@ -164,4 +171,4 @@ async def test_an_overland_batch_keeps_every_point(client: TestClient[Any, Any])
     await send(client, {**samples[0], "request": request}, "device_id=van-3")
     want = expected(samples, None)
     assert len(want) == 2
-    round_trips("van-3", await holds_every_point(client, "van-3", want))
+    await round_trips(client, "van-3", await holds_every_point(client, "van-3", want))

@@ -123,6 +123,11 @@ async def test_a_gpx_track_imports_and_reads_back_the_same_points(
     assert answer == {"imported": 300, "duplicates": 0, "not_kept": 0}
     expected = sorted((t, round(la, 7), round(lo, 7), e) for t, la, lo, e in points_of(body))
     assert sorted(shown(p) for p in await history(client, "hiker")) == expected
+    # Exported as GPX (GET .../history?format=gpx), gpxpy reads the same points back.
+    export = await client.get("/api/v1/clients/hiker/history", params={"format": "gpx"})
+    assert export.status == 200, await export.text()
+    exported = points_of(await export.read())
+    assert sorted((t, round(la, 7), round(lo, 7), e) for t, la, lo, e in exported) == expected
     # Again: every point is held already.
     again = await post(client, "hiker", body, GPX, 200)
     assert again == {"imported": 0, "duplicates": 300, "not_kept": 0}

@@ -241,6 +241,9 @@ class GatewayConfig:
     # Seconds a client has to send a whole request body: a 1 MiB body (max_body_bytes) takes
     # ~20 s at 400 kbit/s, a bad mobile link; an endless chunked body is cut off here.
     body_timeout: Seconds = 60.0
+    # Hours of history the map's trails cover when no window is asked for (GET
+    # /api/v1/trails without since): a day, what a fleet's dispatcher looks back over.
+    trail_hours: Count = 24
 
 
 @dataclass(frozen=True, slots=True)
