@@ -358,7 +358,9 @@ PATHS = {
                 ),
                 _query("simplify", SIMPLIFY),
             ],
-        )
+        ),
+        "post": POST_HISTORY,
+        "delete": DELETE_HISTORY,
     },
     "/api/v1/history": {
         "get": _operation(
@@ -398,9 +400,7 @@ PATHS = {
                 _query("until", SECONDS | {"description": "Default: now."}),
                 _query("simplify", SIMPLIFY),
             ],
-        ),
-        "post": POST_HISTORY,
-        "delete": DELETE_HISTORY,
+        )
     },
     "/api/v1/herd": {
         "get": _operation(

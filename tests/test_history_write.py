@@ -387,3 +387,16 @@ def test_a_status_without_whole_history_figures_shows_none(status: Any) -> None:
     assert herd_history(status) is None
     figures = {"points": 3, "late": 1, "deletions": 0, "bytes": 4096}
     assert herd_history({"history": figures, "records": 1}) == figures
+
+
+async def test_the_document_lists_both_writes_on_the_history_path(
+    client: TestClient[Any, Any],
+) -> None:
+    spec = await (await client.get("/api/v1/openapi.json")).json()
+    operations = spec["paths"]["/api/v1/clients/{client_id}/history"]
+    assert {method: op["operationId"] for method, op in operations.items()} == {
+        "get": "getHistory",
+        "post": "importHistory",
+        "delete": "deleteHistory",
+    }
+    assert f"{MAX_IMPORT:,}" in spec["info"]["description"]  # [gateway] max_import_bytes
