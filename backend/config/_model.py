@@ -208,8 +208,9 @@ class GatewayConfig:
     # Largest request body accepted: a batch of 1,000 reports is about 100 KB.
     max_body_bytes: Count = 1024 * 1024
     # Largest history import (POST /api/v1/clients/{id}/history, a GPX or GeoJSON file)
-    # accepted: 32 MiB holds a GPX track of the import's 50,000 points even with extensions
-    # (about 300 bytes a point); a bigger body is refused with 413 before it is read.
+    # accepted: 32 MiB holds the import's 50,000 points at up to 670 bytes each (the gateway's
+    # own GPX export writes 106 to 359 bytes a point, gpxpy about 130); a bigger body is
+    # refused with 413, before it is read when its Content-Length says so.
     max_import_bytes: Count = 32 * 1024 * 1024
     # Largest WebSocket message accepted from a browser (commands are tiny).
     max_ws_message: Count = 64 * 1024
