@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from backend.protocol import MAX_HISTORY_LIMIT, MAX_TIME_S, Record, format_attributes, time_to_ns
+from backend.protocol import Record, format_attributes, time_to_ns
 
 from . import phones, rules
 from .errors import ApiError, envelope
@@ -242,40 +242,6 @@ async def get_client(request: web.Request) -> web.Response:
     if record is None:
         raise web.HTTPNotFound(text=f"no location known for client {client_id!r}")
     return json_response({"record": record_json(record)})
-
-
-async def get_history(request: web.Request) -> web.Response:
-    """A client's points in a window, oldest first, a page at a time (docs/history.md)."""
-    client_id = _client_id(request)
-    query = request.query
-    since_ns = rules.seconds_ns("since", query.get("since"), 0)
-    until_ns = rules.seconds_ns("until", query.get("until"), MAX_TIME_S * 10**9)
-    limit = rules.HISTORY_PAGE.from_text(query.get("limit"))
-    skip = 0
-    cursor = query.get("cursor")
-    if cursor is not None:
-        # "<ns>:<n>": go on from that time, past the n points at it already given.
-        ns, _, seen = cursor.partition(":")
-        if not (ns.isdigit() and seen.isdigit() and len(ns) <= 21 and len(seen) <= 5):
-            raise ApiError(400, "cursor is not one this API gave")
-        since_ns, skip = max(since_ns, int(ns)), int(seen)
-    latest = MAX_TIME_S * 1_000_000_000  # the herd's last time: a later end reads the same
-    since_ns, until_ns = min(since_ns, latest), min(until_ns, latest)
-    if since_ns > until_ns:  # an empty window
-        return json_response({"client_id": client_id, "points": [], "next_cursor": None})
-    ask = min(limit + skip, MAX_HISTORY_LIMIT)
-    try:
-        records = await request.app[HERD].history(client_id, since_ns, until_ns, ask)
-    except HerdRefused as exc:
-        raise ApiError(503, f"history is off in the herd: {exc}") from None
-    page = records[skip : skip + limit]
-    next_cursor = None
-    if page and len(records) == ask:
-        last = time_to_ns(page[-1].client_time)
-        at_last = sum(1 for r in records[: skip + len(page)] if time_to_ns(r.client_time) == last)
-        next_cursor = f"{last}:{at_last}"
-    points = [record_json(r) for r in page]
-    return json_response({"client_id": client_id, "points": points, "next_cursor": next_cursor})
 
 
 async def herd_status(request: web.Request) -> web.Response:

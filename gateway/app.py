@@ -15,12 +15,25 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
-from . import access, api, auth, openapi, phones, redact, rules, site, ws
+from . import (
+    access,
+    api,
+    area_api,
+    auth,
+    history_api,
+    history_write,
+    openapi,
+    phones,
+    redact,
+    rules,
+    site,
+    ws,
+)
 from .access import Guards, Need, Route
 from .herd_client import HerdClient, Server
-from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, METRICS, SERVERS, SOCKETS
+from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, IMPORTS, METRICS, SERVERS, SOCKETS
 from .live import LiveFeed
-from .metrics import Metrics
+from .metrics import Metrics, herd_history
 from .records import json_response
 
 __all__ = ["ROUTES", "create_app", "resource_dir"]
@@ -31,6 +44,8 @@ _PACKAGE = Path(__file__).resolve().parent
 # Seconds a client whose request was refused before its body was read (413, 408) may go on
 # sending before the connection closes: enough for it to see the answer, no more.
 LINGER_SECONDS = 2.0
+# Seconds /metrics waits for the followed server's STATUS before leaving its figures out.
+STATUS_TIMEOUT = 1.0
 
 
 def resource_dir(name: str) -> Path:
@@ -95,7 +110,10 @@ async def api_docs(request: web.Request) -> dict[str, object]:
 
 async def openapi_json(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    bodies = rules.body_limits(config.gateway.max_body_bytes, config.gateway.max_ws_message)
+    gateway = config.gateway
+    bodies = rules.body_limits(
+        gateway.max_body_bytes, gateway.max_ws_message, gateway.max_import_bytes
+    )
     return json_response(openapi.spec_at(time.time(), config.limits.max_future, bodies))
 
 
@@ -107,9 +125,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8"
-    )
+    text = request.app[METRICS].render(await _followed_history(request.app))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def _followed_history(app: web.Application) -> tuple[str, dict[str, int]] | None:
+    """The history figures of the server the gateway follows (its STATUS), if it has them."""
+    name = app[FEED].subscribed_to
+    address = app[CONFIG].servers.get(name) if name is not None else None
+    if name is None or address is None:
+        return None
+    try:
+        status = await asyncio.wait_for(app[HERD].status(Server(name, address)), STATUS_TIMEOUT)
+    except TimeoutError:
+        return None
+    figures = herd_history(status)
+    return None if figures is None else (name, figures)
 
 
 def _map_or_traccar(request: web.Request) -> Need:
@@ -132,9 +163,22 @@ ROUTES = (
     Route("POST", "/api/v1/locations", api.post_locations, Need.WRITE),
     Route("GET", "/api/v1/clients", api.list_clients, Need.READ),
     Route("GET", "/api/v1/clients/{client_id:.+}/nearby", api.get_nearby, Need.READ),
-    Route("GET", "/api/v1/clients/{client_id:.+}/history", api.get_history, Need.READ),
+    Route("GET", "/api/v1/clients/{client_id:.+}/history", history_api.get_history, Need.READ),
+    # Deleting or importing a client's history is writing for that client (its device token).
+    Route(
+        "DELETE", "/api/v1/clients/{client_id:.+}/history", history_write.delete_history, Need.WRITE
+    ),
+    Route(
+        "POST",
+        "/api/v1/clients/{client_id:.+}/history",
+        history_write.import_history,
+        Need.WRITE,
+        streamed=True,
+    ),
     Route("GET", "/api/v1/clients/{client_id:.+}", api.get_client, Need.READ),
     Route("GET", "/api/v1/herd", api.herd_status, Need.READ),
+    Route("GET", "/api/v1/history", area_api.get_area_history, Need.READ),
+    Route("GET", "/api/v1/trails", area_api.get_trails, Need.READ),
     # The phone apps' endpoints (docs/gateway.md, "Phone apps"); OwnTracks authenticates with
     # HTTP Basic.
     Route("POST", "/pub", api.owntracks, Need.WRITE, basic=True),
@@ -160,7 +204,7 @@ def create_app(config: HerdConfig) -> web.Application:
             api.error_middleware,
             site.site_middleware(gateway.allowed_hosts, guards),
             access.middleware(tokens, guards),
-            site.body_middleware(gateway.body_timeout),
+            site.body_middleware(gateway.body_timeout, guards),
         ],
         # The HTTP server's own settings, whoever runs the application: aiohttp closes a
         # connection that has not sent a whole request head within its keep-alive timeout,
@@ -175,6 +219,7 @@ def create_app(config: HerdConfig) -> web.Application:
     app[GUARDS] = guards
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
+    app[IMPORTS] = asyncio.Semaphore(history_write.MAX_IMPORTS)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(resource_dir("templates")),

@@ -1,24 +1,29 @@
 """A TCP client of the herd: a small pool of connections per server, and failover.
 
 The gateway speaks to the herd only in the herd's own protocol (IAMAT, WHATSAT, WHEREIS,
-STATUS). A request goes to the first server of the preference list that answers; a server
-that fails (refused, reset, timed out) is skipped for a moment and the next one is tried, so
-the user sees no error while any server is up.
+STATUS, HISTORY, AREA). A request goes to the first server of the preference list that
+answers; a server that fails (refused, reset, timed out) is skipped for a moment and the next
+one is tried, so the user sees no error while any server is up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from backend.config import ServerAddress
 from backend.protocol import (
+    MAX_HISTORY_LIMIT,
+    MAX_POINT_LINE,
     At,
+    Forget,
+    In,
     ProtocolError,
     Record,
     Status,
@@ -30,9 +35,19 @@ from backend.protocol import (
 )
 from backend.protocol import History as HistoryCommand
 
+from .history.reading import Window, next_window
 from .records import herd_json
+from .rules import Box
 
-__all__ = ["HERD_ERRORS", "HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
+__all__ = [
+    "HERD_ERRORS",
+    "PIPELINE_DEPTH",
+    "HerdClient",
+    "HerdRefused",
+    "HerdUnavailable",
+    "Server",
+    "history_records",
+]
 
 log = logging.getLogger("herd.gateway.client")
 
@@ -42,6 +57,17 @@ PENALTY_SECONDS = 2.0
 # WHATSAT replies are at most 20 places of JSON (a few tens of KB); this bounds a reply.
 MAX_REPLY_BYTES = 4 * 1024 * 1024
 
+
+# Lines written to the herd before their replies are read: one round trip per 64 points of
+# an import, and fewer than the herd's default max_invalid_lines (100), so a group it refuses
+# whole (a budget) never makes it hang up.
+PIPELINE_DEPTH = 64
+# Lines of a history page parsed between two turns of the event loop: about 5 ms of work.
+PARSE_SLICE = 1000
+# A HISTORY or AREA answer: at most MAX_HISTORY_LIMIT lines of at most MAX_POINT_LINE bytes,
+# and its END line; read READ_PIECE bytes at a time.
+MAX_HISTORY_REPLY = MAX_HISTORY_LIMIT * MAX_POINT_LINE + 64
+READ_PIECE = 256 * 1024
 
 # What a dead, slow or rude herd server makes a request fail with.
 HERD_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
@@ -144,17 +170,77 @@ class HerdClient:
 
     async def _exchange(self, conn: _Connection, line: bytes) -> bytes:
         conn.writer.write(line)
+        return await self._reply(conn, line)
+
+    async def _reply(self, conn: _Connection, line: bytes, *, pipelined: bool = False) -> bytes:
+        """The whole reply to ``line``: one line, or WHATSAT's and HISTORY's several.
+        ``pipelined``: more replies follow, so a HISTORY answer is read a line at a time
+        (``_through_end`` reads ahead, past its END line)."""
         first = await conn.reader.readuntil(b"\n")
         if line.startswith(b"WHATSAT ") and first.startswith(b"AT "):
             # The AT line, then the places JSON, then an empty line.
             return first + await conn.reader.readuntil(b"\n\n")
-        if line.startswith(b"HISTORY ") and not first.startswith((b"END ", b"? ")):
-            # Points, then END <n>.
+        if line.startswith((b"HISTORY ", b"AREA ")) and not first.startswith((b"END ", b"? ")):
+            if not pipelined:
+                return await _through_end(conn.reader, first)
             lines = [first]
             while not lines[-1].startswith(b"END "):
                 lines.append(await conn.reader.readuntil(b"\n"))
             return b"".join(lines)
         return first
+
+    async def pipeline(self, lines: Sequence[bytes]) -> list[bytes]:
+        """Send ``lines`` in order on one connection, PIPELINE_DEPTH at a time, and return
+        the reply to each, in order, from the first server that answers.
+
+        Stops after a group of lines holding a refusal (``? ...``, a herd budget): the
+        replies then end there and the lines after them were not sent. A server that fails
+        mid-way is skipped and the lines it had not answered go to the next one (a point
+        sent twice is stored once). Raises HerdUnavailable if no server answers."""
+        replies: list[bytes] = []
+        for i, server in enumerate(self._order()):
+            try:
+                await self._pipeline_to(server, lines, replies)
+            except HERD_ERRORS as exc:
+                self._failed_at[server.name] = time.monotonic()
+                log.warning(
+                    "herd server %s failed after %d of %d pipelined lines (%s); trying the next",
+                    server.name,
+                    len(replies),
+                    len(lines),
+                    type(exc).__name__,
+                )
+                self.failovers += 1
+                continue
+            if i and server.name in self._failed_at:
+                log.info("now using herd server %s", server.name)
+            self._failed_at.pop(server.name, None)
+            return replies
+        raise HerdUnavailable("no herd server answered")
+
+    async def _pipeline_to(
+        self, server: Server, lines: Sequence[bytes], replies: list[bytes]
+    ) -> None:
+        # A fresh connection: a pooled one the server has closed would fail the first write
+        # and count as the server's failure.
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(
+                server.address.host, server.address.port, limit=MAX_REPLY_BYTES
+            )
+        conn = _Connection(reader, writer)
+        try:
+            while len(replies) < len(lines):
+                group = lines[len(replies) : len(replies) + PIPELINE_DEPTH]
+                async with asyncio.timeout(self.timeout):
+                    conn.writer.write(b"".join(group))
+                    answered = [await self._reply(conn, line, pipelined=True) for line in group]
+                replies.extend(answered)
+                if any(parse_invalid_reply(reply) is not None for reply in answered):
+                    break
+        except BaseException:
+            conn.close()
+            raise
+        self._release(server, conn)
 
     def _release(self, server: Server, conn: _Connection) -> None:
         idle = self._idle.setdefault(server.name, [])
@@ -200,15 +286,81 @@ class HerdClient:
         return record, found
 
     async def history(
-        self, client_id: str, since_ns: int, until_ns: int, limit: int
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, *, points: bool = True
     ) -> list[Record]:
-        """A client's points in the window, oldest first, attributes included (HISTORY ...
-        POINTS); raises HerdRefused where history is off."""
-        command = HistoryCommand(client_id, since_ns, until_ns, limit, points=True)
-        *points, end = (await self.request(command.encode())).splitlines(keepends=True)
-        if not end.startswith(b"END "):
-            raise HerdUnavailable(f"unexpected end of a history: {end[:100]!r}")
-        return [_record(line) for line in points]
+        """A client's points in the window, oldest first, with their attributes (HISTORY ...
+        POINTS) or without (``points=False``: AT lines, less to read); raises HerdRefused
+        where history is off."""
+        return [
+            _record(line)
+            for line in await self._history(client_id, since_ns, until_ns, limit, points)
+        ]
+
+    async def _history(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, points: bool
+    ) -> list[bytes]:
+        command = HistoryCommand(client_id, since_ns, until_ns, limit, points=points)
+        return _lines(await self.request(command.encode()))
+
+    async def history_pages(
+        self, client_id: str, since_ns: int, until_ns: int, *, points: bool = True
+    ) -> AsyncGenerator[list[Record], None]:
+        """A client's whole window, oldest first, each point once, in pages of at most
+        MAX_HISTORY_LIMIT points (a page may be empty); the next page is asked for while the
+        caller works through the one before, so memory is two pages. Raises what
+        :meth:`history` raises; use inside ``contextlib.aclosing``."""
+        if since_ns > until_ns:
+            return
+        window = Window(since_ns, until_ns)
+
+        def ask(window: Window) -> asyncio.Future[list[bytes]]:
+            return asyncio.ensure_future(
+                self._history(
+                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points
+                )
+            )
+
+        pending: asyncio.Future[list[bytes]] | None = ask(window)
+        try:
+            while pending is not None:
+                page = await _parsed(await pending)
+                skipped = window.skipped_ns
+                fresh, window = next_window(window, page, MAX_HISTORY_LIMIT)
+                if window.skipped_ns > skipped:
+                    log.warning(
+                        "history of %r: %d points or more at one time; any more are not read",
+                        client_id,
+                        MAX_HISTORY_LIMIT,
+                    )
+                pending = None if window.done else ask(window)
+                yield fresh
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, HerdUnavailable, HerdRefused):
+                    await pending
+
+    async def area(self, box: Box, since_ns: int, until_ns: int, limit: int) -> list[Record]:
+        """The points in ``box`` (west <= east) in the window, by client then time, with their
+        attributes (AREA ... POINTS); raises HerdRefused where history is off."""
+        line = _area_line(box, since_ns, until_ns, limit, "POINTS")
+        return [_record(line) for line in _lines(await self.request(line))]
+
+    async def area_clients(self, box: Box, since_ns: int, until_ns: int, limit: int) -> list[str]:
+        """The clients with a point in ``box`` (west <= east) in the window, by client ID
+        (AREA ... CLIENTS); raises HerdRefused where history is off."""
+        lines = _lines(await self.request(_area_line(box, since_ns, until_ns, limit, "CLIENTS")))
+        return [_in(line).client_id for line in lines]
+
+    async def forget(self, client_id: str, until_ns: int) -> str:
+        """Delete a client's points at or before ``until_ns`` on every server (FORGET); the
+        time as the herd echoed it, once this server has deleted them. Raises HerdRefused
+        where history is off."""
+        reply = await self.request(Forget(client_id, until_ns).encode())
+        fields = reply.split()
+        if len(fields) != 3 or fields[0] != b"FORGOTTEN":
+            raise HerdUnavailable(f"unexpected reply to FORGET: {reply[:100]!r}")
+        return fields[2].decode()
 
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
@@ -217,6 +369,72 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         return parse_status(reply)
+
+
+async def _through_end(reader: asyncio.StreamReader, first: bytes) -> bytes:
+    """The rest of a HISTORY or AREA answer after its ``first`` line: points (or AREA ...
+    CLIENTS' IN lines), then ``END <n>``; read in large pieces, not a line at a time (a
+    page is 10,000 lines). Only an END line follows a line break with ``END ``: no other
+    line starts so, and no field holds a line break."""
+    reply = bytearray(first)
+    searched = 0
+    while True:
+        end = reply.find(b"\nEND ", searched)
+        if end >= 0 and reply.endswith(b"\n"):
+            return bytes(reply)
+        searched = max(0, len(reply) - 4) if end < 0 else end
+        if len(reply) > MAX_HISTORY_REPLY:
+            raise HerdUnavailable(f"a history answer past {MAX_HISTORY_REPLY} bytes")
+        piece = await reader.read(READ_PIECE)
+        if not piece:
+            raise asyncio.IncompleteReadError(bytes(reply), None)
+        reply += piece
+
+
+async def _parsed(lines: list[bytes]) -> list[Record]:
+    """The records of a page's lines, parsed a slice at a time: a page of 10,000 takes some
+    50 ms to parse, which the event loop's other work should not wait for."""
+    records: list[Record] = []
+    for start in range(0, len(lines), PARSE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        records.extend(_record(line) for line in lines[start : start + PARSE_SLICE])
+    return records
+
+
+def history_records(reply: bytes) -> list[Record]:
+    """The points of a whole reply to HISTORY (AT or POINT lines, then ``END <n>``)."""
+    return [_record(line) for line in _lines(reply)]
+
+
+def _lines(reply: bytes) -> list[bytes]:
+    """The lines of a HISTORY or AREA answer before its ``END <n>``."""
+    *lines, end = reply.splitlines(keepends=True)
+    if not end.startswith(b"END "):
+        raise HerdUnavailable(f"unexpected end of a history: {end[:100]!r}")
+    return lines
+
+
+def _area_line(box: Box, since_ns: int, until_ns: int, limit: int, variant: str) -> bytes:
+    # The box as the client gave it (exact decimals, which the herd reads), not as floats:
+    # repr(1e-05) is no decimal the herd takes.
+    window = f"{_seconds(since_ns)} {_seconds(until_ns)}"
+    return f"AREA {box.fields()} {window} {limit} {variant}\n".encode()
+
+
+def _seconds(ns: int) -> str:
+    whole, fraction = divmod(ns, 1_000_000_000)
+    return f"{whole}.{fraction:09d}".rstrip("0") if fraction else str(whole)
+
+
+def _in(line: bytes) -> In:
+    try:
+        command = parse_line(line)
+    except ProtocolError:
+        command = None
+    if not isinstance(command, In):
+        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
+    return command
 
 
 def _record(line: bytes) -> Record:

@@ -15,6 +15,7 @@ from typing import Any
 from backend.protocol import MAX_TIME_S
 
 from . import rules, schemas
+from .history import MAX_IMPORT_POINTS
 from .phones import MS_THRESHOLD
 from .schemas import COMPONENTS, RESULT, Schema, obj, ref
 
@@ -40,6 +41,24 @@ def _query(name: str, schema: Schema) -> Schema:
 
 # A window's end: POSIX seconds, as text so that no precision is lost (both ends inclusive).
 SECONDS: Schema = {"type": "string", "pattern": f"^{rules.SECONDS.pattern}$"}
+
+# A simplification tolerance (metres): Ramer-Douglas-Peucker keeps the points that bend the
+# trail by more; absent, every point is kept.
+SIMPLIFY: Schema = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": rules.MAX_SIMPLIFY_M,
+    "description": "Metres: keep only the points that bend the trail by more (the first and "
+    "last always). Absent: every point.",
+}
+# A box: west,south,east,north in degrees; west after east crosses the antimeridian, south
+# after north holds nothing.
+BBOX: Schema = {
+    "type": "string",
+    "pattern": f"^{rules.BBOX.pattern}$",
+    "description": "west,south,east,north in degrees (west after east: a box across the "
+    "antimeridian).",
+}
 
 CLIENT_ID = {
     "name": "client_id",
@@ -162,6 +181,88 @@ RADIUS = {
     "default": rules.DEFAULT_RADIUS_KM,
 }
 
+# Writing a client's history (gateway/history_write.py): an import and a deletion.
+IMPORTED = obj(
+    {
+        "imported": {"type": "integer", "minimum": 0, "description": "points now in history"},
+        "duplicates": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "points the herd held already, and repeats within the file",
+        },
+        "not_kept": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "points the herd answered but does not keep: at or before a "
+            "deletion of this client's history",
+        },
+    }
+)
+FILE_SCHEMA = {
+    "type": "object",
+    "description": "A GeoJSON FeatureCollection or Feature: Point features with a time "
+    "property, LineStrings with per-position times (docs/history-formats.md).",
+}
+POST_HISTORY = _operation(
+    "importHistory",
+    "Import a GPX or GeoJSON file into a client's history, all or nothing",
+    {
+        "200": _json(IMPORTED, "What became of the file's points."),
+        "400": _error(
+            "A point of the file is bad, named in the message (no time, coordinates out of "
+            "range, more than max_future ahead, older than [history] keep_days), the body is "
+            "not the GPX or GeoJSON it says, or a bad client ID. Nothing was imported."
+        ),
+        "404": _error("The path names no client (a client ID holds no line break)."),
+        "408": _error("The body did not keep up the pace of [gateway] body_timeout."),
+        "413": _error(
+            f"The body is over [gateway] max_import_bytes, or holds more than "
+            f"{MAX_IMPORT_POINTS:,} points. Nothing was imported."
+        ),
+        "415": _error("The body is neither GPX nor GeoJSON."),
+        "503": _error("No herd server answered, or history is off in the herd."),
+    },
+    parameters=[CLIENT_ID],
+    requestBody={
+        "required": True,
+        "content": {
+            "application/gpx+xml": {
+                "schema": {"type": "string", "description": "A GPX 1.0 or 1.1 file."}
+            },
+            "application/geo+json": {"schema": FILE_SCHEMA},
+            "application/json": {"schema": FILE_SCHEMA},
+        },
+    },
+)
+DELETE_HISTORY = _operation(
+    "deleteHistory",
+    "Delete a client's points at or before a time, on every server (FORGET)",
+    {
+        "200": _json(
+            obj({"client_id": schemas.CLIENT_ID, "until": SECONDS}),
+            "The points are deleted on the server that answered, and the deletion is on its "
+            "way to every other (a server cut off applies it when it returns).",
+        ),
+        "400": _error(
+            "until is missing, not POSIX seconds, after the year 9999 or more than "
+            "max_future ahead; or a bad client ID."
+        ),
+        "404": _error("The path names no client (a client ID holds no line break)."),
+        "503": _error("No herd server answered, or history is off in the herd."),
+    },
+    parameters=[
+        CLIENT_ID,
+        {
+            "name": "until",
+            "in": "query",
+            "required": True,
+            "description": "POSIX seconds: the client's points at or before it are deleted, "
+            "and none at or before it is kept from then on.",
+            "schema": SECONDS,
+        },
+    ],
+)
+
 PATHS = {
     "/api/v1/locations": {"post": POST_LOCATIONS},
     "/api/v1/clients": {
@@ -215,20 +316,24 @@ PATHS = {
     "/api/v1/clients/{client_id}/history": {
         "get": _operation(
             "getHistory",
-            "A client's points in a time window, oldest first, a page at a time (HISTORY)",
+            "A client's points in a time window, oldest first: a page at a time (HISTORY), "
+            "or the whole window as GPX or GeoJSON",
             {
-                "200": _json(
-                    obj(
-                        {
-                            "client_id": schemas.CLIENT_ID,
-                            "points": {"type": "array", "items": ref("Record")},
-                            "next_cursor": {"type": ["string", "null"]},
-                        }
-                    ),
-                    "The points (each a record as getClient shows it, with its attributes); "
-                    "next_cursor, when not null, asks for the next page.",
+                "200": {
+                    "description": "format=json: a page of points (each a record as getClient "
+                    "shows it, with its attributes); next_cursor, when not null, asks for the "
+                    "next page. format=gpx or geojson: the whole window, streamed as an "
+                    "attachment (docs/history-formats.md); if the herd fails mid-stream the "
+                    "body ends short of its end.",
+                    "content": {
+                        "application/json": {"schema": ref("HistoryPage")},
+                        "application/geo+json": {"schema": ref("FeatureCollection")},
+                        "application/gpx+xml": {"schema": {"type": "string"}},
+                    },
+                },
+                "400": _error(
+                    "format, simplify, since, until, limit or cursor not valid, or a bad client ID."
                 ),
-                "400": _error("since, until, limit or cursor not valid, or a bad client ID."),
                 "404": _error("The path names no client (a client ID holds no line break)."),
                 "503": _error("No herd server answered, or history is off in the herd."),
             },
@@ -236,8 +341,64 @@ PATHS = {
                 CLIENT_ID,
                 _query("since", SECONDS | {"default": "0"}),
                 _query("until", SECONDS | {"description": "Default: the herd's last time."}),
-                _query("limit", _whole(rules.HISTORY_PAGE)),
+                _query(
+                    "limit",
+                    _whole(rules.HISTORY_PAGE)
+                    | {"description": "Points read for a JSON page (before simplify)."},
+                ),
                 _query("cursor", {"type": "string", "pattern": "^[0-9]{1,21}:[0-9]{1,5}$"}),
+                _query(
+                    "format",
+                    {
+                        "enum": list(rules.HISTORY_FORMATS),
+                        "default": "json",
+                        "description": "gpx or geojson: the whole window as one document "
+                        "(limit and cursor page JSON only).",
+                    },
+                ),
+                _query("simplify", SIMPLIFY),
+            ],
+        ),
+        "post": POST_HISTORY,
+        "delete": DELETE_HISTORY,
+    },
+    "/api/v1/history": {
+        "get": _operation(
+            "getAreaHistory",
+            "The clients that were in a box in a time window, with their points there (AREA)",
+            {
+                "200": _json(ref("AreaHistory"), "The clients and their points in the box."),
+                "400": _error("bbox missing or not valid, or since, until or limit not valid."),
+                "503": _error("No herd server answered, or history is off in the herd."),
+            },
+            parameters=[
+                {**_query("bbox", BBOX), "required": True},
+                _query("since", SECONDS | {"default": "0"}),
+                _query("until", SECONDS | {"description": "Default: the herd's last time."}),
+                _query(
+                    "limit",
+                    _whole(rules.AREA_PAGE) | {"description": "Points in all, every client's."},
+                ),
+            ],
+        )
+    },
+    "/api/v1/trails": {
+        "get": _operation(
+            "getTrails",
+            "Simplified trails of the clients in a box in a time window, for a map",
+            {
+                "200": _json(ref("Trails"), "Each client's trail in the window."),
+                "400": _error("bbox, since, until or simplify not valid."),
+                "503": _error("No herd server answered, or history is off in the herd."),
+            },
+            parameters=[
+                _query("bbox", BBOX | {"description": "Default: the whole world."}),
+                _query(
+                    "since",
+                    SECONDS | {"description": "Default: [gateway] trail_hours (24) before until."},
+                ),
+                _query("until", SECONDS | {"description": "Default: now."}),
+                _query("simplify", SIMPLIFY),
             ],
         )
     },

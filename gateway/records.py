@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from backend.protocol import MAX_TIME_BYTES, MAX_TIME_S, ProtocolError, Record
 
 __all__ = [
     "RECORD_KEYS",
+    "attributes_json",
     "dumps",
     "event_json",
     "has_event",
@@ -103,7 +105,7 @@ def record_json(record: Record) -> dict[str, Any]:
         "server": record.server_id,
         "time_diff": record.time_diff,
         "at": record.line.decode(errors="replace"),
-        "attributes": _attributes(record.attributes),
+        "attributes": attributes_json(record.attributes),
     }
 
 
@@ -134,10 +136,25 @@ def _finite(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _attributes(raw: bytes) -> dict[str, Any]:
+# Nineteen digits in a row: perhaps an integer past 64 bits, which orjson reads as a double
+# and json as the integer it is.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def attributes_json(raw: bytes) -> dict[str, Any]:
     """A record's attributes as the herd carries them (a JSON object), or {}."""
     if not raw:
         return {}
+    if _LONG_NUMBER.search(raw) is None:
+        # The herd let them in only if orjson reads them (backend.protocol.check_attributes),
+        # so this is what herd_json reads, in a tenth of its time (history exports read
+        # hundreds of thousands).
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return value if isinstance(value, dict) else {}
     try:
         value = herd_json(raw)
     except ValueError:

@@ -21,9 +21,13 @@ from .errors import ApiError
 from .numbers import NumberError, bounded_decimal, whole_number
 
 __all__ = [
+    "AREA_PAGE",
+    "BBOX",
     "BOUND",
     "CLIENT_ID_PATTERN",
     "DEFAULT_RADIUS_KM",
+    "HISTORY_FORMATS",
+    "HISTORY_PAGE",
     "MAX_BATCH",
     "MAX_BOUND",
     "MAX_CLIENT_ID",
@@ -31,14 +35,25 @@ __all__ = [
     "MAX_LAT",
     "MAX_LON",
     "MAX_RADIUS_KM",
+    "MAX_SIMPLIFY_M",
+    "MAX_TRAIL_CLIENTS",
+    "MAX_TRAIL_POINTS",
+    "MAX_TRAIL_READ",
     "OFFSET",
     "PAGE",
+    "SECONDS",
     "WHITE_SPACE",
+    "WORLD",
+    "Box",
     "WholeRange",
+    "bbox",
     "body_limits",
     "client_id_problem",
+    "history_format",
     "plain",
     "radius_km",
+    "seconds_ns",
+    "simplify_m",
 ]
 
 # -- client IDs --------------------------------------------------------------------------
@@ -145,6 +160,8 @@ def seconds_ns(name: str, raw: str | None, default_ns: int) -> int:
         raise ApiError(400, f"{name} must be POSIX seconds (digits, up to nine decimals)")
     whole, _, fraction = raw.partition(".")
     return int(whole) * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
+
+
 OFFSET = WholeRange("offset", 0, None, 0)
 
 # -- WHATSAT's radius --------------------------------------------------------------------
@@ -171,12 +188,124 @@ def plain(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+# -- history reads: formats, simplification, areas, trails --------------------------------
+
+# What GET /api/v1/clients/{id}/history answers: JSON pages, or the whole window streamed as
+# one document (gateway/history/export.py).
+HISTORY_FORMATS = ("json", "geojson", "gpx")
+# A simplification tolerance, metres: two pixels at zoom 0 are 313 km (trails.metres_per_pixel);
+# past 1,000 km a trail keeps little more than its ends on any map.
+MAX_SIMPLIFY_M = 1_000_000
+
+
+def history_format(raw: str | None) -> str:
+    """``format``: one of HISTORY_FORMATS (default json); raises ApiError(400)."""
+    if raw is None:
+        return "json"
+    if raw not in HISTORY_FORMATS:
+        raise ApiError(400, f"format must be one of {', '.join(HISTORY_FORMATS)}")
+    return raw
+
+
+def simplify_m(raw: str | None) -> float:
+    """``simplify``: a tolerance in metres in (0, MAX_SIMPLIFY_M], or 0 when absent (every
+    point kept); raises ApiError(400)."""
+    if raw is None:
+        return 0.0
+    rule = f"simplify must be a number of metres in (0, {MAX_SIMPLIFY_M}]"
+    try:
+        metres = bounded_decimal(raw)
+    except NumberError as exc:
+        raise ApiError(400, f"{rule}; it {exc}") from None
+    if not 0 < metres <= MAX_SIMPLIFY_M:
+        raise ApiError(400, rule)
+    return float(metres)
+
+
+# Points a GET /api/v1/history?bbox= answers: one AREA of the herd (at most MAX_HISTORY_LIMIT).
+AREA_PAGE = WholeRange("limit", 1, MAX_HISTORY_LIMIT, 1000)
+# GET /api/v1/trails bounds its work, and says "truncated": true past any of these:
+# clients per request: a map's view of a fleet; a thousand trails read at four at a time
+# take a few seconds;
+MAX_TRAIL_CLIENTS = 1000
+# points read from the herd per request: half a million AT lines are parsed in about two
+# seconds of the gateway's CPU (about 4 us a line);
+MAX_TRAIL_READ = 500_000
+# points answered per request: a canvas map draws 100,000 points smoothly (issue 14's aim),
+# about 4 MB of JSON.
+MAX_TRAIL_POINTS = 100_000
+
+# A box's corner as text: plain decimals within the globe (the pattern states the range, so
+# the OpenAPI document can say exactly what is accepted), at most 15 decimals as the herd's
+# AREA reads them (sub-nanometre).
+_LAT = r"[+-]?(?:90(?:\.0{1,15})?|[0-8]?[0-9](?:\.[0-9]{1,15})?)"
+_LON = r"[+-]?(?:180(?:\.0{1,15})?|(?:1[0-7][0-9]|[0-9]?[0-9])(?:\.[0-9]{1,15})?)"
+BBOX = re.compile(f"{_LON},{_LAT},{_LON},{_LAT}")
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A bounding box in degrees, exact: ``west`` after ``east`` is a box across the
+    antimeridian (as the WebSocket's bbox filter reads it); ``south`` after ``north`` holds
+    nothing."""
+
+    west: Decimal
+    south: Decimal
+    east: Decimal
+    north: Decimal
+
+    @property
+    def empty(self) -> bool:
+        return self.south > self.north
+
+    def parts(self) -> tuple[Box, ...]:
+        """The box as boxes with west <= east, the only kind the herd's AREA takes: one, or
+        two for a box across the antimeridian (none for an empty box)."""
+        if self.empty:
+            return ()
+        if self.west <= self.east:
+            return (self,)
+        edge = Decimal(MAX_LON)
+        return (
+            Box(self.west, self.south, edge, self.north),
+            Box(-edge, self.south, self.east, self.north),
+        )
+
+    def fields(self) -> str:
+        """``<west> <south> <east> <north>`` as the herd's AREA reads them."""
+        return " ".join(format(v, "f") for v in (self.west, self.south, self.east, self.north))
+
+    def shown(self) -> list[float]:
+        return [float(v) for v in (self.west, self.south, self.east, self.north)]
+
+
+WORLD = Box(Decimal(-MAX_LON), Decimal(-MAX_LAT), Decimal(MAX_LON), Decimal(MAX_LAT))
+
+
+def bbox(raw: str | None) -> Box | None:
+    """``bbox=west,south,east,north`` in degrees within the globe, or None when absent;
+    raises ApiError(400) naming it."""
+    if raw is None:
+        return None
+    if BBOX.fullmatch(raw) is None:
+        raise ApiError(
+            400,
+            "bbox must be west,south,east,north: four decimal numbers of degrees within the "
+            f"globe (longitudes -{MAX_LON} to {MAX_LON}, latitudes -{MAX_LAT} to {MAX_LAT})",
+        )
+    west, south, east, north = (Decimal(v) for v in raw.split(","))
+    return Box(west, south, east, north)
+
+
 # -- bodies ------------------------------------------------------------------------------
 
 
-def body_limits(max_body_bytes: int, max_ws_message: int) -> str:
-    """The configured limits on a request body and a WebSocket message, in words."""
+def body_limits(max_body_bytes: int, max_ws_message: int, max_import_bytes: int) -> str:
+    """The configured limits on a request body, a history import and a WebSocket message,
+    in words."""
     return (
         f"A request body is at most {max_body_bytes:,} bytes ([gateway] max_body_bytes: 413 "
-        f"past it); a WebSocket message at most {max_ws_message:,} ([gateway] max_ws_message)."
+        f"past it), a history import at most {max_import_bytes:,} ([gateway] "
+        f"max_import_bytes); a WebSocket message at most {max_ws_message:,} ([gateway] "
+        "max_ws_message)."
     )

@@ -1,5 +1,5 @@
 """The JSON Schemas of the OpenAPI document's components (``gateway/openapi.py``): a report,
-its attributes, a record, places, a server's status, an error.
+its attributes, a record, places, a server's status, history's answers, an error.
 
 Built from the rules the handlers apply (``gateway.rules``; the phone parsers' limits in
 ``gateway.phones``; ``records.RECORD_KEYS``), so that they cannot drift apart.
@@ -196,6 +196,91 @@ SERVER_STATUS = obj(
 
 ERROR = obj({"error": obj({"status": {"type": "integer"}, "message": {"type": "string"}})})
 
+_SECONDS = {"type": "number", "description": "POSIX seconds"}
+
+HISTORY_PAGE = obj(
+    {
+        "client_id": CLIENT_ID,
+        "points": {"type": "array", "items": ref("Record")},
+        "next_cursor": {"type": ["string", "null"]},
+    },
+    description="A page of a client's points, oldest first.",
+)
+
+FEATURE_COLLECTION = obj(
+    {
+        "type": {"const": "FeatureCollection"},
+        "client_id": {"type": "string"},
+        "features": {
+            "type": "array",
+            "items": obj(
+                {
+                    "type": {"const": "Feature"},
+                    "properties": {"type": "object"},
+                    "geometry": obj(
+                        {
+                            "type": {"enum": ["LineString", "Point"]},
+                            "coordinates": {"type": "array"},
+                        }
+                    ),
+                }
+            ),
+        },
+        "skipped": {"type": "integer", "minimum": 0},
+    },
+    description="RFC 7946 GeoJSON (docs/history-formats.md): a LineString feature of the "
+    "trail (when it has two points or more), then a Point feature per point with its time "
+    "and attributes; skipped counts points with no location or time.",
+)
+
+AREA_HISTORY = obj(
+    {
+        "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+        "since": _SECONDS,
+        "until": _SECONDS,
+        "clients": {
+            "type": "array",
+            "items": obj(
+                {"client_id": CLIENT_ID, "points": {"type": "array", "items": ref("Record")}}
+            ),
+        },
+        "truncated": {"type": "boolean", "description": "true: there were more points"},
+    },
+    description="The clients that were in the box in the window, by client ID, each with its "
+    "points in the box, oldest first.",
+)
+
+_TRAIL_POINT = {
+    "type": "array",
+    "description": "latitude, longitude (degrees), time (POSIX seconds)",
+    "items": {"type": "number"},
+    "minItems": 3,
+    "maxItems": 3,
+}
+TRAILS = obj(
+    {
+        "since": _SECONDS,
+        "until": _SECONDS,
+        "trails": {
+            "type": "array",
+            "maxItems": rules.MAX_TRAIL_CLIENTS,
+            "items": obj(
+                {
+                    "client_id": CLIENT_ID,
+                    "points": {"type": "array", "items": _TRAIL_POINT},
+                }
+            ),
+        },
+        "truncated": {
+            "type": "boolean",
+            "description": f"true: a limit cut the answer short (at most "
+            f"{rules.MAX_TRAIL_CLIENTS:,} clients, {rules.MAX_TRAIL_READ:,} points read, "
+            f"{rules.MAX_TRAIL_POINTS:,} points answered)",
+        },
+    },
+    description="Each trail oldest first, simplified; by client ID.",
+)
+
 
 COMPONENTS: Schema = {
     "Report": REPORT,
@@ -203,5 +288,9 @@ COMPONENTS: Schema = {
     "ReportAttributes": _report_attributes(),
     "Places": PLACES,
     "ServerStatus": SERVER_STATUS,
+    "HistoryPage": HISTORY_PAGE,
+    "FeatureCollection": FEATURE_COLLECTION,
+    "AreaHistory": AREA_HISTORY,
+    "Trails": TRAILS,
     "Error": ERROR,
 }

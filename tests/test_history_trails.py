@@ -1,5 +1,6 @@
 """Simplified trails, with no sockets: the tolerance is metres at any latitude, the ends and
-the time order are kept, chunks join, the antimeridian is crossed, memory stays bounded."""
+the time order are kept, chunks join, the antimeridian is crossed, memory stays bounded, and
+a trail that arrives in pages is simplified as it comes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.history import CHUNK_POINTS, metres_per_pixel, simplify
+from gateway.history import CHUNK_POINTS, Simplifier, metres_per_pixel, simplify
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -118,3 +119,33 @@ def test_metres_per_pixel() -> None:
 def test_metres_per_pixel_refuses_nonsense(zoom: float, lat: float) -> None:
     with pytest.raises(ValueError):
         metres_per_pixel(zoom, lat)
+
+
+@pytest.mark.parametrize("page", [1, 7, 100, 1000])
+def test_a_trail_in_pages_keeps_its_ends_and_each_bend_once(page: int) -> None:
+    # A straight line north with a bend every 100 points: the bends, the ends, nothing else
+    # (and, for pages, at most the last point of a page, where the next one goes on from).
+    trail = [shown(10 + i * 1e-4, 20.0 + east(10, 50) * (i % 100 == 50), i) for i in range(1000)]
+    bends = [trail[i] for i in range(50, 1000, 100)]
+    simplifier = Simplifier(5.0)
+    kept: list[dict[str, Any]] = []
+    for start in range(0, len(trail), page):
+        kept.extend(simplifier.add(trail[start : start + page]))
+    kept.extend(simplifier.end())
+    assert simplifier.end() == []
+    assert kept[0] is trail[0] and kept[-1] is trail[-1]
+    assert all(bend in kept for bend in bends)
+    assert [p["client_time"] for p in kept] == sorted(p["client_time"] for p in kept)
+    assert len({id(p) for p in kept}) == len(kept)  # each once
+    assert len(kept) <= 2 + 3 * len(bends) + len(trail) // page
+
+
+def test_pages_without_a_usable_point_keep_the_trail_going() -> None:
+    simplifier = Simplifier(1.0)
+    assert simplifier.add([]) == []
+    assert simplifier.add([shown(None, None, 0)]) == []
+    assert simplifier.add([shown(1.0, 1.0, 1)]) == []  # held: the next page may go on from it
+    assert simplifier.add([shown(None, None, 2)]) == []
+    assert [p["client_time"] for p in simplifier.end()] == [shown(1.0, 1.0, 1)["client_time"]]
+    with pytest.raises(ValueError):
+        Simplifier(-1.0)

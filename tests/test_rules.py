@@ -113,3 +113,64 @@ def test_a_radius_inside_is_written_plainly() -> None:
     assert rules.plain(rules.radius_km("50")) == "50"
     assert rules.plain(rules.radius_km(Decimal("0.50"))) == "0.5"
     assert rules.plain(rules.radius_km(rules.DEFAULT_RADIUS_KM)) == "10"
+
+
+# -- history reads -------------------------------------------------------------------------
+
+# Decimal degrees as a client may write them (no leading zeros), some out of range, some with
+# more decimals than the herd's AREA reads.
+_DEGREES = st.from_regex(r"[+-]?(0|[1-9][0-9]{0,2})(\.[0-9]{1,16})?", fullmatch=True)
+
+
+@given(st.lists(_DEGREES, min_size=4, max_size=4))
+def test_a_bbox_is_documented_exactly_when_it_is_within_the_globe(corners: list[str]) -> None:
+    text = ",".join(corners)
+    documented = re.fullmatch(parameter("/api/v1/trails", "bbox")["pattern"], text) is not None
+    west, south, east, north = (Decimal(c) for c in corners)
+    within = (
+        all(-180 <= v <= 180 for v in (west, east))
+        and all(-90 <= v <= 90 for v in (south, north))
+        and all(len(c.partition(".")[2]) <= 15 for c in corners)
+    )
+    assert documented == within, text
+    if documented:
+        box = rules.bbox(text)
+        assert box is not None and (box.west, box.south, box.east, box.north) == (
+            west,
+            south,
+            east,
+            north,
+        )
+    else:
+        with pytest.raises(ApiError, match=r"^bbox must be"):
+            rules.bbox(text)
+
+
+def test_a_box_across_the_antimeridian_is_asked_as_two() -> None:
+    box = rules.bbox("170,-10,-170.5,10")
+    assert box is not None
+    assert [part.fields() for part in box.parts()] == ["170 -10 180 10", "-180 -10 -170.5 10"]
+    assert rules.WORLD.parts() == (rules.WORLD,)
+    empty = rules.bbox("0,10,1,5")
+    assert empty is not None and empty.empty and empty.parts() == ()
+
+
+def test_the_document_states_the_history_rules() -> None:
+    history = "/api/v1/clients/{client_id}/history"
+    assert parameter(history, "format")["enum"] == list(rules.HISTORY_FORMATS)
+    assert parameter(history, "simplify")["maximum"] == rules.MAX_SIMPLIFY_M
+    assert parameter(history, "limit")["maximum"] == rules.HISTORY_PAGE.high
+    area = "/api/v1/history"
+    assert parameter(area, "limit")["maximum"] == rules.AREA_PAGE.high == 10_000
+    assert parameter(area, "limit")["default"] == rules.AREA_PAGE.default
+    assert parameter("/api/v1/trails", "simplify") == parameter(history, "simplify")
+    trails = SCHEMAS["Trails"]["properties"]
+    assert trails["trails"]["maxItems"] == rules.MAX_TRAIL_CLIENTS
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1000000.001", "1e7", "nan", "x", ""])
+def test_a_tolerance_outside_its_range_is_refused(value: str) -> None:
+    with pytest.raises(ApiError, match=r"^simplify must be a number of metres in \(0, 1000000\]"):
+        rules.simplify_m(value)
+    assert rules.simplify_m(None) == 0 and rules.simplify_m("2.5") == 2.5
+    assert rules.simplify_m("1e6") == rules.MAX_SIMPLIFY_M

@@ -206,6 +206,11 @@ class GatewayConfig:
     pool_size: Count = 8
     # Largest request body accepted: a batch of 1,000 reports is about 100 KB.
     max_body_bytes: Count = 1024 * 1024
+    # Largest history import (POST /api/v1/clients/{id}/history, a GPX or GeoJSON file)
+    # accepted: 32 MiB holds the import's 50,000 points at up to 670 bytes each (the gateway's
+    # own GPX export writes 106 to 359 bytes a point, gpxpy about 130); a bigger body is
+    # refused with 413, before it is read when its Content-Length says so.
+    max_import_bytes: Count = 32 * 1024 * 1024
     # Largest WebSocket message accepted from a browser (commands are tiny).
     max_ws_message: Count = 64 * 1024
     # Seconds between WebSocket pings; a browser that misses two is dropped.
@@ -236,6 +241,9 @@ class GatewayConfig:
     # Seconds a client has to send a whole request body: a 1 MiB body (max_body_bytes) takes
     # ~20 s at 400 kbit/s, a bad mobile link; an endless chunked body is cut off here.
     body_timeout: Seconds = 60.0
+    # Hours of history the map's trails cover when no window is asked for (GET
+    # /api/v1/trails without since): a day, what a fleet's dispatcher looks back over.
+    trail_hours: Count = 24
 
 
 @dataclass(frozen=True, slots=True)

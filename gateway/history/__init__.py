@@ -13,6 +13,8 @@ from .export import (
     GPXTPX_NAMESPACE,
     HERD_NAMESPACE,
     ExportStats,
+    GeoJsonWriter,
+    GpxWriter,
     geojson_chunks,
     gpx_chunks,
     iso_time,
@@ -28,6 +30,7 @@ from .imports import (
 )
 from .trails import (
     CHUNK_POINTS,
+    Simplifier,
     metres_per_pixel,
     simplify,
 )
@@ -40,9 +43,12 @@ __all__ = [
     "HERD_NAMESPACE",
     "MAX_IMPORT_POINTS",
     "ExportStats",
+    "GeoJsonWriter",
+    "GpxWriter",
     "ImportRefused",
     "ImportResult",
     "ImportedPoint",
+    "Simplifier",
     "geojson_chunks",
     "gpx_chunks",
     "iso_time",

@@ -31,6 +31,8 @@ __all__ = [
     "GPX_NAMESPACE",
     "HERD_NAMESPACE",
     "ExportStats",
+    "GeoJsonWriter",
+    "GpxWriter",
     "geojson_chunks",
     "gpx_chunks",
     "iso_time",
@@ -240,6 +242,36 @@ def _gpx_header(client_id: str) -> str:
     )
 
 
+class GpxWriter:
+    """A GPX 1.1 document written a point at a time (what :func:`gpx_chunks` writes), for a
+    caller whose points arrive in pages: each :meth:`add` may return a chunk of about
+    CHUNK_BYTES to send, and :meth:`close` returns the last one."""
+
+    def __init__(self, client_id: str, stats: ExportStats | None = None) -> None:
+        self.stats = stats if stats is not None else ExportStats()
+        self._out = _Chunks()
+        self._out.add(_gpx_header(client_id))
+
+    def add(self, point: Mapping[str, Any]) -> bytes | None:
+        """Writes one point (the next oldest); a full chunk to send, or None."""
+        text = _gpx_point(point)
+        if text is None:
+            self.stats.skipped += 1
+            return None
+        self.stats.written += 1
+        return self._out.add(text)
+
+    def close(self) -> bytes:
+        """The document's last chunk, which closes it."""
+        self._out.add("</trkseg></trk>\n")
+        if self.stats.skipped:
+            self._out.add(
+                f"<!-- herd: points left out (no location or time): {self.stats.skipped} -->\n"
+            )
+        self._out.add("</gpx>\n")
+        return self._out.take()
+
+
 def gpx_chunks(
     client_id: str, points: Iterable[Mapping[str, Any]], stats: ExportStats | None = None
 ) -> Iterator[bytes]:
@@ -249,22 +281,11 @@ def gpx_chunks(
 
     Yields UTF-8 chunks of about CHUNK_BYTES, the last one closing the document; a point
     that cannot be shown is left out (``stats.skipped``, and a comment at the end)."""
-    stats = stats if stats is not None else ExportStats()
-    out = _Chunks()
-    out.add(_gpx_header(client_id))
+    writer = GpxWriter(client_id, stats)
     for point in points:
-        text = _gpx_point(point)
-        if text is None:
-            stats.skipped += 1
-            continue
-        stats.written += 1
-        if (chunk := out.add(text)) is not None:
+        if (chunk := writer.add(point)) is not None:
             yield chunk
-    out.add("</trkseg></trk>\n")
-    if stats.skipped:
-        out.add(f"<!-- herd: points left out (no location or time): {stats.skipped} -->\n")
-    out.add("</gpx>\n")
-    yield out.take()
+    yield writer.close()
 
 
 # -- GeoJSON ---------------------------------------------------------------------------------
@@ -306,26 +327,64 @@ def _feature(point: Mapping[str, Any]) -> str | None:
     )
 
 
-def _trail(client_id: str, points: Iterable[Mapping[str, Any]]) -> Iterator[str]:
-    """The LineString feature of every point with a location and time, if there are two
-    (RFC 7946: a LineString has two or more positions); nothing otherwise."""
-    first: list[str] = []
-    for point in points:
+class GeoJsonWriter:
+    """A GeoJSON FeatureCollection written a point at a time (what :func:`geojson_chunks`
+    writes), in two passes over the same points, oldest first: each one to
+    :meth:`add_trail`, then :meth:`end_trail`, then each one again to :meth:`add_point`, then
+    :meth:`close`. Each call may return a chunk of about CHUNK_BYTES to send."""
+
+    def __init__(self, client_id: str, stats: ExportStats | None = None) -> None:
+        self.client_id = client_id
+        self.stats = stats if stats is not None else ExportStats()
+        self._out = _Chunks()
+        self._out.add(f'{{"type":"FeatureCollection","client_id":{_json(client_id)},"features":[')
+        # The trail's first positions, held until there are two (RFC 7946: a LineString has
+        # two or more positions); then the LineString feature is begun.
+        self._first: list[str] = []
+        self._trail_ended = False
+        self._features = False  # a feature was begun: the next one follows a comma
+
+    def add_trail(self, point: Mapping[str, Any]) -> bytes | None:
+        """The first pass: the point's position in the LineString (if it can be shown)."""
+        if self._trail_ended:
+            raise ValueError("the trail is ended: the second pass has begun")
         where = _location(point)
         if where is None or iso_time(point) is None:
-            continue
-        if len(first) < 2:
-            first.append(_position(where))
-            if len(first) == 2:
-                properties = _json({"client_id": client_id, "herd": "trail"})
-                yield (
-                    f'\n{{"type":"Feature","properties":{properties},'
-                    f'"geometry":{{"type":"LineString","coordinates":[{",".join(first)}'
-                )
-            continue
-        yield f",{_position(where)}"
-    if len(first) == 2:
-        yield "]}}"
+            return None
+        if len(self._first) >= 2:
+            return self._out.add(f",{_position(where)}")
+        self._first.append(_position(where))
+        if len(self._first) < 2:
+            return None
+        self._features = True
+        properties = _json({"client_id": self.client_id, "herd": "trail"})
+        return self._out.add(
+            f'\n{{"type":"Feature","properties":{properties},'
+            f'"geometry":{{"type":"LineString","coordinates":[{",".join(self._first)}'
+        )
+
+    def end_trail(self) -> bytes | None:
+        """Between the passes: closes the LineString, if one was begun."""
+        self._trail_ended = True
+        return self._out.add("]}}") if len(self._first) >= 2 else None
+
+    def add_point(self, point: Mapping[str, Any]) -> bytes | None:
+        """The second pass: the point's Point feature, with its properties."""
+        if not self._trail_ended:
+            raise ValueError("end_trail() comes before the points")
+        feature = _feature(point)
+        if feature is None:
+            self.stats.skipped += 1
+            return None
+        if not self._features:  # the first feature has no comma before it
+            feature, self._features = feature[1:], True
+        self.stats.written += 1
+        return self._out.add(feature)
+
+    def close(self) -> bytes:
+        """The document's last chunk, which closes it."""
+        self._out.add(f'\n],"skipped":{self.stats.skipped}}}\n')
+        return self._out.take()
 
 
 def geojson_chunks(
@@ -343,27 +402,17 @@ def geojson_chunks(
     called; it is called twice, once for the LineString and once for the Points, because the
     LineString comes first and holding every coordinate for it would not be bounded memory.
     Yields UTF-8 chunks of about CHUNK_BYTES."""
-    stats = stats if stats is not None else ExportStats()
-    out = _Chunks()
-    out.add(f'{{"type":"FeatureCollection","client_id":{_json(client_id)},"features":[')
-    trail = False
+    writer = GeoJsonWriter(client_id, stats)
     first = points()
-    for text in _trail(client_id, first):
-        trail = True
-        if (chunk := out.add(text)) is not None:
+    for point in first:
+        if (chunk := writer.add_trail(point)) is not None:
             yield chunk
+    if (chunk := writer.end_trail()) is not None:
+        yield chunk
     second = points()
     if second is first and not isinstance(first, list | tuple):
         raise ValueError("points() must return a fresh iterator each time it is called")
     for point in second:
-        feature = _feature(point)
-        if feature is None:
-            stats.skipped += 1
-            continue
-        if not trail:  # the first feature has no comma before it
-            feature, trail = feature[1:], True
-        stats.written += 1
-        if (chunk := out.add(feature)) is not None:
+        if (chunk := writer.add_point(point)) is not None:
             yield chunk
-    out.add(f'\n],"skipped":{stats.skipped}}}\n')
-    yield out.take()
+    yield writer.close()

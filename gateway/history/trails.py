@@ -9,14 +9,22 @@ their time order, so a simplified trail is still a replayable trail.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from simplification.cutil import simplify_coords_idx
 
-__all__ = ["CHUNK_POINTS", "EARTH_RADIUS_M", "MAX_ZOOM", "metres_per_pixel", "simplify"]
+__all__ = [
+    "CHUNK_POINTS",
+    "EARTH_RADIUS_M",
+    "MAX_ZOOM",
+    "Simplifier",
+    "metres_per_pixel",
+    "simplify",
+]
 
 T = TypeVar("T")
 
@@ -67,6 +75,13 @@ def _kept(coordinates: Sequence[tuple[float, float]], metres: float) -> list[int
     return [int(i) for i in simplify_coords_idx(xy, metres)]
 
 
+def _check(metres: float, chunk: int) -> None:
+    if not (math.isfinite(metres) and metres >= 0):
+        raise ValueError("the tolerance must be a finite number of metres, 0 or more")
+    if chunk < 2:
+        raise ValueError("a chunk holds at least 2 points")
+
+
 def simplify(
     points: Iterable[T],
     metres: float,
@@ -84,10 +99,7 @@ def simplify(
     so memory is bounded whatever the input's length. ``metres`` 0 keeps every point.
     Raises ValueError for a negative or non-finite tolerance or a chunk under 2.
     """
-    if not (math.isfinite(metres) and metres >= 0):
-        raise ValueError("the tolerance must be a finite number of metres, 0 or more")
-    if chunk < 2:
-        raise ValueError("a chunk holds at least 2 points")
+    _check(metres, chunk)
     batch: list[T] = []
     coordinates: list[tuple[float, float]] = []
     for point in points:
@@ -104,6 +116,46 @@ def simplify(
             batch, coordinates = batch[-1:], coordinates[-1:]
     kept = _kept(coordinates, metres) if metres else list(range(len(batch)))
     yield from (batch[i] for i in kept)
+
+
+class Simplifier(Generic[T]):
+    """:func:`simplify` for points that arrive in pages (a window read from the herd a page at
+    a time): each page goes to :meth:`add`, which returns the points kept so far, and
+    :meth:`end` returns the rest. Each page is simplified with the last point kept before it,
+    so the trail stays connected and the first and last points are kept; memory is one page
+    and that point. Raises ValueError as :func:`simplify` does."""
+
+    def __init__(
+        self,
+        metres: float,
+        *,
+        lat_lon: Callable[[T], tuple[object, object]] = _shown,
+        chunk: int = CHUNK_POINTS,
+    ) -> None:
+        _check(metres, chunk)
+        self.metres = metres
+        self._lat_lon = lat_lon
+        self._chunk = chunk
+        self._last: list[T] = []  # the last point kept, not yet returned
+
+    def add(self, page: Iterable[T]) -> list[T]:
+        """The kept points of ``page`` (and of the pages before it) not yet returned, in
+        order; the last one kept is held back, since the next page may continue its line."""
+        kept = list(
+            simplify(
+                itertools.chain(self._last, page),
+                self.metres,
+                lat_lon=self._lat_lon,
+                chunk=self._chunk,
+            )
+        )
+        self._last = kept[-1:]
+        return kept[:-1]
+
+    def end(self) -> list[T]:
+        """The last point kept (the window's last usable point), if any."""
+        last, self._last = self._last, []
+        return last
 
 
 def metres_per_pixel(zoom: float, latitude: float, tile_size: int = 256) -> float:
