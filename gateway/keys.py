@@ -11,8 +11,19 @@ from .auth import Access
 from .herd_client import HerdClient, Server
 from .live import LiveFeed
 from .metrics import Metrics
+from .place_labels import PlaceLabels
 
-__all__ = ["ACCESS", "CONFIG", "FEED", "GUARDS", "HERD", "METRICS", "SERVERS", "SOCKETS"]
+__all__ = [
+    "ACCESS",
+    "CONFIG",
+    "FEED",
+    "GUARDS",
+    "HERD",
+    "LABELS",
+    "METRICS",
+    "SERVERS",
+    "SOCKETS",
+]
 
 CONFIG = web.AppKey("config", HerdConfig)
 SERVERS = web.AppKey("servers", list[Server])
@@ -22,3 +33,4 @@ METRICS = web.AppKey("metrics", Metrics)
 SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
 ACCESS = web.AppKey("access", Access)
 GUARDS = web.AppKey("guards", Guards)
+LABELS = web.AppKey("labels", PlaceLabels)
