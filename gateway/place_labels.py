@@ -34,7 +34,15 @@ import numpy as np
 from .errors import ApiError
 from .labels import LabelIndex, Place, Texts, build_index, from_columns
 
-__all__ = ["LOAD_ERRORS", "PlaceLabels", "cache_file", "load_index", "read_places", "save"]
+__all__ = [
+    "LOAD_ERRORS",
+    "PlaceLabels",
+    "cache_file",
+    "load_index",
+    "read_places",
+    "read_saved",
+    "save",
+]
 
 log = logging.getLogger("herd.gateway.labels")
 
@@ -187,8 +195,11 @@ class PlaceLabels:
         try:
             # Shielded: a request that gives up does not cancel the load the others wait for.
             return await asyncio.shield(self._task)
-        except LOAD_ERRORS as exc:
-            raise ApiError(503, f"place labels are unavailable: {exc}") from None
+        except LOAD_ERRORS:
+            # Why is in the gateway's log (the files' paths are no business of a caller's).
+            raise ApiError(
+                503, "place labels are unavailable: the place data could not be read"
+            ) from None
 
     async def close(self) -> None:
         """Stop waiting for the load (its thread finishes on its own)."""

