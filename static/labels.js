@@ -69,7 +69,7 @@
         const response = await fetch(`/api/v1/places?${query}`, { signal: request.signal });
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         const answer = await response.json();
-        if (pending === request) draw(answer.places, center.lng);
+        if (!request.signal.aborted) draw(answer.places, center.lng);
       } catch (err) {
         if (err.name !== "AbortError") console.warn("place labels not loaded:", err);
       } finally {
