@@ -24,6 +24,7 @@ from .protocol import (
     End,
     Forget,
     IAmAt,
+    In,
     Peer,
     ProtocolError,
     Record,
@@ -141,6 +142,8 @@ class Commands:
                 name: ("up" if link.up else "down") for name, link in server.peers.links.items()
             },
         }
+        if server.history is not None:
+            status["history"] = server.history.stats()
         return format_status(status)
 
     def on_SUBSCRIBE(self, command: Subscribe, session: ClientSession) -> Reply:
@@ -188,6 +191,12 @@ class Commands:
 
     async def _read_area(self, history: History, command: Area) -> bytes:
         await history.wait_saved()
+        if command.clients:
+            names = await asyncio.to_thread(
+                history.area_clients, command.box, command.since_ns, command.until_ns,
+                command.limit,
+            )
+            return b"".join(In(name).encode() for name in names) + End(len(names)).encode()
         found = await asyncio.to_thread(
             history.area, command.box, command.since_ns, command.until_ns, command.limit
         )

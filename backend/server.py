@@ -228,6 +228,7 @@ class HerdServer:
         assert self.history is not None
         if not self.history.offer(row_of(record)):
             return False
+        self.history.late += 1
         wire = record.wire() + b"\n"
         if self.journal.append(wire):
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)

@@ -125,6 +125,23 @@ def test_history_reads_as_the_protocol_says(tmp_path: Path) -> None:
             assert herd.ask("Solo", bad) == b"? " + bad
 
 
+def test_area_finds_who_was_there_and_status_counts_history(tmp_path: Path) -> None:
+    with Herd(tmp_path, names=("Solo",), links=(), extra=ON) as herd:
+        port = herd.ports["Solo"]
+        converse(port, [iamat("owl", "+34.1-118.4", NOW - 9), iamat("owl", "+10-10", NOW - 5)])
+        converse(port, [iamat("kiwi", "+34.2-118.3", NOW - 1), iamat("kiwi", "+1+1", NOW - 3)])
+        converse(port, [iamat("emu", "+50+10", NOW - 2)])
+        since, until = f"{NOW - 60:.3f}", f"{NOW + 60:.3f}"
+        area = f"AREA -119 34 -118 35 {since} {until} 100".encode()
+        points = herd.ask("Solo", area + b"\n").splitlines()
+        assert [p.split()[3] for p in points[:-1]] == [b"kiwi", b"owl"]
+        assert points[-1] == b"END 2"
+        clients = herd.ask("Solo", area + b" CLIENTS\n")
+        assert clients == b"IN kiwi\nIN owl\nEND 2\n"
+        status = herd.status("Solo")["history"]
+        assert status["points"] == 5 and status["late"] == 1 and status["bytes"] > 0
+
+
 def test_a_deletion_reaches_every_server(tmp_path: Path) -> None:
     with Herd(tmp_path, names=("Riley", "Jaquez"), links=[("Riley", "Jaquez")], extra=ON) as herd:
         herd.wait_links()

@@ -15,6 +15,7 @@ from backend.protocol import (
     Forget,
     Have,
     History,
+    In,
     ProtocolError,
     Put,
     Subscribe,
@@ -53,6 +54,8 @@ def test_history_takes_posix_seconds_with_decimals_both_ends_inclusive() -> None
         b"AREA -181 34 -117 35 0 1 10",  # out of range
         b"AREA -118 34 -117 35 0 1",  # too few fields
         b"AREA 1e2 34 -117 35 0 1 10",  # not a plain decimal
+        b"AREA -118 34 -117 35 0 1 10 POINTS CLIENTS",  # one variant at a time
+        b"IN",  # no client
         b"FORGET kiwi",
         b"FORGET kiwi soon",
         b"END",
@@ -76,6 +79,10 @@ def test_area_and_forget_and_end_read_back() -> None:
     assert parse_line(forget.encode()) == forget
     assert forget.reply() == b"FORGOTTEN kiwi 1700000000.25\n"
     assert parse_line(End(7).encode()) == End(7)
+    clients = Area((-1.0, -1.0, 1.0, 1.0), 0, 10**18, 10, clients=True)
+    assert clients.encode().endswith(b" 10 CLIENTS\n")
+    assert parse_line(clients.encode()) == clients
+    assert parse_line(In("kiwi").encode()) == In("kiwi")
 
 
 def test_put_carries_a_point_line_whole() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.history import History, Row, bucket_of, identity_hash
+from backend.history import History, Row, bucket_of, fill, identity_hash
 from backend.history.points import DAY_NS, SPREAD
 
 NOW = 1_780_000_000.0  # 2026-05-28: the tests' clock
@@ -191,6 +191,28 @@ async def test_who_was_in_an_area(history: History) -> None:
     found = history.area((-119, 34, -118, 35), round((NOW - 3_600) * 1e9), round(NOW * 1e9), 10)
     assert list(found) == ["in"]
     assert [r.location for r in found["in"]] == ["+34.1-118.4"]
+    # Its hour's box covers the box asked, but no point of "near" lies inside it.
+    history.offer(row("near", NOW - 100, "+33.9-118.5"))
+    history.offer(row("near", NOW - 90, "+35.1-117.9"))
+    history.offer(row("in2", NOW - 100, "+34.5-118.5"))
+    await history.wait_saved()
+    window = round((NOW - 3_600) * 1e9), round(NOW * 1e9)
+    assert history.area_clients((-119, 34, -118, 35), *window, 10) == ["in", "in2"]
+    assert history.area_clients((-119, 34, -118, 35), *window, 1) == ["in"]
+    assert history.area_clients((0, 0, 1, 1), *window, 10) == []
+
+
+async def test_fill_writes_a_history_a_server_then_reads(tmp_path: Path) -> None:
+    rows = [row(f"c{c}", NOW - 60 * i) for c in range(3) for i in reversed(range(50))]
+    assert fill(tmp_path, rows) == 150
+    h = History(tmp_path, keep_days=30, max_points=1_000, clock=lambda: NOW)
+    h.open()
+    try:
+        assert h.stats()["points"] == 150
+        assert h.points("c1", 0, round(NOW * 1e9), 100) == rows[50:100]
+        assert stored(h) == recomputed(h)
+    finally:
+        await h.close()
 
 
 async def test_a_failed_write_is_retried_not_dropped(history: History, monkeypatch) -> None:

@@ -1,6 +1,6 @@
 """History: every point a server holds, in an embedded SQLite database (see docs/history.md)."""
 
 from .points import Digest, Row, bucket_of, identity_hash, row_of
-from .store import History
+from .store import History, fill
 
-__all__ = ["Digest", "History", "Row", "bucket_of", "identity_hash", "row_of"]
+__all__ = ["Digest", "History", "Row", "bucket_of", "fill", "identity_hash", "row_of"]

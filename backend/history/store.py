@@ -14,16 +14,16 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..files import private_dir
 from .points import DAY_NS, MAX_NS, SPREAD, Digest, Row, day_of, lat_lng
 from .schema import connect, create
-from .writer import HOUR_NS, Expire, Forget, Writer
+from .writer import BATCH, HOUR_NS, Expire, Forget, Writer
 
-__all__ = ["FILE", "History"]
+__all__ = ["FILE", "History", "fill"]
 
 FILE = "history.db"
 # A point's identity: client ID, client time in ns, location.
@@ -57,6 +57,9 @@ class History:
         self.first_day = 0  # points of earlier UTC days are past retention
         self.floors: dict[str, int] = {}  # client -> no point at or before this ns is kept
         self.queued = 0  # items handed to the writer
+        self.stored = 0  # points in the database
+        self.late = 0  # late points kept since start (the server counts them)
+        self.deletions = 0  # deletions applied since start
         self.saved = 0  # items the writer has committed
         self._unsaved: dict[Identity, int] = {}
         self._order: collections.deque[Identity | None] = collections.deque()
@@ -82,6 +85,7 @@ class History:
         )
         self._lookup = connect(self.path, durable=self.durable)
         self._writer = Writer(conn, self.max_points, self._from_writer)
+        self.stored = self._writer.stored
         self._writer.start()
         self.expire()
         return new
@@ -131,6 +135,7 @@ class History:
         if floor is not None and floor >= until_ns:
             return False
         self.floors[client_id] = until_ns
+        self.deletions += 1
         self._put(Forget(client_id, until_ns), None)
         return True
 
@@ -176,12 +181,13 @@ class History:
         ).fetchone()
         return found is not None
 
-    def _from_writer(self, count: int, floors: dict[str, int]) -> None:
+    def _from_writer(self, count: int, floors: dict[str, int], change: int) -> None:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
-            self._loop.call_soon_threadsafe(self._saved, count, floors)
+            self._loop.call_soon_threadsafe(self._saved, count, floors, change)
 
-    def _saved(self, count: int, floors: dict[str, int]) -> None:
+    def _saved(self, count: int, floors: dict[str, int], change: int) -> None:
+        self.stored += change
         for _ in range(count):
             identity = self._order.popleft()
             if identity is not None:
@@ -281,6 +287,31 @@ class History:
                     return found
         return found
 
+    def area_clients(
+        self, box: tuple[float, float, float, float], since_ns: int, until_ns: int, limit: int
+    ) -> list[str]:
+        """The clients with a point in ``box`` in the window, by ID, at most ``limit``."""
+        west, south, east, north = box
+        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
+        candidates = self._reader().execute(
+            "SELECT DISTINCT c.name FROM cells x JOIN clients c ON c.id = x.client "
+            "WHERE x.hour >= ? AND x.hour <= ? AND x.north >= ? AND x.south <= ? "
+            "AND x.east >= ? AND x.west <= ? ORDER BY c.name",
+            (since_ns // HOUR_NS, until_ns // HOUR_NS, south, north, west, east),
+        ).fetchall()
+        found: list[str] = []
+        for (name,) in candidates:
+            # A cell's box holds its hour's points; one of them inside the box is enough.
+            if any(
+                _inside(row, west, south, east, north)
+                for page in self.iter_points(name, since_ns, until_ns)
+                for row in page
+            ):
+                found.append(name)
+                if len(found) == limit:
+                    break
+        return found
+
     def digests(self, first_day: int, last_day: int) -> dict[int, Digest]:
         """Every non-empty bucket of the days ``first_day`` to ``last_day``."""
         rows = self._reader().execute(
@@ -305,6 +336,15 @@ class History:
         """Every deletion held (client ID -> until, ns): replicated like points."""
         return dict(self._reader().execute("SELECT name, until FROM forgotten").fetchall())
 
+    def stats(self) -> dict[str, int]:
+        """STATUS's figures: points held, late points and deletions since start, bytes."""
+        return {
+            "points": self.stored,
+            "late": self.late,
+            "deletions": self.deletions,
+            "bytes": self.size(),
+        }
+
     def size(self) -> int:
         """Bytes on disk: the database and its write-ahead log."""
         total = 0
@@ -317,3 +357,22 @@ class History:
 def _inside(row: Row, west: float, south: float, east: float, north: float) -> bool:
     lat, lng = lat_lng(row.location)
     return south <= lat <= north and west <= lng <= east
+
+
+def fill(directory: Path, rows: Iterable[Row], *, max_points: int = 1_000_000) -> int:
+    """Write ``rows`` straight into ``directory``/history.db (made if need be), with no server:
+    for benchmarks and tests that need a large history. Returns the points written."""
+    private_dir(directory, tighten=False)
+    conn = connect(directory / FILE, durable=False)
+    create(conn)
+    writer = Writer(conn, max_points, lambda *_: None)
+    batch: list[Row | Forget | Expire] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == BATCH:
+            writer.apply(list(batch))
+            batch.clear()
+    if batch:
+        writer.apply(batch)
+    conn.close()
+    return writer.stored

@@ -67,17 +67,21 @@ class Writer:
         self,
         conn: sqlite3.Connection,
         max_points: int,
-        on_saved: Callable[[int, dict[str, int]], None],
+        on_saved: Callable[[int, dict[str, int], int], None],
     ) -> None:
         self.conn = conn
         self.max_points = max_points
-        # Called on this thread after each commit with how many queued items it covered and
-        # the floors that changed (client ID -> ns): the owner passes them to its loop.
+        # Called on this thread after each commit with how many queued items it covered, the
+        # floors that changed (client ID -> ns) and the change in points held: the owner
+        # passes them to its loop.
         self.on_saved = on_saved
         self.queue: collections.deque[Work] = collections.deque()
         self.wake = threading.Event()
         self.stopping = False
         self._thread: threading.Thread | None = None
+        # Points in the database (read once at start, then kept by this thread).
+        total = conn.execute("SELECT coalesce(sum(points), 0) FROM clients").fetchone()
+        self.stored: int = total[0]
         # Caches of what this thread alone writes (cleared when a transaction fails).
         self._ids: dict[str, int] = {}
         self._counts: dict[int, int] = {}
@@ -116,6 +120,7 @@ class Writer:
                 continue
             while True:
                 try:
+                    before = self.stored
                     floors = self.apply(batch)
                     break
                 except sqlite3.Error as exc:
@@ -129,7 +134,7 @@ class Writer:
                     log.exception("history: a batch of %d could not be written", len(batch))
                     floors = {}
                     break
-            self.on_saved(len(batch), floors)
+            self.on_saved(len(batch), floors, self.stored - before)
 
     def _roll_back(self) -> None:
         if self.conn.in_transaction:
@@ -170,6 +175,7 @@ class Writer:
         changes.write(self.conn)
         self.conn.execute("COMMIT")
         self._floors.update(changes.floors)
+        self.stored += sum(changes.deltas.values())
         for cid, delta in changes.deltas.items():
             self._counts[cid] = self._counts.get(cid, 0) + delta
         return {changes.names[cid]: ns for cid, ns in changes.floors.items()}

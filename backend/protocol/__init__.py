@@ -71,6 +71,7 @@ from ._history import (
     Forget,
     Have,
     History,
+    In,
     Put,
 )
 from ._parse import (
@@ -120,6 +121,7 @@ __all__ = [
     "Have",
     "History",
     "IAmAt",
+    "In",
     "Peer",
     "Ping",
     "Proof",

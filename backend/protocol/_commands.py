@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ._fields import parse_location
-from ._history import Area, End, Forget, Have, History, Put
+from ._history import Area, End, Forget, Have, History, In, Put
 
 
 # Record, IAmAt and At are made for every line on the hot path and are not frozen: a frozen
@@ -247,6 +247,7 @@ Command = (
     | Area
     | Forget
     | End
+    | In
     | Put
     | Have
 )

@@ -23,6 +23,7 @@ __all__ = [
     "Forget",
     "Have",
     "History",
+    "In",
     "Put",
 ]
 
@@ -108,14 +109,17 @@ def _degrees(raw: bytes, bound: int, what: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Area:
-    """``AREA <west> <south> <east> <north> <since> <until> <limit> [POINTS]``: the points
-    of every client in the box in the window, by client then time, then ``END <n>``."""
+    """``AREA <west> <south> <east> <north> <since> <until> <limit> [POINTS|CLIENTS]``: the
+    points of every client in the box in the window, by client then time, then ``END <n>``;
+    with ``CLIENTS``, only the clients: a line ``IN <client>`` each, by client ID, at most
+    ``limit`` of them."""
 
     box: tuple[float, float, float, float]
     since_ns: int
     until_ns: int
     limit: int
     points: bool = False
+    clients: bool = False
 
     @classmethod
     def parse(cls, f: list[bytes]) -> Area:
@@ -126,12 +130,14 @@ class Area:
         if west > east or south > north:
             raise ProtocolError("the box must have west <= east and south <= north")
         since_ns, until_ns = _window(f[5], f[6])
-        flag = _points_flag(f[8:], "AREA")
-        return cls((west, south, east, north), since_ns, until_ns, _limit(f[7]), flag)
+        box, limit = (west, south, east, north), _limit(f[7])
+        if f[8:] == [b"CLIENTS"]:
+            return cls(box, since_ns, until_ns, limit, clients=True)
+        return cls(box, since_ns, until_ns, limit, _points_flag(f[8:], "AREA"))
 
     def encode(self) -> bytes:
         box = " ".join(repr(v) for v in self.box)
-        tail = " POINTS" if self.points else ""
+        tail = " POINTS" if self.points else " CLIENTS" if self.clients else ""
         return (
             f"AREA {box} {_seconds(self.since_ns)} {_seconds(self.until_ns)} "
             f"{self.limit}{tail}\n"
@@ -181,6 +187,22 @@ class End:
         if len(f) != 2 or _COUNT.fullmatch(f[1]) is None:
             raise ProtocolError("END takes a number of lines")
         return cls(int(f[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    """``IN <client>``: a client of an ``AREA ... CLIENTS`` answer."""
+
+    client_id: str
+
+    def encode(self) -> bytes:
+        return f"IN {self.client_id}\n".encode()
+
+    @classmethod
+    def parse(cls, f: list[bytes]) -> In:
+        if len(f) != 2:
+            raise ProtocolError("IN takes a client ID")
+        return cls(_client_id(f[1]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from ._fields import (
     check_attributes,
     parse_location,
 )
-from ._history import Area, End, Forget, Have, History, Put
+from ._history import Area, End, Forget, Have, History, In, Put
 from ._peer import _parse_challenge, _parse_digests, _parse_peer, _parse_proof, _parse_welcome
 
 # Time difference as servers write it: explicit sign, then decimals.
@@ -167,6 +167,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"AREA": Area.parse,
     b"FORGET": Forget.parse,
     b"END": End.parse,
+    b"IN": In.parse,
     b"PUT": Put.parse,
     b"HAVE": Have.parse,
 }
