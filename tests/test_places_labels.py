@@ -27,6 +27,7 @@ from gateway.labels import (
     parse_view,
     select,
 )
+from gateway.openapi import spec_at
 
 UCLA = (34.06893, -118.445127)
 
@@ -246,3 +247,32 @@ def test_a_bad_view_is_refused_naming_the_parameter(change: dict[str, Any], mess
         parse_view(query)
     assert refused.value.status == 400
     assert refused.value.message == message
+
+
+def test_the_documented_view_is_the_rule() -> None:
+    # Each parameter's bounds in the OpenAPI document are where parse_view starts refusing.
+    operation = spec_at(1_750_000_000, 600)["paths"]["/api/v1/places"]["get"]
+    documented = {p["name"]: p for p in operation["parameters"]}
+    assert set(documented) == set(GOOD) and all(p["required"] for p in documented.values())
+    for name, parameter in documented.items():
+        schema = parameter["schema"]
+        step = 1 if schema["type"] == "integer" else 1e-9
+        for value, ok in (
+            (schema["minimum"], True),
+            (schema["maximum"], True),
+            (schema["minimum"] - step, False),
+            (schema["maximum"] + step, False),
+        ):
+            query = GOOD | {name: repr(value)}
+            try:
+                parse_view(query)
+            except ApiError:
+                assert not ok, query
+            else:
+                assert ok, query
+    assert (
+        operation["responses"]["200"]["content"]["application/json"]["schema"]["properties"][
+            "places"
+        ]["maxItems"]
+        == MAX_LABELS
+    )
