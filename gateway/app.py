@@ -31,9 +31,11 @@ from . import (
 )
 from .access import Guards, Need, Route
 from .herd_client import HerdClient, Server
-from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, IMPORTS, METRICS, SERVERS, SOCKETS
+from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, IMPORTS, LABELS, METRICS, SERVERS, SOCKETS
+from .labels import answer, parse_view
 from .live import LiveFeed
 from .metrics import Metrics, herd_history
+from .place_labels import PlaceLabels
 from .records import json_response
 
 __all__ = ["ROUTES", "create_app", "resource_dir"]
@@ -86,6 +88,25 @@ async def _herd_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await app[HERD].close()
+
+
+async def _labels_ctx(app: web.Application) -> AsyncIterator[None]:
+    # The map's place labels: loaded at start when the herd preloads its own gazetteer
+    # ([places] preload), else on the first request.
+    config = app[CONFIG]
+    app[LABELS] = labels = PlaceLabels(config.places.gazetteer, config.data_dir / "labels")
+    if config.places.preload:
+        labels.start()
+    yield
+    await labels.close()
+
+
+async def get_places(request: web.Request) -> web.Response:
+    """``GET /api/v1/places?lat=&lon=&zoom=&width=&height=``: the places to label in that
+    map view, most important first (gateway/labels.py)."""
+    view = parse_view(request.query)
+    index = await request.app[LABELS].index()
+    return json_response(answer(index, view))
 
 
 @aiohttp_jinja2.template("index.html")
@@ -179,6 +200,7 @@ ROUTES = (
     Route("GET", "/api/v1/herd", api.herd_status, Need.READ),
     Route("GET", "/api/v1/history", area_api.get_area_history, Need.READ),
     Route("GET", "/api/v1/trails", area_api.get_trails, Need.READ),
+    Route("GET", "/api/v1/places", get_places, Need.READ),
     # The phone apps' endpoints (docs/gateway.md, "Phone apps"); OwnTracks authenticates with
     # HTTP Basic.
     Route("POST", "/pub", api.owntracks, Need.WRITE, basic=True),
@@ -226,6 +248,7 @@ def create_app(config: HerdConfig) -> web.Application:
         autoescape=jinja2.select_autoescape(default=True),
     )
     app.cleanup_ctx.append(_herd_ctx)
+    app.cleanup_ctx.append(_labels_ctx)
     app.on_shutdown.append(ws.close_all)
     guards.add(app.router, ROUTES)
     guards.add_static(app.router, "/static", resource_dir("static"))

@@ -13,6 +13,7 @@ from .auth import Access
 from .herd_client import HerdClient, Server
 from .live import LiveFeed
 from .metrics import Metrics
+from .place_labels import PlaceLabels
 
 __all__ = [
     "ACCESS",
@@ -21,6 +22,7 @@ __all__ = [
     "GUARDS",
     "HERD",
     "IMPORTS",
+    "LABELS",
     "METRICS",
     "SERVERS",
     "SOCKETS",
@@ -36,3 +38,4 @@ ACCESS = web.AppKey("access", Access)
 GUARDS = web.AppKey("guards", Guards)
 # History imports being read and parsed (gateway/history_write.py, MAX_IMPORTS at a time).
 IMPORTS = web.AppKey("imports", asyncio.Semaphore)
+LABELS = web.AppKey("labels", PlaceLabels)

@@ -14,7 +14,7 @@ from typing import Any
 
 from backend.protocol import MAX_TIME_S
 
-from . import rules, schemas
+from . import labels, rules, schemas
 from .history import MAX_IMPORT_POINTS
 from .phones import MS_THRESHOLD
 from .schemas import COMPONENTS, RESULT, Schema, obj, ref
@@ -32,11 +32,23 @@ def _error(description: str) -> Schema:
 
 def _whole(whole: rules.WholeRange) -> Schema:
     bounds = {"minimum": whole.low} | ({} if whole.high is None else {"maximum": whole.high})
-    return {"type": "integer", "default": whole.default, **bounds}
+    default = {} if whole.default is None else {"default": whole.default}
+    return {"type": "integer", **default, **bounds}
 
 
-def _query(name: str, schema: Schema) -> Schema:
-    return {"name": name, "in": "query", "schema": schema}
+def _number(number: rules.NumberRange) -> Schema:
+    return {"type": "number", "minimum": number.low, "maximum": number.high}
+
+
+def _query(name: str, schema: Schema, required: bool = False) -> Schema:
+    needed = {"required": True} if required else {}
+    return {"name": name, "in": "query", "schema": schema, **needed}
+
+
+def _view(rule: rules.NumberRange | rules.WholeRange, description: str) -> Schema:
+    """A required parameter of a map view."""
+    schema = _number(rule) if isinstance(rule, rules.NumberRange) else _whole(rule)
+    return _query(rule.name, schema, required=True) | {"description": description}
 
 
 # A window's end: POSIX seconds, as text so that no precision is lost (both ends inclusive).
@@ -399,6 +411,45 @@ PATHS = {
                 ),
                 _query("until", SECONDS | {"description": "Default: now."}),
                 _query("simplify", SIMPLIFY),
+            ],
+        )
+    },
+    "/api/v1/places": {
+        "get": _operation(
+            "getPlaceLabels",
+            "The places to label in a map view, most important first",
+            {
+                "200": _json(
+                    obj(
+                        {
+                            "places": {
+                                "type": "array",
+                                "items": ref("PlaceLabel"),
+                                "maxItems": labels.MAX_LABELS,
+                            },
+                            "attribution": {"type": "string"},
+                        }
+                    ),
+                    "The places inside the view, most important first (population; an "
+                    f"airport ranks as {labels.AIRPORT_RANK:,} people): at most "
+                    f"{labels.MAX_LABELS}, at most one per {labels.LABEL_CELL[0]} x "
+                    f"{labels.LABEL_CELL[1]} px cell of the world's pixel grid, none below the "
+                    "zoom's population floor, airports from zoom "
+                    f"{labels.AIRPORT_MIN_ZOOM} on. Their data's sources, to credit.",
+                ),
+                "400": _error("A view parameter is missing or out of range."),
+                "503": _error("The place data could not be read."),
+            },
+            description="The view is what the map draws (Web Mercator, 256-pixel tiles): "
+            "its centre, zoom and size. A centre beyond Web Mercator's "
+            f"±{rules.MERCATOR_MAX_LAT:.4f}° is read as at that edge; a view across the "
+            "antimeridian, or wider than the world, is answered like any other.",
+            parameters=[
+                _view(rules.VIEW_LAT, "The view's centre: latitude, degrees."),
+                _view(rules.VIEW_LON, "The view's centre: longitude, degrees."),
+                _view(rules.VIEW_ZOOM, "The zoom (Leaflet's, fractions allowed)."),
+                _view(rules.VIEW_WIDTH, "The view's width in CSS pixels."),
+                _view(rules.VIEW_HEIGHT, "The view's height in CSS pixels."),
             ],
         )
     },
