@@ -40,9 +40,9 @@ from .points import (
 )
 from .reads import Box, Reads
 from .schema import connect, create
-from .writer import BATCH, Chunk, Expire, Forget, Writer
+from .writer import Chunk, Expire, Forget, Writer
 
-__all__ = ["FILE", "History", "fill"]
+__all__ = ["CHUNK_POINTS", "FILE", "History"]
 
 FILE = "history.db"
 
@@ -412,29 +412,3 @@ def _merged(
         held, held_xor = merged.get(b, (0, 0))
         merged[b] = (held + count, held_xor ^ xor)
     return {b: Digest(count, xor) for b, (count, xor) in merged.items() if count}
-
-
-def fill(directory: Path, rows: Iterable[Row], *, max_points: int = 1_000_000) -> int:
-    """Write ``rows`` (sorted by client) straight into ``directory``/history.db (made if need
-    be), with no server: for benchmarks and tests that need a large history. Returns the
-    points in the database."""
-    private_dir(directory, tighten=False)
-    conn = connect(directory / FILE, durable=False)
-    create(conn)
-    writer = Writer(conn, max_points, lambda *_: None)
-    batch: list[Chunk | Forget | Expire] = []
-    gathered: list[Point] = []
-    for row in rows:
-        if gathered and (row.client_id != gathered[0].client_id or len(gathered) == CHUNK_POINTS):
-            batch.append(Chunk(gathered[0].client_id, gathered))
-            gathered = []
-            if len(batch) == BATCH:
-                writer.apply(batch)
-                batch = []
-        gathered.append(row)
-    if gathered:
-        batch.append(Chunk(gathered[0].client_id, gathered))
-    if batch:
-        writer.apply(batch)
-    conn.close()
-    return writer.stored
