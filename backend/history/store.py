@@ -331,6 +331,15 @@ class History:
             self.reads.points, client_id, since_ns, until_ns, limit, extra
         )
 
+    async def read_lines(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, points: bool
+    ) -> list[str]:
+        """HISTORY's answer lines (``Reads.lines``)."""
+        extra = self._uncommitted(client_id)
+        return await asyncio.to_thread(
+            self.reads.lines, client_id, since_ns, until_ns, limit, extra, points
+        )
+
     async def read_area(
         self, box: Box, since_ns: int, until_ns: int, limit: int
     ) -> dict[str, list[Row]]:
