@@ -7,7 +7,6 @@ session only through its methods (``subscribe``, ``start_tls``, ``hand_over``, `
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import ssl
@@ -168,7 +167,7 @@ class Commands:
         subscription.pump()
         return b""
 
-    # -- history (docs/history.md): read in a worker thread, after what was queued is written
+    # -- history (docs/history.md): read in a worker thread, points not yet written included
 
     def _history(self) -> History:
         history = self.server.history
@@ -180,26 +179,20 @@ class Commands:
         return self._read_history(self._history(), command)
 
     async def _read_history(self, history: History, command: HistoryCommand) -> bytes:
-        await history.wait_saved()  # a point acknowledged before this line is in the answer
-        rows = await asyncio.to_thread(
-            history.points, command.client_id, command.since_ns, command.until_ns, command.limit
+        lines = await history.read_lines(
+            command.client_id, command.since_ns, command.until_ns, command.limit, command.points
         )
-        return _points_reply(rows, command.points)
+        return "".join(lines).encode() + End(len(lines)).encode()
 
     def on_AREA(self, command: Area, session: ClientSession) -> Reply:
         return self._read_area(self._history(), command)
 
     async def _read_area(self, history: History, command: Area) -> bytes:
-        await history.wait_saved()
+        window = (command.box, command.since_ns, command.until_ns, command.limit)
         if command.clients:
-            names = await asyncio.to_thread(
-                history.area_clients, command.box, command.since_ns, command.until_ns,
-                command.limit,
-            )
+            names = await history.read_area_clients(*window)
             return b"".join(In(name).encode() for name in names) + End(len(names)).encode()
-        found = await asyncio.to_thread(
-            history.area, command.box, command.since_ns, command.until_ns, command.limit
-        )
+        found = await history.read_area(*window)
         return _points_reply([row for rows in found.values() for row in rows], command.points)
 
     def on_FORGET(self, command: Forget, session: ClientSession) -> Reply:
@@ -208,7 +201,8 @@ class Commands:
         return self._forgotten(history, command)
 
     async def _forgotten(self, history: History, command: Forget) -> bytes:
-        await history.wait_saved()  # answered once the deletion is in the database
+        # Answered once the deletion is in the database.
+        await history.wait_saved(flush=False)
         return command.reply()
 
     def on_STARTTLS(self, command: StartTls, session: ClientSession) -> Reply:

@@ -10,12 +10,11 @@ objects as PUT lines; on link-up and every ``sync_interval`` it sends each kind'
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .history.points import SPREAD, day_of, hash64
+from .history.points import HOURS, SPREAD, day_of, hash64
 from .protocol import MAX_HAVE_ENTRIES, Forget, Have
 
 if TYPE_CHECKING:
@@ -88,8 +87,10 @@ def _xor(values: Iterator[tuple[int, int]]) -> tuple[int, int]:
 
 
 class Points:
-    """History's points: ``*`` -> the days within retention; a day -> its SPREAD buckets
-    (leaves); a bucket's objects are its points' AT or POINT lines."""
+    """History's points: ``*`` -> the days within retention; a day -> its HOURS * SPREAD
+    hour buckets (leaves: an hour of a slice of the clients); a bucket's objects are its
+    points' AT or POINT lines. Leaves of an hour keep what a difference costs small: the
+    points of one hour of one slice travel, not a day's."""
 
     def __init__(self, history: History, on_put: PutHandler) -> None:
         self.history = history
@@ -101,7 +102,7 @@ class Points:
             # From the day after the oldest kept (servers may disagree about that one for a
             # moment around midnight) to tomorrow (clients may be up to max_future ahead).
             first, last = history.first_day + 1, day_of(history.now_ns()) + 1
-            buckets = await asyncio.to_thread(history.digests, first, last)
+            buckets = await history.read_digests(first, last)
             days: dict[int, list[tuple[int, int]]] = {}
             for b, digest in buckets.items():
                 days.setdefault(b // SPREAD, []).append(digest)
@@ -110,12 +111,15 @@ class Points:
         if not scope.isdigit():
             return None
         day = int(scope)
-        buckets = await asyncio.to_thread(history.digests, day, day)
-        digests = {b - day * SPREAD: (d.points, d.xor) for b, d in buckets.items()}
-        return Children(0, SPREAD - 1, digests, leaves=True)
+        first = day * HOURS * SPREAD
+        hours = await history.read_hours(day)
+        digests = {b - first: (d.points, d.xor) for b, d in hours.items()}
+        return Children(0, HOURS * SPREAD - 1, digests, leaves=True)
 
     async def objects(self, scope: str, child: int) -> list[bytes]:
-        rows = await asyncio.to_thread(self.history.bucket, int(scope) * SPREAD + child)
+        if not 0 <= child < HOURS * SPREAD:
+            return []
+        rows = await self.history.read_bucket(int(scope) * HOURS * SPREAD + child)
         return [row.wire() for row in rows]
 
 
@@ -129,12 +133,12 @@ class Deletions:
     async def children(self, scope: str) -> Children | None:
         if scope != TOP:
             return None
-        found = await asyncio.to_thread(self.history.forgotten)
+        found = await self.history.read_forgotten()
         digests = {0: _xor((1, hash64(p)) for p in _payloads(found))} if found else {}
         return Children(0, 0, digests, leaves=True)
 
     async def objects(self, scope: str, child: int) -> list[bytes]:
-        return list(_payloads(await asyncio.to_thread(self.history.forgotten)))
+        return list(_payloads(await self.history.read_forgotten()))
 
 
 def _payloads(forgotten: dict[str, int]) -> Iterator[bytes]:

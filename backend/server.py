@@ -18,7 +18,7 @@ import time
 from . import places as places_mod
 from .commands import Commands
 from .config import HerdConfig
-from .history import History, row_of
+from .history import History
 from .journal import Journal
 from .outbox import Outbox, TrafficLog
 from .peers import PeerManager
@@ -111,12 +111,14 @@ class HerdServer:
             if isinstance(command, At):
                 record = command.record
                 if history is not None and (segment or everything):
-                    history.add(row_of(record))
+                    history.add(record)
                 if not self._expired(record):
                     count += self.store.offer(record)
             elif line.strip():
                 state.dropped += 1
                 log.warning("journal: dropped a line (%s): %r", reason, line[:100])
+        if history is not None:
+            history.flush()  # the replayed points to the writer, which drops those it holds
         self.journal.open()
         return count
 
@@ -204,7 +206,7 @@ class HerdServer:
             # costs no lookup.
             return (held is None or held.key != record.key) and self._late(record, source)
         if self.history is not None:
-            self.history.add(row_of(record))
+            self.history.add(record)
         line = record.line + b"\n"
         # What travels between servers and into the journal: the AT line, or with the
         # record's attributes a POINT line.
@@ -213,8 +215,7 @@ class HerdServer:
         # comes before the replies'): an acknowledged record survives kill -9.
         if self.journal.append(wire):
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)
-        if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
-            self._compact()
+        self._compact_if_due()
         self.peers.flood(record, wire, source)
         if self._streams:
             # With the peer links: subscribers pass records on too (the gateway's map).
@@ -226,12 +227,13 @@ class HerdServer:
         journaled like a record (so its acknowledgement survives kill -9) and passed on as
         ``PUT point`` (never as AT: the protocol forwards only newer records)."""
         assert self.history is not None
-        if not self.history.offer(row_of(record)):
+        if not self.history.offer(record):
             return False
         self.history.late += 1
         wire = record.wire() + b"\n"
         if self.journal.append(wire):
             self.outbox.later(Outbox.JOURNAL, self.journal.flush)
+        self._compact_if_due()
         self.peers.flood(record, Put("point", wire[:-1]).encode(), source)
         subscribers = self.state.subscribers
         if subscribers.late:
@@ -267,11 +269,21 @@ class HerdServer:
             return
         self.forget(command, source)
 
+    def _compact_if_due(self) -> None:
+        """Compact once the journal holds more than compact_min records and twice the store."""
+        if self.state.closing:
+            return
+        if self.journal.appended > max(self.config.durability.compact_min, 2 * len(self.store)):
+            self._compact()
+
     def _compact(self) -> None:
         """Compact the journal; with history on, its older segments go only once every point
-        in them is in the history database."""
+        in them is in the history database. Appends that came while it ran may call for the
+        next one at once (nothing else would start it if no record came after)."""
         ready = self.history.wait_saved if self.history is not None else None
-        self.journal.compact((r.wire() + b"\n" for r in self.store), ready)
+        running = self.journal.compact((r.wire() + b"\n" for r in self.store), ready)
+        if running is not None:
+            running.add_done_callback(lambda _: self._compact_if_due())
 
     def _expired(self, record: Record) -> bool:
         return bool(self.retention) and record.key[0] < time.time() - self.retention

@@ -52,6 +52,9 @@ class Route:
     # OwnTracks authenticates with HTTP Basic: its routes challenge with Basic, the rest with
     # Bearer (a Basic challenge on the map would make browsers pop up a password dialog).
     basic: bool = False
+    # The handler reads its own body, within its own limit (a history import, up to
+    # ``max_import_bytes``): the body middleware leaves it unread (gateway/site.py).
+    streamed: bool = False
 
 
 class Guards:

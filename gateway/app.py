@@ -15,12 +15,27 @@ from aiohttp import web
 
 from backend.config import HerdConfig
 
-from . import access, api, area_api, auth, history_api, openapi, phones, redact, rules, site, ws
+from . import (
+    access,
+    api,
+    area_api,
+    auth,
+    history_api,
+    history_write,
+    openapi,
+    phones,
+    redact,
+    rules,
+    site,
+    ws,
+)
 from .access import Guards, Need, Route
 from .herd_client import HerdClient, Server
-from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, METRICS, SERVERS, SOCKETS
+from .keys import ACCESS, CONFIG, FEED, GUARDS, HERD, IMPORTS, LABELS, METRICS, SERVERS, SOCKETS
+from .labels import answer, parse_view
 from .live import LiveFeed
-from .metrics import Metrics
+from .metrics import Metrics, herd_history
+from .place_labels import PlaceLabels
 from .records import json_response
 
 __all__ = ["ROUTES", "create_app", "resource_dir"]
@@ -31,6 +46,8 @@ _PACKAGE = Path(__file__).resolve().parent
 # Seconds a client whose request was refused before its body was read (413, 408) may go on
 # sending before the connection closes: enough for it to see the answer, no more.
 LINGER_SECONDS = 2.0
+# Seconds /metrics waits for the followed server's STATUS before leaving its figures out.
+STATUS_TIMEOUT = 1.0
 
 
 def resource_dir(name: str) -> Path:
@@ -49,7 +66,12 @@ async def _herd_ctx(app: web.Application) -> AsyncIterator[None]:
     servers = [Server(name, config.servers[name]) for name in names]
     app[SERVERS] = servers
     app[HERD] = HerdClient(servers, timeout=gateway.request_timeout, pool_size=gateway.pool_size)
-    feed = LiveFeed(servers, timeout=gateway.request_timeout, silence=3 * config.peers.heartbeat)
+    feed = LiveFeed(
+        servers,
+        timeout=gateway.request_timeout,
+        silence=3 * config.peers.heartbeat,
+        late=config.history.enabled,  # late points for the map's trails
+    )
     app[FEED] = feed
     metrics = app[METRICS]
     metrics.gauge(
@@ -73,6 +95,25 @@ async def _herd_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[HERD].close()
 
 
+async def _labels_ctx(app: web.Application) -> AsyncIterator[None]:
+    # The map's place labels: loaded at start when the herd preloads its own gazetteer
+    # ([places] preload), else on the first request.
+    config = app[CONFIG]
+    app[LABELS] = labels = PlaceLabels(config.places.gazetteer, config.data_dir / "labels")
+    if config.places.preload:
+        labels.start()
+    yield
+    await labels.close()
+
+
+async def get_places(request: web.Request) -> web.Response:
+    """``GET /api/v1/places?lat=&lon=&zoom=&width=&height=``: the places to label in that
+    map view, most important first (gateway/labels.py)."""
+    view = parse_view(request.query)
+    index = await request.app[LABELS].index()
+    return json_response(answer(index, view))
+
+
 @aiohttp_jinja2.template("index.html")
 async def index(request: web.Request) -> web.StreamResponse | dict[str, object]:
     # Traccar Client and OsmAnd send to the server's root URL: /?id=...&lat=... A report
@@ -80,8 +121,15 @@ async def index(request: web.Request) -> web.StreamResponse | dict[str, object]:
     # point as delivered).
     if phones.traccar_query(request.query):
         return await api.traccar(request)
-    config = request.app[CONFIG].gateway
-    return {"tile_url": config.tile_url, "tile_attribution": config.tile_attribution}
+    config = request.app[CONFIG]
+    return {
+        "tile_url": config.gateway.tile_url,
+        "tile_attribution": config.gateway.tile_attribution,
+        # The trails' window the map opens with; with history off its trails are what it saw
+        # live (static/trails.js).
+        "trail_hours": config.gateway.trail_hours,
+        "history": config.history.enabled,
+    }
 
 
 # Where Swagger UI (templates/api.html, static/api-docs.js) reads the document from.
@@ -95,7 +143,10 @@ async def api_docs(request: web.Request) -> dict[str, object]:
 
 async def openapi_json(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    bodies = rules.body_limits(config.gateway.max_body_bytes, config.gateway.max_ws_message)
+    gateway = config.gateway
+    bodies = rules.body_limits(
+        gateway.max_body_bytes, gateway.max_ws_message, gateway.max_import_bytes
+    )
     return json_response(openapi.spec_at(time.time(), config.limits.max_future, bodies))
 
 
@@ -107,9 +158,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8"
-    )
+    text = request.app[METRICS].render(await _followed_history(request.app))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def _followed_history(app: web.Application) -> tuple[str, dict[str, int]] | None:
+    """The history figures of the server the gateway follows (its STATUS), if it has them."""
+    name = app[FEED].subscribed_to
+    address = app[CONFIG].servers.get(name) if name is not None else None
+    if name is None or address is None:
+        return None
+    try:
+        status = await asyncio.wait_for(app[HERD].status(Server(name, address)), STATUS_TIMEOUT)
+    except TimeoutError:
+        return None
+    figures = herd_history(status)
+    return None if figures is None else (name, figures)
 
 
 def _map_or_traccar(request: web.Request) -> Need:
@@ -133,10 +197,22 @@ ROUTES = (
     Route("GET", "/api/v1/clients", api.list_clients, Need.READ),
     Route("GET", "/api/v1/clients/{client_id:.+}/nearby", api.get_nearby, Need.READ),
     Route("GET", "/api/v1/clients/{client_id:.+}/history", history_api.get_history, Need.READ),
+    # Deleting or importing a client's history is writing for that client (its device token).
+    Route(
+        "DELETE", "/api/v1/clients/{client_id:.+}/history", history_write.delete_history, Need.WRITE
+    ),
+    Route(
+        "POST",
+        "/api/v1/clients/{client_id:.+}/history",
+        history_write.import_history,
+        Need.WRITE,
+        streamed=True,
+    ),
     Route("GET", "/api/v1/clients/{client_id:.+}", api.get_client, Need.READ),
     Route("GET", "/api/v1/herd", api.herd_status, Need.READ),
     Route("GET", "/api/v1/history", area_api.get_area_history, Need.READ),
     Route("GET", "/api/v1/trails", area_api.get_trails, Need.READ),
+    Route("GET", "/api/v1/places", get_places, Need.READ),
     # The phone apps' endpoints (docs/gateway.md, "Phone apps"); OwnTracks authenticates with
     # HTTP Basic.
     Route("POST", "/pub", api.owntracks, Need.WRITE, basic=True),
@@ -162,7 +238,7 @@ def create_app(config: HerdConfig) -> web.Application:
             api.error_middleware,
             site.site_middleware(gateway.allowed_hosts, guards),
             access.middleware(tokens, guards),
-            site.body_middleware(gateway.body_timeout),
+            site.body_middleware(gateway.body_timeout, guards),
         ],
         # The HTTP server's own settings, whoever runs the application: aiohttp closes a
         # connection that has not sent a whole request head within its keep-alive timeout,
@@ -177,12 +253,14 @@ def create_app(config: HerdConfig) -> web.Application:
     app[GUARDS] = guards
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
+    app[IMPORTS] = asyncio.Semaphore(history_write.MAX_IMPORTS)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(resource_dir("templates")),
         autoescape=jinja2.select_autoescape(default=True),
     )
     app.cleanup_ctx.append(_herd_ctx)
+    app.cleanup_ctx.append(_labels_ctx)
     app.on_shutdown.append(ws.close_all)
     guards.add(app.router, ROUTES)
     guards.add_static(app.router, "/static", resource_dir("static"))

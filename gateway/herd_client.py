@@ -22,6 +22,7 @@ from backend.protocol import (
     MAX_HISTORY_LIMIT,
     MAX_POINT_LINE,
     At,
+    Forget,
     In,
     ProtocolError,
     Record,
@@ -38,7 +39,15 @@ from .history.reading import Window, next_window
 from .records import herd_json
 from .rules import Box
 
-__all__ = ["HERD_ERRORS", "HerdClient", "HerdRefused", "HerdUnavailable", "Server"]
+__all__ = [
+    "HERD_ERRORS",
+    "PIPELINE_DEPTH",
+    "HerdClient",
+    "HerdRefused",
+    "HerdUnavailable",
+    "Server",
+    "history_records",
+]
 
 log = logging.getLogger("herd.gateway.client")
 
@@ -49,13 +58,16 @@ PENALTY_SECONDS = 2.0
 MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 
+# Lines written to the herd before their replies are read: one round trip per 64 points of
+# an import, and fewer than the herd's default max_invalid_lines (100), so a group it refuses
+# whole (a budget) never makes it hang up.
+PIPELINE_DEPTH = 64
 # Lines of a history page parsed between two turns of the event loop: about 5 ms of work.
 PARSE_SLICE = 1000
 # A HISTORY or AREA answer: at most MAX_HISTORY_LIMIT lines of at most MAX_POINT_LINE bytes,
 # and its END line; read READ_PIECE bytes at a time.
 MAX_HISTORY_REPLY = MAX_HISTORY_LIMIT * MAX_POINT_LINE + 64
 READ_PIECE = 256 * 1024
-
 
 # What a dead, slow or rude herd server makes a request fail with.
 HERD_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
@@ -158,13 +170,77 @@ class HerdClient:
 
     async def _exchange(self, conn: _Connection, line: bytes) -> bytes:
         conn.writer.write(line)
+        return await self._reply(conn, line)
+
+    async def _reply(self, conn: _Connection, line: bytes, *, pipelined: bool = False) -> bytes:
+        """The whole reply to ``line``: one line, or WHATSAT's and HISTORY's several.
+        ``pipelined``: more replies follow, so a HISTORY answer is read a line at a time
+        (``_through_end`` reads ahead, past its END line)."""
         first = await conn.reader.readuntil(b"\n")
         if line.startswith(b"WHATSAT ") and first.startswith(b"AT "):
             # The AT line, then the places JSON, then an empty line.
             return first + await conn.reader.readuntil(b"\n\n")
         if line.startswith((b"HISTORY ", b"AREA ")) and not first.startswith((b"END ", b"? ")):
-            return await _through_end(conn.reader, first)
+            if not pipelined:
+                return await _through_end(conn.reader, first)
+            lines = [first]
+            while not lines[-1].startswith(b"END "):
+                lines.append(await conn.reader.readuntil(b"\n"))
+            return b"".join(lines)
         return first
+
+    async def pipeline(self, lines: Sequence[bytes]) -> list[bytes]:
+        """Send ``lines`` in order on one connection, PIPELINE_DEPTH at a time, and return
+        the reply to each, in order, from the first server that answers.
+
+        Stops after a group of lines holding a refusal (``? ...``, a herd budget): the
+        replies then end there and the lines after them were not sent. A server that fails
+        mid-way is skipped and the lines it had not answered go to the next one (a point
+        sent twice is stored once). Raises HerdUnavailable if no server answers."""
+        replies: list[bytes] = []
+        for i, server in enumerate(self._order()):
+            try:
+                await self._pipeline_to(server, lines, replies)
+            except HERD_ERRORS as exc:
+                self._failed_at[server.name] = time.monotonic()
+                log.warning(
+                    "herd server %s failed after %d of %d pipelined lines (%s); trying the next",
+                    server.name,
+                    len(replies),
+                    len(lines),
+                    type(exc).__name__,
+                )
+                self.failovers += 1
+                continue
+            if i and server.name in self._failed_at:
+                log.info("now using herd server %s", server.name)
+            self._failed_at.pop(server.name, None)
+            return replies
+        raise HerdUnavailable("no herd server answered")
+
+    async def _pipeline_to(
+        self, server: Server, lines: Sequence[bytes], replies: list[bytes]
+    ) -> None:
+        # A fresh connection: a pooled one the server has closed would fail the first write
+        # and count as the server's failure.
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(
+                server.address.host, server.address.port, limit=MAX_REPLY_BYTES
+            )
+        conn = _Connection(reader, writer)
+        try:
+            while len(replies) < len(lines):
+                group = lines[len(replies) : len(replies) + PIPELINE_DEPTH]
+                async with asyncio.timeout(self.timeout):
+                    conn.writer.write(b"".join(group))
+                    answered = [await self._reply(conn, line, pipelined=True) for line in group]
+                replies.extend(answered)
+                if any(parse_invalid_reply(reply) is not None for reply in answered):
+                    break
+        except BaseException:
+            conn.close()
+            raise
+        self._release(server, conn)
 
     def _release(self, server: Server, conn: _Connection) -> None:
         idle = self._idle.setdefault(server.name, [])
@@ -276,6 +352,16 @@ class HerdClient:
         lines = _lines(await self.request(_area_line(box, since_ns, until_ns, limit, "CLIENTS")))
         return [_in(line).client_id for line in lines]
 
+    async def forget(self, client_id: str, until_ns: int) -> str:
+        """Delete a client's points at or before ``until_ns`` on every server (FORGET); the
+        time as the herd echoed it, once this server has deleted them. Raises HerdRefused
+        where history is off."""
+        reply = await self.request(Forget(client_id, until_ns).encode())
+        fields = reply.split()
+        if len(fields) != 3 or fields[0] != b"FORGOTTEN":
+            raise HerdUnavailable(f"unexpected reply to FORGET: {reply[:100]!r}")
+        return fields[2].decode()
+
     async def status(self, server: Server) -> dict[str, Any] | None:
         """STATUS of one given server (no failover); None if it does not answer."""
         try:
@@ -314,6 +400,11 @@ async def _parsed(lines: list[bytes]) -> list[Record]:
             await asyncio.sleep(0)
         records.extend(_record(line) for line in lines[start : start + PARSE_SLICE])
     return records
+
+
+def history_records(reply: bytes) -> list[Record]:
+    """The points of a whole reply to HISTORY (AT or POINT lines, then ``END <n>``)."""
+    return [_record(line) for line in _lines(reply)]
 
 
 def _lines(reply: bytes) -> list[bytes]:

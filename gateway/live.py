@@ -4,11 +4,13 @@
 subscribes to the next one; the new server's snapshot carries the newest record of every
 client, and merging it under the herd's own order ("newer") means no update is missed and
 none is delivered twice. The feed keeps the newest record per client (the same records the
-herd holds, nothing more) and hands every newer record to its listeners.
+herd holds, nothing more) and hands every newer record to its listeners. With history on it
+subscribes with ``LATE`` too, and hands each late point (a point kept in history that did not
+become its client's newest record) to its late listeners: the map's trails want them.
 
 ``Watcher`` is one WebSocket's view of the feed: its filters, and a queue in which the latest
 update per client wins, so a slow browser holds at most one pending update per client and
-never slows anyone else.
+never slows anyone else, and a queue of late points, none coalesced.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ MESSAGE_CACHE = 4096
 # loses the oldest, as it would lose intermediate positions.
 EVENT_QUEUE = 1024
 
+# Late points waiting for one socket: a phone's offline queue arrives in batches of hundreds
+# to thousands (a day at one fix per 9 s is ~10,000). A browser that falls this far behind
+# loses the oldest; its trails get them back on their next load from history.
+LATE_QUEUE = 10_000
+# A late point's line starts with this word in a SUBSCRIBE ... LATE stream (docs/history.md).
+LATE = b"LATE "
+
 Listener = Callable[[Record], None]
 
 
@@ -51,8 +60,12 @@ class LiveFeed:
         timeout: float = 5.0,
         retry: float = 0.2,
         silence: float = 15.0,
+        late: bool = True,
     ) -> None:
         self.servers = list(servers)
+        # Ask for late points too (SUBSCRIBE POINTS LATE); a server that refuses the variant
+        # (history off) gets the plain SUBSCRIBE POINTS on the same connection.
+        self.late = late
         self.timeout = timeout
         # Servers PING subscribers every heartbeat; this long without a line, the server (or
         # the path to it) is gone even if the connection never closed.
@@ -63,6 +76,7 @@ class LiveFeed:
         self.synced = asyncio.Event()
         self.failovers = 0
         self._listeners: set[Listener] = set()
+        self._late_listeners: set[Listener] = set()
         self._messages: dict[bytes, str] = {}
         # Each client's newest record and its JSON text, made the first time a snapshot or an
         # update shows it: a snapshot of every client is then a join, not 10,000 encodings.
@@ -74,6 +88,18 @@ class LiveFeed:
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.discard(listener)
+
+    def add_late_listener(self, listener: Listener) -> None:
+        self._late_listeners.add(listener)
+
+    def remove_late_listener(self, listener: Listener) -> None:
+        self._late_listeners.discard(listener)
+
+    def offer_late(self, record: Record) -> None:
+        """Pass on a late point: kept in history, never its client's newest record (so never
+        held here)."""
+        for listener in list(self._late_listeners):
+            listener(record)
 
     def offer(self, record: Record) -> bool:
         """Keep ``record`` if newer than the one held for its client, and pass it on."""
@@ -133,6 +159,24 @@ class LiveFeed:
             self._messages[record.line] = text
         return text
 
+    def late_message(self, records: Sequence[Record]) -> str | None:
+        """The WebSocket message for late points, ``{"type": "late", "records": [...]}``, as
+        JSON text; a point that cannot be shown is left out (logged); None if none can."""
+        texts = []
+        for record in records:
+            text = self._messages.get(LATE + record.line)
+            if text is None:
+                try:
+                    text = record_text(record)
+                except Exception:  # a bug for one point must not hide the others
+                    log.exception("cannot render the late point %r; left out", record.line[:200])
+                    continue
+                if len(self._messages) >= MESSAGE_CACHE:
+                    del self._messages[next(iter(self._messages))]
+                self._messages[LATE + record.line] = text  # encoded once for every socket
+            texts.append(text)
+        return '{"type":"late","records":[' + ",".join(texts) + "]}" if texts else None
+
     async def run(self) -> None:
         """Follow the herd forever: subscribe, and on failure move to the next server."""
         index = 0
@@ -158,7 +202,8 @@ class LiveFeed:
         loop = asyncio.get_running_loop()
         try:
             # POINTS: records with attributes come as POINT lines, attributes included.
-            writer.write(Subscribe(points=True).encode())
+            subscribe = Subscribe(points=True, late=self.late).encode()
+            writer.write(subscribe)
             # One deadline for the whole subscription, moved on by the lines that arrive once a
             # tenth of it has passed (a timer per line would cost more than the line): silence
             # ends the subscription after 90-100% of ``silence``.
@@ -168,17 +213,26 @@ class LiveFeed:
                     now = loop.time()
                     if (silent.when() or now) - now < 0.9 * self.silence:
                         silent.reschedule(now + self.silence)
+                    if self.late and line == b"? " + subscribe:
+                        # History is off there: the records without late points, then.
+                        log.info("%s keeps no late points (history off)", server.name)
+                        writer.write(Subscribe(points=True).encode())
+                        continue
                     self._on_line(server, line)
         finally:
             writer.close()
 
     def _on_line(self, server: Server, line: bytes) -> None:
+        late = line.startswith(LATE)
         try:
-            command = parse_line(line)
+            command = parse_line(line[len(LATE) :] if late else line)
         except (ProtocolError, ValueError):  # ValueError: int() past its digit limit
             command = None
         if isinstance(command, At):
-            self.offer(command.record)
+            if late:
+                self.offer_late(command.record)
+            else:
+                self.offer(command.record)
         elif isinstance(command, Synced):
             self.subscribed_to = server.name
             self.synced.set()
@@ -211,6 +265,7 @@ class Watcher:
         # Records that carry an event: each is pushed as an event message, never coalesced
         # away by a newer update of the same client.
         self._events: deque[Record] = deque(maxlen=EVENT_QUEUE)
+        self._late: deque[Record] = deque(maxlen=LATE_QUEUE)
         self._wake = asyncio.Event()
 
     def set_filter(self, clients: Iterable[str] | None, bbox: BBox | None) -> None:
@@ -237,6 +292,11 @@ class Watcher:
                 self._events.append(record)
             self._wake.set()
 
+    def push_late(self, record: Record) -> None:
+        if self.wants(record):
+            self._late.append(record)
+            self._wake.set()
+
     async def next_batch(self) -> list[Record]:
         """Wait for updates, then take every pending one."""
         await self._wake.wait()
@@ -250,3 +310,9 @@ class Watcher:
         events = list(self._events)
         self._events.clear()
         return events
+
+    def take_late(self) -> list[Record]:
+        """The late points since the last call, in the order they came."""
+        late = list(self._late)
+        self._late.clear()
+        return late

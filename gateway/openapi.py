@@ -14,7 +14,8 @@ from typing import Any
 
 from backend.protocol import MAX_TIME_S
 
-from . import rules, schemas
+from . import labels, rules, schemas
+from .history import MAX_IMPORT_POINTS
 from .phones import MS_THRESHOLD
 from .schemas import COMPONENTS, RESULT, Schema, obj, ref
 
@@ -31,11 +32,23 @@ def _error(description: str) -> Schema:
 
 def _whole(whole: rules.WholeRange) -> Schema:
     bounds = {"minimum": whole.low} | ({} if whole.high is None else {"maximum": whole.high})
-    return {"type": "integer", "default": whole.default, **bounds}
+    default = {} if whole.default is None else {"default": whole.default}
+    return {"type": "integer", **default, **bounds}
 
 
-def _query(name: str, schema: Schema) -> Schema:
-    return {"name": name, "in": "query", "schema": schema}
+def _number(number: rules.NumberRange) -> Schema:
+    return {"type": "number", "minimum": number.low, "maximum": number.high}
+
+
+def _query(name: str, schema: Schema, required: bool = False) -> Schema:
+    needed = {"required": True} if required else {}
+    return {"name": name, "in": "query", "schema": schema, **needed}
+
+
+def _view(rule: rules.NumberRange | rules.WholeRange, description: str) -> Schema:
+    """A required parameter of a map view."""
+    schema = _number(rule) if isinstance(rule, rules.NumberRange) else _whole(rule)
+    return _query(rule.name, schema, required=True) | {"description": description}
 
 
 # A window's end: POSIX seconds, as text so that no precision is lost (both ends inclusive).
@@ -180,6 +193,88 @@ RADIUS = {
     "default": rules.DEFAULT_RADIUS_KM,
 }
 
+# Writing a client's history (gateway/history_write.py): an import and a deletion.
+IMPORTED = obj(
+    {
+        "imported": {"type": "integer", "minimum": 0, "description": "points now in history"},
+        "duplicates": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "points the herd held already, and repeats within the file",
+        },
+        "not_kept": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "points the herd answered but does not keep: at or before a "
+            "deletion of this client's history",
+        },
+    }
+)
+FILE_SCHEMA = {
+    "type": "object",
+    "description": "A GeoJSON FeatureCollection or Feature: Point features with a time "
+    "property, LineStrings with per-position times (docs/history-formats.md).",
+}
+POST_HISTORY = _operation(
+    "importHistory",
+    "Import a GPX or GeoJSON file into a client's history, all or nothing",
+    {
+        "200": _json(IMPORTED, "What became of the file's points."),
+        "400": _error(
+            "A point of the file is bad, named in the message (no time, coordinates out of "
+            "range, more than max_future ahead, older than [history] keep_days), the body is "
+            "not the GPX or GeoJSON it says, or a bad client ID. Nothing was imported."
+        ),
+        "404": _error("The path names no client (a client ID holds no line break)."),
+        "408": _error("The body did not keep up the pace of [gateway] body_timeout."),
+        "413": _error(
+            f"The body is over [gateway] max_import_bytes, or holds more than "
+            f"{MAX_IMPORT_POINTS:,} points. Nothing was imported."
+        ),
+        "415": _error("The body is neither GPX nor GeoJSON."),
+        "503": _error("No herd server answered, or history is off in the herd."),
+    },
+    parameters=[CLIENT_ID],
+    requestBody={
+        "required": True,
+        "content": {
+            "application/gpx+xml": {
+                "schema": {"type": "string", "description": "A GPX 1.0 or 1.1 file."}
+            },
+            "application/geo+json": {"schema": FILE_SCHEMA},
+            "application/json": {"schema": FILE_SCHEMA},
+        },
+    },
+)
+DELETE_HISTORY = _operation(
+    "deleteHistory",
+    "Delete a client's points at or before a time, on every server (FORGET)",
+    {
+        "200": _json(
+            obj({"client_id": schemas.CLIENT_ID, "until": SECONDS}),
+            "The points are deleted on the server that answered, and the deletion is on its "
+            "way to every other (a server cut off applies it when it returns).",
+        ),
+        "400": _error(
+            "until is missing, not POSIX seconds, after the year 9999 or more than "
+            "max_future ahead; or a bad client ID."
+        ),
+        "404": _error("The path names no client (a client ID holds no line break)."),
+        "503": _error("No herd server answered, or history is off in the herd."),
+    },
+    parameters=[
+        CLIENT_ID,
+        {
+            "name": "until",
+            "in": "query",
+            "required": True,
+            "description": "POSIX seconds: the client's points at or before it are deleted, "
+            "and none at or before it is kept from then on.",
+            "schema": SECONDS,
+        },
+    ],
+)
+
 PATHS = {
     "/api/v1/locations": {"post": POST_LOCATIONS},
     "/api/v1/clients": {
@@ -275,7 +370,9 @@ PATHS = {
                 ),
                 _query("simplify", SIMPLIFY),
             ],
-        )
+        ),
+        "post": POST_HISTORY,
+        "delete": DELETE_HISTORY,
     },
     "/api/v1/history": {
         "get": _operation(
@@ -314,6 +411,45 @@ PATHS = {
                 ),
                 _query("until", SECONDS | {"description": "Default: now."}),
                 _query("simplify", SIMPLIFY),
+            ],
+        )
+    },
+    "/api/v1/places": {
+        "get": _operation(
+            "getPlaceLabels",
+            "The places to label in a map view, most important first",
+            {
+                "200": _json(
+                    obj(
+                        {
+                            "places": {
+                                "type": "array",
+                                "items": ref("PlaceLabel"),
+                                "maxItems": labels.MAX_LABELS,
+                            },
+                            "attribution": {"type": "string"},
+                        }
+                    ),
+                    "The places inside the view, most important first (population; an "
+                    f"airport ranks as {labels.AIRPORT_RANK:,} people): at most "
+                    f"{labels.MAX_LABELS}, at most one per {labels.LABEL_CELL[0]} x "
+                    f"{labels.LABEL_CELL[1]} px cell of the world's pixel grid, none below the "
+                    "zoom's population floor, airports from zoom "
+                    f"{labels.AIRPORT_MIN_ZOOM} on. Their data's sources, to credit.",
+                ),
+                "400": _error("A view parameter is missing or out of range."),
+                "503": _error("The place data could not be read."),
+            },
+            description="The view is what the map draws (Web Mercator, 256-pixel tiles): "
+            "its centre, zoom and size. A centre beyond Web Mercator's "
+            f"±{rules.MERCATOR_MAX_LAT:.4f}° is read as at that edge; a view across the "
+            "antimeridian, or wider than the world, is answered like any other.",
+            parameters=[
+                _view(rules.VIEW_LAT, "The view's centre: latitude, degrees."),
+                _view(rules.VIEW_LON, "The view's centre: longitude, degrees."),
+                _view(rules.VIEW_ZOOM, "The zoom (Leaflet's, fractions allowed)."),
+                _view(rules.VIEW_WIDTH, "The view's width in CSS pixels."),
+                _view(rules.VIEW_HEIGHT, "The view's height in CSS pixels."),
             ],
         )
     },

@@ -39,12 +39,21 @@ __all__ = [
     "MAX_TRAIL_CLIENTS",
     "MAX_TRAIL_POINTS",
     "MAX_TRAIL_READ",
+    "MAX_VIEW_PX",
+    "MAX_ZOOM",
+    "MERCATOR_MAX_LAT",
     "OFFSET",
     "PAGE",
     "SECONDS",
+    "VIEW_HEIGHT",
+    "VIEW_LAT",
+    "VIEW_LON",
+    "VIEW_WIDTH",
+    "VIEW_ZOOM",
     "WHITE_SPACE",
     "WORLD",
     "Box",
+    "NumberRange",
     "WholeRange",
     "bbox",
     "body_limits",
@@ -109,12 +118,13 @@ MAX_BATCH = 1000
 
 @dataclass(frozen=True, slots=True)
 class WholeRange:
-    """A whole-number parameter: its name, its range (``high`` None: unbounded) and default."""
+    """A whole-number parameter: its name, its range (``high`` None: unbounded) and default
+    (None: the parameter is required)."""
 
     name: str
     low: int
     high: int | None
-    default: int
+    default: int | None
 
     @property
     def span(self) -> str:
@@ -126,6 +136,8 @@ class WholeRange:
     def from_text(self, raw: str | None) -> int:
         """The value of a query parameter (``raw`` None: the default); raises ApiError(400)."""
         if raw is None:
+            if self.default is None:
+                raise ApiError(400, f"{self.name} is required")
             return self.default
         try:
             value = whole_number(raw)
@@ -163,6 +175,46 @@ def seconds_ns(name: str, raw: str | None, default_ns: int) -> int:
 
 
 OFFSET = WholeRange("offset", 0, None, 0)
+
+# -- a map view (place labels: gateway/labels.py) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRange:
+    """A required number in a query parameter, in [low, high]."""
+
+    name: str
+    low: float
+    high: float
+
+    def from_text(self, raw: str | None) -> float:
+        """The value of a query parameter; raises ApiError(400) when it is missing, not a
+        number, or out of range."""
+        if raw is None:
+            raise ApiError(400, f"{self.name} is required")
+        try:
+            value = float(bounded_decimal(raw))
+        except NumberError as exc:
+            raise ApiError(400, f"{self.name} {exc}") from None
+        if not self.low <= value <= self.high:  # infinity (a huge exponent) included
+            raise ApiError(400, f"{self.name} must be a number in [{self.low:g}, {self.high:g}]")
+        return value
+
+
+# The map's deepest zoom (static/map.js maxZoom; tile servers end there too).
+MAX_ZOOM = 19
+# A view's width and height in CSS pixels. The widest screens (8K) are 7,680 device pixels, so
+# no browser window is wider; the bound also bounds the work of one query.
+MAX_VIEW_PX = 8192
+# Web Mercator's edge (the map's maxBounds): a centre nearer a pole is read as at the edge.
+MERCATOR_MAX_LAT = 85.0511287798
+VIEW_LAT = NumberRange("lat", -MAX_LAT, MAX_LAT)
+VIEW_LON = NumberRange("lon", -MAX_LON, MAX_LON)
+# Leaflet zooms in whole steps by default, but a fractional zoom (pinch) is a view too.
+VIEW_ZOOM = NumberRange("zoom", 0, MAX_ZOOM)
+# The map's size (Leaflet's getSize(): whole CSS pixels); required.
+VIEW_WIDTH = WholeRange("width", 1, MAX_VIEW_PX, None)
+VIEW_HEIGHT = WholeRange("height", 1, MAX_VIEW_PX, None)
 
 # -- WHATSAT's radius --------------------------------------------------------------------
 
@@ -300,9 +352,12 @@ def bbox(raw: str | None) -> Box | None:
 # -- bodies ------------------------------------------------------------------------------
 
 
-def body_limits(max_body_bytes: int, max_ws_message: int) -> str:
-    """The configured limits on a request body and a WebSocket message, in words."""
+def body_limits(max_body_bytes: int, max_ws_message: int, max_import_bytes: int) -> str:
+    """The configured limits on a request body, a history import and a WebSocket message,
+    in words."""
     return (
         f"A request body is at most {max_body_bytes:,} bytes ([gateway] max_body_bytes: 413 "
-        f"past it); a WebSocket message at most {max_ws_message:,} ([gateway] max_ws_message)."
+        f"past it), a history import at most {max_import_bytes:,} ([gateway] "
+        f"max_import_bytes); a WebSocket message at most {max_ws_message:,} ([gateway] "
+        "max_ws_message)."
     )

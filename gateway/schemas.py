@@ -182,6 +182,22 @@ PLACES = obj(
     description="Google Places Nearby Search (legacy) JSON.",
 )
 
+PLACE_LABEL = obj(
+    {
+        "id": text('"geonames:<geonameid>" or "airport:<ICAO>", as in a place_id of Places'),
+        "name": {"type": "string", "minLength": 1},
+        "lat": {"type": "number", "minimum": -rules.MAX_LAT, "maximum": rules.MAX_LAT},
+        "lon": {"type": "number", "minimum": -rules.MAX_LON, "maximum": rules.MAX_LON},
+        "kind": {"enum": ["locality", "airport"]},
+        "population": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "null for an airport",
+        },
+    },
+    description="A place to label on the map.",
+)
+
 SERVER_STATUS = obj(
     {
         "name": {"type": "string"},
@@ -287,6 +303,7 @@ COMPONENTS: Schema = {
     "Record": RECORD,
     "ReportAttributes": _report_attributes(),
     "Places": PLACES,
+    "PlaceLabel": PLACE_LABEL,
     "ServerStatus": SERVER_STATUS,
     "HistoryPage": HISTORY_PAGE,
     "FeatureCollection": FEATURE_COLLECTION,

@@ -33,6 +33,7 @@ __all__ = [
     "cross_site",
     "host_allowed",
     "host_name",
+    "read_bounded",
     "site_middleware",
 ]
 
@@ -127,13 +128,15 @@ def site_middleware(
     return middleware
 
 
-def body_middleware(timeout: float) -> Callable[..., Awaitable[web.StreamResponse]]:
+def body_middleware(timeout: float, guards: Guards) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Read a request's whole body, within ``timeout`` seconds and the application's
-    ``client_max_size``, before the handler runs (its own read then returns it at once)."""
+    ``client_max_size``, before the handler runs (its own read then returns it at once).
+    A route declared ``streamed`` reads its own body (``read_bounded``)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.body_exists:
+        declared = guards.rule(request)
+        if request.body_exists and not (declared is not None and declared.streamed):
             try:
                 async with asyncio.timeout(timeout):
                     await request.read()  # 413 past client_max_size, however it is sent
@@ -145,3 +148,46 @@ def body_middleware(timeout: float) -> Callable[..., Awaitable[web.StreamRespons
         return await handler(request)
 
     return middleware
+
+
+# Bytes read from a streamed body at a time.
+_READ_CHUNK = 64 * 1024
+
+
+async def read_bounded(request: web.Request, limit: int, timeout: float, pace: int) -> bytes:
+    """The whole body of a ``streamed`` route, at most ``limit`` bytes (413 past it: at once
+    when ``Content-Length`` says so, else as soon as the body grows past it).
+
+    The body must keep the pace of the other routes' bodies: ``timeout`` seconds for its
+    first ``pace`` bytes (``max_body_bytes``), and ``timeout`` more for each ``pace`` bytes
+    received, so a large file on a fair link arrives whole, and a client trickling bytes is
+    cut off (408) as soon as it falls behind."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        deadline = start + timeout * (1 + received // pace)
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await request.content.read(_READ_CHUNK)
+        except TimeoutError:
+            log.warning("request body from %s fell behind after %d bytes", request.remote, received)
+            raise web.HTTPRequestTimeout(
+                text=f"the request body did not arrive at {pace:,} bytes per {timeout:g} s"
+            ) from None
+        if not chunk:
+            return b"".join(chunks)
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+
+
+def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=limit, actual_size=limit + 1, text=f"the body is over {limit:,} bytes"
+    )

@@ -1,8 +1,10 @@
 """The WebSocket ``/api/v1/ws``: a snapshot, then every update, plus report/nearby commands.
 
 Messages from the gateway: ``{"type": "snapshot", "records": [...]}`` once on connect, then
-``{"type": "update", "record": {...}}`` per update, and ``{"type": "reply", "id": ...}`` or
-``{"type": "error", "id": ..., "error": {...}}`` per command. Commands from the browser:
+``{"type": "update", "record": {...}}`` per update, ``{"type": "late", "records": [...]}`` for
+late points (kept in history, never a client's newest record: the map's trails), and
+``{"type": "reply", "id": ...}`` or ``{"type": "error", "id": ..., "error": {...}}`` per
+command. Commands from the browser:
 ``{"type": "report", "id": 1, "client_id": ..., "lat": ..., "lon": ..., "time": ...}``,
 ``{"type": "nearby", "id": 2, "client_id": ..., "radius_km": 10, "limit": 5}`` and
 ``{"type": "filter", "id": 3, "clients": [...] | null, "bbox": [w, s, e, n] | null}``.
@@ -32,6 +34,10 @@ from .records import dumps, record_json, records_json
 __all__ = ["websocket"]
 
 log = logging.getLogger("herd.gateway.ws")
+
+# Late points per WebSocket message: a phone's queue of thousands goes out in messages of
+# about 300 KB, none near a browser's or a proxy's message limits.
+LATE_PER_MESSAGE = 1000
 
 
 class CommandError(ApiError):
@@ -81,6 +87,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     sockets.add(ws)
     # Registration and snapshot with no await between them: no update falls in the gap.
     feed.add_listener(watcher.push)
+    feed.add_late_listener(watcher.push_late)
     snapshot = feed.snapshot_message(watcher.wants)
     sender = asyncio.create_task(_send_updates(ws, watcher, request))
     try:
@@ -95,6 +102,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         pass
     finally:
         feed.remove_listener(watcher.push)
+        feed.remove_late_listener(watcher.push_late)
         sockets.discard(ws)
         sender.cancel()
         # The sender ends cancelled, or earlier with the socket's own error: both are over.
@@ -115,6 +123,11 @@ async def _send_updates(ws: web.WebSocketResponse, watcher: Watcher, request: we
                 metrics.updates_pushed += 1
         for record in watcher.take_events():
             text = feed.event_message(record)
+            if text is not None:
+                await ws.send_str(text)
+        late = watcher.take_late()
+        for start in range(0, len(late), LATE_PER_MESSAGE):
+            text = feed.late_message(late[start : start + LATE_PER_MESSAGE])
             if text is not None:
                 await ws.send_str(text)
 

@@ -15,7 +15,6 @@
     history.replaceState(null, "", location.pathname + (query ? `?${query}` : "") + location.hash);
   }
 
-  const TRAIL_POINTS = 20; // positions kept per client trail
   const HERD_POLL_MS = 2000;
   const BACKOFF_MIN_MS = 250; // first reconnect attempt; doubles up to the max
   const BACKOFF_MAX_MS = 10000;
@@ -128,8 +127,12 @@
 
   const PIN = { radius: 8, color: "#fff", weight: 1.5, fillColor: "#1d4f91", fillOpacity: 1 };
   const PIN_SELECTED = { ...PIN, radius: 11, color: "#1d4f91", weight: 2, fillColor: "#ffb300" };
-  const TRAIL = { color: "#1d4f91", opacity: 0.45, weight: 3, dashArray: "4 5" };
-  const TRAIL_SELECTED = { ...TRAIL, opacity: 0.9, dashArray: null };
+  // One pixel wide and solid: a canvas draws a line of one pixel or less segment by segment
+  // (a "hairline"), where a wider or dashed one is outlined and filled as a whole; with
+  // 100,000 trail points that is 0.1 s against a second or more per redraw (tests/
+  // test_map_scale.py). The selected client's trail, one line, is drawn wide.
+  const TRAIL = { color: "#1d4f91", opacity: 0.7, weight: 1 };
+  const TRAIL_SELECTED = { ...TRAIL, opacity: 0.9, weight: 4 };
 
   // A map pin on a canvas: a round head of the marker's radius, its tip at the position.
   const Pin = L.CircleMarker.extend({
@@ -206,18 +209,16 @@
   }
 
   function showTrail() {
-    const client = clients.get(this.options.clientId);
-    if (client && client.trail) client.trail.addTo(map);
+    trails.show(this.options.clientId);
   }
 
   function hideTrail() {
-    const client = clients.get(this.options.clientId);
-    if (client && client.trail) client.trail.remove();
+    trails.hide(this.options.clientId);
   }
 
   // -- records in, batched per frame -----------------------------------------------------
 
-  const clients = new Map(); // client_id -> {id, record, marker, trail, points, key, index}
+  const clients = new Map(); // client_id -> {id, record, marker, latlng, key, index}
   const pending = new Map(); // client_id -> its newest record not yet shown
   let frame = 0;
   let bounds = null; // of every client seen: what the view fits while it follows them
@@ -300,25 +301,17 @@
     if (!client) {
       const marker = new Pin(latlng, { ...PIN, renderer: pinRenderer, clientId: id });
       marker.on({ add: showTrail, remove: hideTrail });
-      client = { id, record, marker, trail: null, points: [], latlng, key: "", index: -1 };
+      client = { id, record, marker, latlng, key: "", index: -1 };
       clients.set(id, client);
-    } else if (!latlng.equals(client.latlng)) {
-      // Moved: the clusters follow the marker's move event.
+    } else if (!latlng.equals(client.latlng) && !replay.active()) {
+      // Moved: the clusters follow the marker's move event. (A replay places the pins
+      // itself, and puts them back here when it ends.)
       client.marker.setLatLng(latlng);
     }
     client.latlng = latlng;
     client.record = record;
     client.key = `${id}\n${name}`.toLowerCase();
-    client.points.push(latlng);
-    if (client.points.length > TRAIL_POINTS) client.points.shift();
-    if (client.points.length > 1) {
-      if (!client.trail) {
-        const style = id === selected ? TRAIL_SELECTED : TRAIL;
-        client.trail = L.polyline([], { ...style, renderer: trailRenderer, interactive: false });
-        if (client.marker._map) client.trail.addTo(map);
-      }
-      client.trail.setLatLngs(client.points);
-    }
+    trails.live(record);
     const row = rendered.get(id);
     if (row) fillRow(row, client, Date.now() / 1000);
     return change;
@@ -588,9 +581,10 @@
     const client = clients.get(id);
     const link = `#client=${encodeURIComponent(id)}`;
     history.replaceState(null, "", `${location.pathname}${location.search}${link}`);
+    trails.select(id);
     if (client) {
       mark(client, true);
-      map.setView(client.latlng, Math.max(map.getZoom(), 11));
+      map.setView(client.marker.getLatLng(), Math.max(map.getZoom(), 11));
       if (client.index >= 0) reveal(client.index);
     }
     askNearby();
@@ -613,7 +607,7 @@
       marker.setStyle(PIN).setRadius(PIN.radius);
       clusters.addLayer(marker);
     }
-    client.trail?.setStyle(on ? TRAIL_SELECTED : TRAIL);
+    trails.restyle(client.id, on ? TRAIL_SELECTED : TRAIL);
   }
 
   // -- a hook for tests and benchmarks (read-only; docs/gateway.md) -----------------------
@@ -621,13 +615,15 @@
   window.herdMap = Object.freeze({
     // Where a client's pin is: drawn (on its own or in a cluster), shown on its own, visible
     // (shown inside the map's view), selected, and where its head is in the page (to click
-    // it), and the position it shows; null for no such client.
+    // it), and the position it shows (during a replay, where the client was); null for no
+    // such client.
     markerOf(id) {
       const client = clients.get(id);
       if (!client) return null;
       const marker = client.marker;
       const shown = Boolean(marker._map);
-      const point = map.latLngToContainerPoint(client.latlng).subtract([0, 2 * marker.getRadius()]);
+      const at = marker.getLatLng();
+      const point = map.latLngToContainerPoint(at).subtract([0, 2 * marker.getRadius()]);
       const box = map.getContainer().getBoundingClientRect();
       const inside = point.x >= 0 && point.y >= 0 && point.x <= box.width && point.y <= box.height;
       return {
@@ -636,8 +632,8 @@
         shown,
         visible: shown && inside && !map._animatingZoom,
         selected: id === selected,
-        lat: client.latlng.lat,
-        lon: client.latlng.lng,
+        lat: at.lat,
+        lon: at.lng,
         x: box.left + point.x,
         y: box.top + point.y,
       };
@@ -658,6 +654,14 @@
       });
       return { clusters: clustered, pins, total, clients: clients.size, listed: order.length };
     },
+    // A client's trail: its points [lat, lon, t] oldest first (a copy) and whether its line
+    // is on the map; null for a client with none.
+    trailOf(id) {
+      const points = trails.pointsOf(id);
+      return points && { points: points.map((p) => [...p]), drawn: trails.drawn(id) };
+    },
+    // The trails' loads and window, and the replay's state (static/trails.js, replay.js).
+    history: () => ({ ...trails.state(), replay: replay.state() }),
   });
 
   function askNearby() {
@@ -754,6 +758,28 @@
   });
   for (const id of ["radius", "limit"]) $(id).addEventListener("change", askNearby);
 
+  // -- history: trails, their window, the replay (static/trails.js, static/replay.js) -----
+
+  const trails = HerdTrails.create({
+    map,
+    renderer: trailRenderer,
+    styleOf: (id) => (id === selected ? TRAIL_SELECTED : TRAIL),
+    shown: (id) => Boolean(clients.get(id)?.marker._map),
+  });
+  const replay = HerdReplay.create({
+    trails,
+    place(id, lat, lon) {
+      const marker = clients.get(id)?.marker;
+      const at = marker?.getLatLng();
+      if (at && (at.lat !== lat || at.lng !== lon)) marker.setLatLng([lat, lon]);
+    },
+    back() {
+      for (const { marker, latlng } of clients.values()) {
+        if (!marker.getLatLng().equals(latlng)) marker.setLatLng(latlng);
+      }
+    },
+  });
+
   // -- the WebSocket ---------------------------------------------------------------------
 
   function connect() {
@@ -806,6 +832,9 @@
         break;
       case "event": // an alarm or a region transition: the update shows it in the list
         if (message.event && message.event.point) queue(message.event.point);
+        break;
+      case "late": // points kept in history, older than their client's newest: trails only
+        if (Array.isArray(message.records)) trails.late(message.records);
         break;
       case "reply":
         if (message.id === nearbyCommand) showPlaces({ ...message, radius: nearbyRadius });

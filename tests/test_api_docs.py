@@ -60,7 +60,7 @@ def test_swagger_ui_lists_the_api_and_tries_it_out(tmp_path: Path) -> None:
                 # Every operation of the document is listed.
                 spec = json.loads(page.request.get(base + "/api/v1/openapi.json").text())
                 ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
-                assert len(ids) == 8, ids
+                assert len(ids) == 11, ids
                 for operation_id in ids:
                     expect(operation(page, operation_id)).to_be_visible(timeout=10_000)
                 expect(page.locator(".opblock-summary-path").first).to_be_visible()

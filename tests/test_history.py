@@ -156,11 +156,15 @@ def test_a_deletion_reaches_every_server(tmp_path: Path) -> None:
         assert len(history(herd, "Jaquez", "kiwi")) == 10
 
 
-def test_history_is_off_unless_turned_on(tmp_path: Path) -> None:
-    with Herd(tmp_path, names=("Solo",), links=()) as herd:  # off by default
+def test_history_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    with Herd(tmp_path / "on", names=("Solo",), links=()) as herd:
+        reply = herd.ask("Solo", iamat("kiwi", when=NOW))
+        assert herd.ask("Solo", b"HISTORY kiwi 0 9999999999 10\n") == reply + b"END 1\n"
+    off = "[history]\nenabled = false\n"
+    with Herd(tmp_path / "off", names=("Solo",), links=(), extra=off) as herd:
         herd.ask("Solo", iamat("kiwi", when=NOW))
         assert herd.ask("Solo", b"HISTORY kiwi 0 1 10\n") == b"? HISTORY kiwi 0 1 10\n"
-        assert not (tmp_path / "data" / "Solo" / "history.db").exists()
+        assert not (tmp_path / "off" / "data" / "Solo" / "history.db").exists()
 
 
 def test_points_learnt_while_apart_reach_everyone_when_the_link_returns(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("backend", "gateway", "bench")
 
-# The pure core: wire formats, framing, records, budgets, the gateway's values and phone
-# formats. No I/O: no event loop, sockets, processes, HTTP or files.
+# The pure core: wire formats, framing, records, budgets, the gateway's values, phone formats
+# and map labels. No I/O: no event loop, sockets, processes, HTTP or files.
 PURE = (
     "backend.protocol",
     "backend.framing",
@@ -22,6 +22,7 @@ PURE = (
     "gateway.errors",
     "gateway.numbers",
     "gateway.rules",
+    "gateway.labels",
     "gateway.phones",
     "gateway.history",
 )

@@ -36,6 +36,7 @@ def test_the_wheel_carries_templates_static_files_and_the_command(tmp_path: Path
         "gateway/templates/index.html",
         "gateway/templates/api.html",
         "gateway/static/map.js",
+        "gateway/static/labels.js",
         "gateway/static/api-docs.js",
         "gateway/static/vendor/swagger-ui/swagger-ui-bundle.js",
         "gateway/static/vendor/swagger-ui/LICENSE",

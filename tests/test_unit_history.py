@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from backend.history import History, Row, bucket_of, fill, identity_hash
-from backend.history.points import DAY_NS, SPREAD
+from backend.history.points import (
+    DAY_NS,
+    SPREAD,
+    day_bucket,
+    decode_chunk,
+    hour_bucket_of,
+    slice_of,
+)
 
 NOW = 1_780_000_000.0  # 2026-05-28: the tests' clock
 DAY = 86_400
@@ -42,18 +49,19 @@ def recomputed(h: History) -> dict[int, tuple[int, int]]:
     """The digests as they should be, from the points themselves."""
     digests: dict[int, tuple[int, int]] = {}
     conn = sqlite3.connect(h.path)
-    for name, ns, location in conn.execute(
-        "SELECT c.name, p.ns, p.location FROM points p JOIN clients c ON c.id = p.client"
+    for name, data in conn.execute(
+        "SELECT c.name, x.data FROM chunks x JOIN clients c ON c.id = x.client"
     ):
-        b = bucket_of(name, ns)
-        count, xor = digests.get(b, (0, 0))
-        digests[b] = (count + 1, xor ^ identity_hash(name, ns, location))
+        for r in decode_chunk(name, data):
+            b = bucket_of(name, r.ns)
+            count, xor = digests.get(b, (0, 0))
+            digests[b] = (count + 1, xor ^ identity_hash(name, r.ns, r.location))
     conn.close()
     return digests
 
 
 def stored(h: History) -> dict[int, tuple[int, int]]:
-    return {b: (d.points, d.xor) for b, d in h.digests(0, 10**6).items()}
+    return {b: (d.points, d.xor) for b, d in h.reads.digests(0, 10**6).items()}
 
 
 async def test_a_point_is_new_once_and_stored_once(history: History) -> None:
@@ -96,14 +104,40 @@ async def test_window_is_inclusive_and_limited(history: History) -> None:
     assert history.points("nobody", 0, 2**62, 10) == []
 
 
-async def test_pages_cover_the_window_once_even_at_equal_times(history: History) -> None:
-    for i in range(25):
-        history.offer(row("kiwi", NOW - 100 + i // 5, f"+{i}-1"))  # 5 points per time
+async def test_overlapping_chunks_and_open_points_read_in_order_once(history: History) -> None:
+    """Points written in several chunks that overlap in time (late ones), plus points not yet
+    written, read back in (time, location) order, each once."""
+    points = [row("kiwi", NOW - 100 + i // 5, f"+{i:02}-1") for i in range(25)]  # 5 per time
+    for start in range(0, 20, 7):
+        for p in points[start : start + 7][::-1]:
+            assert history.offer(p)
+        await history.wait_saved()  # a chunk each
+    for p in points[21:]:
+        assert history.offer(p)  # still open
+    assert not history.offer(points[3]) and not history.offer(points[22])
+    window = (0, round(NOW * 1e9), 100)
+    assert await history.read_points("kiwi", *window) == points
+    assert await history.read_points("kiwi", 0, points[9].ns, 7) == points[:7]
+    assert history.points("kiwi", *window) == points[:21]  # committed only
+    # HISTORY's lines: the rows' lines, whichever way they are made (chunks that overlap here).
+    for limit in (100, 7):
+        lines = await history.read_lines("kiwi", 0, round(NOW * 1e9), limit, False)
+        assert lines == [p.at_line().decode() + "\n" for p in points[:limit]]
+
+
+async def test_history_lines_from_chunks_apart_and_open_points(history: History) -> None:
+    """Chunks that do not overlap are read straight into lines, open points after them."""
+    points = [row("owl", NOW - 3_000 + i, attributes=f'{{"n":{i}}}') for i in range(960)]
+    for p in points[:900]:  # chunks of 512 and 388
+        history.add(p)
     await history.wait_saved()
-    pages = list(history.iter_points("kiwi", 0, 2**62, page=7))
-    flat = [r for page in pages for r in page]
-    assert len(flat) == 25 and len(set(flat)) == 25
-    assert [len(p) for p in pages] == [7, 7, 7, 4]
+    for p in points[900:]:
+        history.add(p)  # still open
+    since, until = points[5].ns, points[950].ns
+    for limit, flag in ((10_000, True), (10_000, False), (600, True)):
+        lines = await history.read_lines("owl", since, until, limit, flag)
+        kept = points[5:951][:limit]
+        assert lines == [(p.wire() if flag else p.at_line()).decode() + "\n" for p in kept]
 
 
 async def test_attributes_are_kept(history: History) -> None:
@@ -158,7 +192,7 @@ async def test_deleted_points_stay_deleted(history: History) -> None:
     assert not history.offer(row("kiwi", NOW - 95)), "a deleted point does not come back"
     again = await reopen(history)
     assert not again.offer(row("kiwi", NOW - 95))
-    assert again.forgotten() == {"kiwi": until}
+    assert again.reads.forgotten() == {"kiwi": until}
     await again.close()
 
 
@@ -188,18 +222,26 @@ async def test_who_was_in_an_area(history: History) -> None:
     history.offer(row("out", NOW - 100, "+10.0+010.0"))
     history.offer(row("early", NOW - 5 * 3_600, "+34.1-118.4"))
     await history.wait_saved()
-    found = history.area((-119, 34, -118, 35), round((NOW - 3_600) * 1e9), round(NOW * 1e9), 10)
+    found = await history.read_area(
+        (-119, 34, -118, 35), round((NOW - 3_600) * 1e9), round(NOW * 1e9), 10
+    )
     assert list(found) == ["in"]
     assert [r.location for r in found["in"]] == ["+34.1-118.4"]
     # Its hour's box covers the box asked, but no point of "near" lies inside it.
     history.offer(row("near", NOW - 100, "+33.9-118.5"))
     history.offer(row("near", NOW - 90, "+35.1-117.9"))
-    history.offer(row("in2", NOW - 100, "+34.5-118.5"))
     await history.wait_saved()
+    history.offer(row("in2", NOW - 100, "+34.5-118.5"))  # not yet written: found all the same
     window = round((NOW - 3_600) * 1e9), round(NOW * 1e9)
-    assert history.area_clients((-119, 34, -118, 35), *window, 10) == ["in", "in2"]
-    assert history.area_clients((-119, 34, -118, 35), *window, 1) == ["in"]
-    assert history.area_clients((0, 0, 1, 1), *window, 10) == []
+    box = (-119.0, 34.0, -118.0, 35.0)
+    assert await history.read_area_clients(box, *window, 10) == ["in", "in2"]
+    assert await history.read_area_clients(box, *window, 1) == ["in"]
+    assert await history.read_area_clients((0, 0, 1, 1), *window, 10) == []
+    found = await history.read_area(box, *window, 10)
+    assert {name: [r.location for r in rows] for name, rows in found.items()} == {
+        "in": ["+34.1-118.4"],
+        "in2": ["+34.5-118.5"],
+    }
 
 
 async def test_fill_writes_a_history_a_server_then_reads(tmp_path: Path) -> None:
@@ -232,18 +274,29 @@ async def test_a_failed_write_is_retried_not_dropped(history: History, monkeypat
     assert sum(len(history.points(f"c{i}", 0, 2**62, 2)) for i in range(3_000)) == 3_000
 
 
-async def test_days_digests_and_buckets_agree(history: History) -> None:
+async def test_days_hours_digests_and_buckets_agree(history: History) -> None:
+    """A day bucket's digest is its hour buckets' together; an hour bucket's is its points',
+    whether written or not (half of them are still open here)."""
     for i in range(200):
-        history.offer(row(f"c{i}", NOW - i * 60))
-    await history.wait_saved()
+        history.offer(row(f"c{i}", NOW - i * 600))
+        if i == 100:
+            await history.wait_saved()
     today = int(NOW * 1e9) // DAY_NS
-    for b, digest in history.digests(today - 1, today).items():
-        rows = history.bucket(b)
-        assert len(rows) == digest.points
-        xor = 0
-        for r in rows:
-            xor ^= identity_hash(r.client_id, r.ns, r.location)
-        assert xor == digest.xor
+    days = await history.read_digests(today - 2, today)
+    assert sum(d.points for d in days.values()) == 200
+    summed: dict[int, tuple[int, int]] = {}
+    for day in range(today - 2, today + 1):
+        for b, digest in (await history.read_hours(day)).items():
+            rows = await history.read_bucket(b)
+            assert len(rows) == digest.points
+            xor = 0
+            for r in rows:
+                assert hour_bucket_of(r.client_id, r.ns) == b
+                xor ^= identity_hash(r.client_id, r.ns, r.location)
+            assert xor == digest.xor
+            count, held = summed.get(day_bucket(b), (0, 0))
+            summed[day_bucket(b)] = (count + digest.points, held ^ digest.xor)
+    assert summed == {b: (d.points, d.xor) for b, d in days.items()}
 
 
 async def test_times_past_64_bit_nanoseconds_are_no_history(history: History) -> None:
@@ -255,7 +308,62 @@ async def test_times_past_64_bit_nanoseconds_are_no_history(history: History) ->
     await history.wait_saved()
     # A window reaching past 2262 (HISTORY kiwi 0 9999999999 ...) reads what there is.
     assert len(history.points("kiwi", 0, 9_999_999_999 * 10**9, 10)) == 1
-    assert len(list(history.iter_points("kiwi", 0, 253402300799 * 10**9))) == 1
+    assert len(history.points("kiwi", 0, 253402300799 * 10**9, 10)) == 1
     assert history.forget("kiwi", 253402300799 * 10**9)
     await history.wait_saved()
     assert history.points("kiwi", 0, 2**62, 10) == []
+
+
+# What the first build of history wrote (schema 1: a row per point, hourly cells).
+_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+INSERT INTO meta VALUES ('schema', 1);
+CREATE TABLE clients (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+    slice INTEGER NOT NULL, points INTEGER NOT NULL DEFAULT 0, floor INTEGER);
+CREATE TABLE points (client INTEGER NOT NULL, ns INTEGER NOT NULL, location TEXT NOT NULL,
+    time TEXT NOT NULL, server TEXT NOT NULL, diff TEXT NOT NULL, attributes BLOB,
+    PRIMARY KEY (client, ns, location)) WITHOUT ROWID;
+CREATE TABLE cells (hour INTEGER NOT NULL, client INTEGER NOT NULL, south REAL NOT NULL,
+    west REAL NOT NULL, north REAL NOT NULL, east REAL NOT NULL,
+    PRIMARY KEY (hour, client)) WITHOUT ROWID;
+CREATE TABLE digests (bucket INTEGER PRIMARY KEY, count INTEGER NOT NULL,
+    xor INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE forgotten (name TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+async def test_a_database_of_schema_1_is_converted(tmp_path: Path) -> None:
+    points = [row("kiwi", NOW - 6_000 + i * 100, attributes='{"battery":5}') for i in range(60)]
+    points.append(row("owl", NOW - 50))
+    conn = sqlite3.connect(tmp_path / "history.db")
+    conn.executescript(_SCHEMA_1)
+    for cid, name in enumerate(("kiwi", "owl"), 1):
+        mine = [p for p in points if p.client_id == name]
+        conn.execute(
+            "INSERT INTO clients VALUES (?, ?, ?, ?, NULL)",
+            (cid, name, slice_of(name), len(mine)),
+        )
+        conn.executemany(
+            "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (cid, p.ns, p.location, p.client_time, p.server_id, p.time_diff, p.attributes)
+                for p in mine
+            ],
+        )
+    conn.commit()
+    conn.close()
+    h = History(tmp_path, keep_days=30, max_points=1_000, clock=lambda: NOW)
+    h.open()
+    try:
+        window = (0, round(NOW * 1e9), 100)
+        assert await h.read_points("kiwi", *window) == points[:60]
+        assert await h.read_points("owl", *window) == points[60:]
+        assert h.stats()["points"] == 61
+        assert stored(h) == recomputed(h)
+        assert not h.offer(points[3]) and h.offer(row("kiwi", NOW - 1))
+    finally:
+        await h.close()
+    tables = sqlite3.connect(tmp_path / "history.db").execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+    )
+    assert {"points", "cells"}.isdisjoint(name for (name,) in tables)

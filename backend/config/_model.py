@@ -162,9 +162,8 @@ class Durability:
 class HistoryConfig:
     """Every point kept, not only the newest record. See docs/history.md."""
 
-    # Off until history's cost is won back: on, it halves IAMAT throughput and a burst of
-    # load leaves the flood seconds behind while the writers catch up (docs/performance.md).
-    enabled: bool = False
+    # On: every point is kept (docs/performance.md says what that costs an IAMAT).
+    enabled: bool = True
     # Points of a UTC day more than this many days before today are deleted (by client
     # time), so every server holds at least this many whole days.
     keep_days: Count = 365
@@ -207,6 +206,11 @@ class GatewayConfig:
     pool_size: Count = 8
     # Largest request body accepted: a batch of 1,000 reports is about 100 KB.
     max_body_bytes: Count = 1024 * 1024
+    # Largest history import (POST /api/v1/clients/{id}/history, a GPX or GeoJSON file)
+    # accepted: 32 MiB holds the import's 50,000 points at up to 670 bytes each (the gateway's
+    # own GPX export writes 106 to 359 bytes a point, gpxpy about 130); a bigger body is
+    # refused with 413, before it is read when its Content-Length says so.
+    max_import_bytes: Count = 32 * 1024 * 1024
     # Largest WebSocket message accepted from a browser (commands are tiny).
     max_ws_message: Count = 64 * 1024
     # Seconds between WebSocket pings; a browser that misses two is dropped.

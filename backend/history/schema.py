@@ -2,17 +2,21 @@
 
 Tables::
 
-    clients   id <-> client ID, the client's point count, and its floor: no point at or before
-              it is kept (its history was deleted up to there, or it is at its point limit)
-    points    one row per point, keyed (client, ns, location): a client's points lie together
-              in time order, so a window is one range scan; WITHOUT ROWID keeps a row near
-              70 bytes
-    cells     (hour, client) -> the box its points of that hour lie in: "who was in this area
-              in this window" reads these, then only the points of the clients found
+    clients   id <-> client ID, its slice (points.SPREAD), its point count, and its floor: no
+              point at or before it is kept (its history was deleted up to there, or it is at
+              its point limit)
+    chunks    a client's points of one hour (UTC) or part of one, packed and compressed
+              (points.encode_chunk), with their count, first and last times and bounding box:
+              a window is a range scan over a client's chunks, and a commit writes a row per
+              chunk, not per point. Chunks of one client may overlap in time (a late point
+              comes in a chunk of its own); none holds a point another holds.
     digests   (bucket) -> count and XOR of identity hashes (points.py), kept in the same
               transaction as the points they describe
+    hours     (hour bucket) -> the same for an hour and a slice: anti-entropy's leaves
     forgotten client ID -> the time up to which its history was deleted (replicated)
     meta      the schema's version
+
+Version 1 (a row per point, and hourly cells) is converted to chunks when opened.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "connect", "create"]
+__all__ = ["SCHEMA_VERSION", "connect", "converted", "create"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -34,23 +38,24 @@ CREATE TABLE IF NOT EXISTS clients (
     floor INTEGER
 );
 CREATE INDEX IF NOT EXISTS clients_by_slice ON clients (slice);
-CREATE TABLE IF NOT EXISTS points (
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     client INTEGER NOT NULL,
-    ns INTEGER NOT NULL,
-    location TEXT NOT NULL,
-    time TEXT NOT NULL,
-    server TEXT NOT NULL,
-    diff TEXT NOT NULL,
-    attributes BLOB,
-    PRIMARY KEY (client, ns, location)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cells (
-    hour INTEGER NOT NULL,
-    client INTEGER NOT NULL,
+    day INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    count INTEGER NOT NULL,
     south REAL NOT NULL, west REAL NOT NULL, north REAL NOT NULL, east REAL NOT NULL,
-    PRIMARY KEY (hour, client)
-) WITHOUT ROWID;
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_client ON chunks (client, last);
+CREATE INDEX IF NOT EXISTS chunks_by_day ON chunks (day, client);
 CREATE TABLE IF NOT EXISTS digests (
+    bucket INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL,
+    xor INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hours (
     bucket INTEGER PRIMARY KEY,
     count INTEGER NOT NULL,
     xor INTEGER NOT NULL
@@ -76,15 +81,24 @@ def connect(path: Path, *, durable: bool) -> sqlite3.Connection:
     return conn
 
 
-def create(conn: sqlite3.Connection) -> bool:
-    """Create the tables if missing; True if the database was new (nothing in it yet)."""
+def create(conn: sqlite3.Connection) -> tuple[bool, int]:
+    """Create the tables if missing; whether the database was new (nothing in it yet), and
+    the schema version it was made with (SCHEMA_VERSION, or 1 to convert: ``store``)."""
     new: bool = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
     conn.executescript(_TABLES)
     found = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if found is None:
         conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-    elif found[0] != SCHEMA_VERSION:
+        return new, SCHEMA_VERSION
+    if found[0] not in (1, SCHEMA_VERSION):
         raise sqlite3.DatabaseError(
             f"history schema {found[0]} is not {SCHEMA_VERSION}: made by another version"
         )
-    return new
+    return new, int(found[0])
+
+
+def converted(conn: sqlite3.Connection) -> None:
+    """Version 1's tables are gone (their points now in chunks): mark the schema current."""
+    conn.execute("DROP TABLE IF EXISTS points")
+    conn.execute("DROP TABLE IF EXISTS cells")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))

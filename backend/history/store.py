@@ -1,9 +1,14 @@
-"""History on the event loop's side: what is new, what is queued, and reads off the loop.
+"""History on the event loop's side: what is new, the chunks being gathered, reads off the loop.
 
-``History.offer`` decides on the loop, in microseconds, whether a point is new here (so a
-late point is flooded on exactly once) and queues it for the writer thread; reads run in
-worker threads on connections of their own (WAL lets them read while the writer writes).
-Nothing here waits for SQLite on the loop but the one-row lookup of ``offer``.
+A point is kept in two steps. On the loop, ``History.add`` (a record that became its client's
+newest) appends it to its client's open chunk (buffers.py), and ``History.offer`` (a late
+point, or a neighbour's) first decides whether it is new here, so that it is flooded on
+exactly once. A chunk goes to the writer thread once it holds CHUNK_POINTS points, is
+MAX_AGE_S old, or the open chunks hold MAX_OPEN_POINTS in all; the writer stores it as one
+row (schema.py), so a commit costs a row per chunk rather than per point. Until the writer
+reports it committed, a point is in memory *and* in the record journal (which is not
+compacted past it): reads (reads.py, in worker threads) merge it in, and anti-entropy's
+digests count it.
 """
 
 from __future__ import annotations
@@ -12,33 +17,55 @@ import asyncio
 import collections
 import contextlib
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from ..files import private_dir
-from .points import DAY_NS, MAX_NS, SPREAD, Digest, Row, day_of, lat_lng
+from ..protocol import Record
+from .buffers import Buffer, digests_of
+from .points import (
+    DAY_NS,
+    HOURS,
+    MAX_NS,
+    SPREAD,
+    Digest,
+    Point,
+    Row,
+    chunk_keys,
+    day_bucket,
+    day_of,
+    key_of,
+    ns_of,
+)
+from .reads import Box, Reads
 from .schema import connect, create
-from .writer import BATCH, HOUR_NS, Expire, Forget, Writer
+from .writer import Chunk, Expire, Forget, Writer
 
-__all__ = ["FILE", "History", "fill"]
+__all__ = ["CHUNK_POINTS", "FILE", "History"]
 
 FILE = "history.db"
-# A point's identity: client ID, client time in ns, location.
-Identity = tuple[str, int, str]
 
-_ROW = "SELECT c.name, p.ns, p.time, p.location, p.server, p.diff, p.attributes"
-
-
-def _row(found: tuple[str, int, str, str, str, str, bytes | None]) -> Row:
-    name, ns, client_time, location, server, diff, attributes = found
-    return Row(name, ns, client_time, location, server, diff, attributes or b"")
+# A chunk goes to the writer when it holds this many points: 512 points are ~12 KB packed,
+# a day's trail at one fix per 10 s is 24 chunks (one an hour at most), and a window read
+# decodes a few of them.
+CHUNK_POINTS = 512
+# ... or when its first point has waited this long: a slow client's chunk is still written
+# within minutes (the journal keeps it meanwhile; a restart replays it).
+MAX_AGE_S = 120.0
+# ... or when the open chunks hold this many points in all (~35 MB): the oldest go first.
+MAX_OPEN_POINTS = 100_000
+# How often the loop looks for chunks past MAX_AGE_S.
+TICK_S = 1.0
+# Decoded chunks kept for ``offer``'s lookups: a flood of late points (a partition's repair,
+# a phone's queue) asks about the same few chunks again and again.
+LOOKUP_CACHE = 64
+_DAY_S = 86_400
+_LAST_S = MAX_NS // 1_000_000_000  # the last whole second history's nanoseconds reach
 
 
 class History:
-    """Every point this server holds, in ``directory``/history.db."""
+    """Every point this server holds, in ``directory``/history.db and in open chunks."""
 
     def __init__(
         self,
@@ -57,17 +84,21 @@ class History:
         self.first_day = 0  # points of earlier UTC days are past retention
         self.floors: dict[str, int] = {}  # client -> no point at or before this ns is kept
         self.queued = 0  # items handed to the writer
+        self.saved = 0  # items the writer has committed
         self.stored = 0  # points in the database
         self.late = 0  # late points kept since start (the server counts them)
         self.deletions = 0  # deletions applied since start
-        self.saved = 0  # items the writer has committed
-        self._unsaved: dict[Identity, int] = {}
-        self._order: collections.deque[Identity | None] = collections.deque()
+        self.reads = Reads(self.path, durable=durable)
+        self._open: dict[str, Buffer] = {}
+        self._ageing: dict[str, float] = {}  # client -> when its open chunk began, oldest first
+        self._open_points = 0  # points in open chunks (not yet sent)
+        self._order: collections.deque[Buffer | None] = collections.deque()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._local = threading.local()
         self._lookup: sqlite3.Connection | None = None
+        self._cache: collections.OrderedDict[int, set[tuple[int, str]]] = collections.OrderedDict()
         self._writer: Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick: asyncio.TimerHandle | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -79,20 +110,27 @@ class History:
         private_dir(self.path.parent, tighten=False)
         self._loop = asyncio.get_running_loop()
         conn = connect(self.path, durable=self.durable)
-        new = create(conn)
+        new, version = create(conn)
+        writer = Writer(conn, self.max_points, self._from_writer)
+        if version == 1:
+            writer.convert_v1()
         self.floors = dict(
             conn.execute("SELECT name, floor FROM clients WHERE floor IS NOT NULL").fetchall()
         )
         self._lookup = connect(self.path, durable=self.durable)
-        self._writer = Writer(conn, self.max_points, self._from_writer)
-        self.stored = self._writer.stored
-        self._writer.start()
+        self._writer = writer
+        self.stored = writer.stored
+        writer.start()
         self.expire()
+        self._tick = self._loop.call_later(TICK_S, self._age)
         return new
 
     async def close(self) -> None:
-        """Write everything queued, then close."""
+        """Write everything gathered, then close."""
+        if self._tick is not None:
+            self._tick.cancel()
         if self._writer is not None:
+            self.flush()
             await asyncio.to_thread(self._writer.stop)
             self._writer.conn.close()
             self._writer = None
@@ -102,30 +140,41 @@ class History:
 
     # -- writes (on the loop) --------------------------------------------------------------
 
-    def offer(self, row: Row) -> bool:
-        """Queue ``row`` if this server does not hold its point; True if it was new.
+    def add(self, point: Point) -> None:
+        """Keep ``point`` with no lookup: a record that just became its client's newest,
+        which no held point can equal (a copy is dropped by the writer all the same)."""
+        if self.wanted(point):
+            self._append(self._open.get(point.client_id), point)
+
+    def offer(self, point: Point) -> bool:
+        """Keep ``point`` if this server does not hold it; True if it was new.
 
         A point past retention or at or before its client's floor is not new: it is never
         stored, nor flooded on (so a deleted point does not come back from a peer)."""
-        if not self.wanted(row):
+        if not self.wanted(point):
             return False
-        identity = (row.client_id, row.ns, row.location)
-        if identity in self._unsaved or self._held(identity):
+        buffer = self._open.get(point.client_id)
+        if buffer is not None and buffer.holds(key_of(point)):
             return False
-        self._queue(row, identity)
+        if self._held(point):
+            return False
+        self._append(buffer, point)
         return True
 
-    def add(self, row: Row) -> None:
-        """Queue ``row`` with no lookup: for a record that just became its client's newest,
-        which no held point can equal (a copy is ignored by the writer all the same)."""
-        if self.wanted(row):
-            self._queue(row, (row.client_id, row.ns, row.location))
-
-    def wanted(self, row: Row) -> bool:
-        floor = self.floors.get(row.client_id)
-        if not self.first_day * DAY_NS <= row.ns <= MAX_NS:
+    def wanted(self, point: Point) -> bool:
+        """Within retention, within 64-bit nanoseconds, above its client's floor."""
+        if isinstance(point, Record):
+            seconds = point.key[0]  # to the second, exactly, without the nanoseconds
+            if seconds < self.first_day * _DAY_S:
+                return False
+            if seconds >= _LAST_S and ns_of(point) > MAX_NS:
+                return False
+            floor = self.floors.get(point.client_id)
+            return floor is None or ns_of(point) > floor
+        floor = self.floors.get(point.client_id)
+        if not self.first_day * DAY_NS <= point.ns <= MAX_NS:
             return False
-        return floor is None or row.ns > floor
+        return floor is None or point.ns > floor
 
     def forget(self, client_id: str, until_ns: int) -> bool:
         """Delete a client's points up to ``until_ns``; False if an equal or later deletion
@@ -136,6 +185,13 @@ class History:
             return False
         self.floors[client_id] = until_ns
         self.deletions += 1
+        buffer = self._open.get(client_id)
+        if buffer is not None and buffer.items:
+            # The open chunk's points it deletes never go to the writer; the chunks already
+            # there are written before the deletion, which removes them.
+            kept = [p for p in buffer.items if ns_of(p) > until_ns]
+            self._open_points -= len(buffer.items) - len(kept)
+            buffer.items, buffer.keys = kept, None
         self._put(Forget(client_id, until_ns), None)
         return True
 
@@ -150,9 +206,17 @@ class History:
             self.first_day = first
             self._put(Expire(first), None)
 
-    async def wait_saved(self) -> None:
-        """Until everything queued so far is committed (the record journal waits on this
-        before it deletes the segments that hold those points)."""
+    def flush(self) -> None:
+        """Send every open chunk to the writer."""
+        for client_id in list(self._ageing):
+            self._send(self._open[client_id])
+
+    async def wait_saved(self, *, flush: bool = True) -> None:
+        """Until every point gathered so far is committed (the record journal waits on this
+        before it deletes the segments that hold those points); with ``flush=False``, only
+        what was handed to the writer already (a deletion, say)."""
+        if flush:
+            self.flush()
         target = self.queued
         if self.saved >= target:
             return
@@ -162,24 +226,68 @@ class History:
         self._waiters.append((target, future))
         await future
 
-    def _queue(self, row: Row, identity: Identity) -> None:
-        self._unsaved[identity] = self._unsaved.get(identity, 0) + 1
-        self._put(row, identity)
+    def _append(self, buffer: Buffer | None, point: Point) -> None:
+        client_id = point.client_id
+        if buffer is None:
+            buffer = self._open[client_id] = Buffer(client_id)
+        if not buffer.items:
+            self._ageing.pop(client_id, None)  # to the end: the youngest
+            self._ageing[client_id] = time.monotonic()
+        buffer.append(point)
+        self._open_points += 1
+        if len(buffer.items) >= CHUNK_POINTS:
+            self._send(buffer)
+        elif self._open_points > MAX_OPEN_POINTS:
+            for oldest in list(self._ageing)[: len(self._ageing) // 4 + 1]:
+                self._send(self._open[oldest])
 
-    def _put(self, item: Row | Forget | Expire, identity: Identity | None) -> None:
+    def _send(self, buffer: Buffer) -> None:
+        """The client's open chunk to the writer."""
+        self._ageing.pop(buffer.client_id, None)
+        if buffer.items:
+            self._open_points -= len(buffer.items)
+            self._put(buffer.take(), buffer)
+
+    def _age(self) -> None:
+        """Send the chunks whose first point has waited MAX_AGE_S; then again in TICK_S."""
+        assert self._loop is not None
+        limit = time.monotonic() - MAX_AGE_S
+        for client_id, began in list(self._ageing.items()):
+            if began > limit:
+                break
+            self._send(self._open[client_id])
+        self._tick = self._loop.call_later(TICK_S, self._age)
+
+    def _put(self, item: Chunk | Forget | Expire, buffer: Buffer | None) -> None:
         assert self._writer is not None, "history is not open"
-        self._order.append(identity)
+        self._order.append(buffer)
         self.queued += 1
         self._writer.put(item)
 
-    def _held(self, identity: Identity) -> bool:
+    def _held(self, point: Point) -> bool:
+        """Whether the database holds the point (on the loop: an indexed lookup, and the
+        decoding of a chunk unless a recent lookup decoded it)."""
         assert self._lookup is not None
-        found = self._lookup.execute(
-            "SELECT 1 FROM points WHERE client = (SELECT id FROM clients WHERE name = ?) "
-            "AND ns = ? AND location = ?",
-            identity,
-        ).fetchone()
-        return found is not None
+        ns = ns_of(point)
+        key = (ns, point.location)
+        for (chunk_id,) in self._lookup.execute(
+            "SELECT x.id FROM chunks x WHERE x.client = (SELECT id FROM clients WHERE name = ?) "
+            "AND x.last >= ? AND x.first <= ?",
+            (point.client_id, ns, ns),
+        ).fetchall():
+            keys = self._cache.get(chunk_id)
+            if keys is None:
+                (data,) = self._lookup.execute(
+                    "SELECT data FROM chunks WHERE id = ?", (chunk_id,)
+                ).fetchone()
+                keys = self._cache[chunk_id] = chunk_keys(data)
+                if len(self._cache) > LOOKUP_CACHE:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(chunk_id)
+            if key in keys:
+                return True
+        return False
 
     def _from_writer(self, count: int, floors: dict[str, int], change: int) -> None:
         assert self._loop is not None
@@ -189,13 +297,11 @@ class History:
     def _saved(self, count: int, floors: dict[str, int], change: int) -> None:
         self.stored += change
         for _ in range(count):
-            identity = self._order.popleft()
-            if identity is not None:
-                left = self._unsaved[identity] - 1
-                if left:
-                    self._unsaved[identity] = left
-                else:
-                    del self._unsaved[identity]
+            buffer = self._order.popleft()
+            if buffer is not None:
+                buffer.committed()
+                if buffer.empty() and self._open.get(buffer.client_id) is buffer:
+                    del self._open[buffer.client_id]
         self.saved += count
         for name, ns in floors.items():
             self.floors[name] = max(ns, self.floors.get(name, ns))
@@ -210,136 +316,88 @@ class History:
         if waiting and self._writer is not None:
             self._writer.hurry()  # more than one batch queued before a reader
 
-    # -- reads (in a worker thread: asyncio.to_thread) -------------------------------------
+    # -- reads: copy what is uncommitted on the loop, read the database in a thread --------
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, durable=self.durable)
-            self._local.conn = conn
-        return conn
+    def _uncommitted(self, client_id: str) -> list[Point]:
+        buffer = self._open.get(client_id)
+        return buffer.every() if buffer is not None else []
 
-    def points(self, client_id: str, since_ns: int, until_ns: int, limit: int) -> list[Row]:
-        """A client's points with since <= time <= until, oldest first, at most ``limit``."""
-        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
-        return [_row(found) for found in self._window(client_id, since_ns, until_ns, limit)]
-
-    def iter_points(
-        self, client_id: str, since_ns: int, until_ns: int, page: int = 5_000
-    ) -> Iterator[list[Row]]:
-        """The same window in pages of ``page`` points: an export of any size in bounded
-        memory (each page is a fresh range scan from the last time read)."""
-        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
-        last: tuple[int, str] | None = None
-        while True:
-            if last is None:
-                found = self._window(client_id, since_ns, until_ns, page)
-            else:
-                found = self._after(client_id, last, until_ns, page)
-            if not found:
-                return
-            yield [_row(f) for f in found]
-            last = (found[-1][1], found[-1][3])
-            if len(found) < page:
-                return
-
-    def _window(
+    async def read_points(
         self, client_id: str, since_ns: int, until_ns: int, limit: int
-    ) -> list[Any]:
-        return self._reader().execute(
-            f"{_ROW} FROM points p JOIN clients c ON c.id = p.client "
-            "WHERE c.name = ? AND p.ns >= ? AND p.ns <= ? ORDER BY p.ns, p.location LIMIT ?",
-            (client_id, since_ns, until_ns, limit),
-        ).fetchall()
+    ) -> list[Row]:
+        """A client's points with since <= time <= until, oldest first, at most ``limit``."""
+        extra = self._uncommitted(client_id)
+        return await asyncio.to_thread(
+            self.reads.points, client_id, since_ns, until_ns, limit, extra
+        )
 
-    def _after(
-        self, client_id: str, last: tuple[int, str], until_ns: int, limit: int
-    ) -> list[Any]:
-        return self._reader().execute(
-            f"{_ROW} FROM points p JOIN clients c ON c.id = p.client "
-            "WHERE c.name = ? AND (p.ns, p.location) > (?, ?) AND p.ns <= ? "
-            "ORDER BY p.ns, p.location LIMIT ?",
-            (client_id, *last, until_ns, limit),
-        ).fetchall()
+    async def read_lines(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, points: bool
+    ) -> list[str]:
+        """HISTORY's answer lines (``Reads.lines``)."""
+        extra = self._uncommitted(client_id)
+        return await asyncio.to_thread(
+            self.reads.lines, client_id, since_ns, until_ns, limit, extra, points
+        )
 
-    def area(
-        self, box: tuple[float, float, float, float], since_ns: int, until_ns: int, limit: int
+    async def read_area(
+        self, box: Box, since_ns: int, until_ns: int, limit: int
     ) -> dict[str, list[Row]]:
         """The clients that were in ``box`` (west, south, east, north) in the window, with
         their points there, at most ``limit`` points in all."""
-        west, south, east, north = box
-        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
-        clients = self._reader().execute(
-            "SELECT DISTINCT c.name FROM cells x JOIN clients c ON c.id = x.client "
-            "WHERE x.hour >= ? AND x.hour <= ? AND x.north >= ? AND x.south <= ? "
-            "AND x.east >= ? AND x.west <= ? ORDER BY c.name",
-            (since_ns // HOUR_NS, until_ns // HOUR_NS, south, north, west, east),
-        ).fetchall()
-        found: dict[str, list[Row]] = {}
-        left = limit
-        for (name,) in clients:
-            for page in self.iter_points(name, since_ns, until_ns):
-                inside = [r for r in page if _inside(r, west, south, east, north)]
-                if inside:
-                    found.setdefault(name, []).extend(inside[:left])
-                    left -= min(left, len(inside))
-                if left == 0:
-                    return found
-        return found
+        extra = {name: b.every() for name, b in self._open.items()}
+        return await asyncio.to_thread(self.reads.area, box, since_ns, until_ns, limit, extra)
 
-    def area_clients(
-        self, box: tuple[float, float, float, float], since_ns: int, until_ns: int, limit: int
+    async def read_area_clients(
+        self, box: Box, since_ns: int, until_ns: int, limit: int
     ) -> list[str]:
         """The clients with a point in ``box`` in the window, by ID, at most ``limit``."""
-        west, south, east, north = box
-        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
-        candidates = self._reader().execute(
-            "SELECT DISTINCT c.name FROM cells x JOIN clients c ON c.id = x.client "
-            "WHERE x.hour >= ? AND x.hour <= ? AND x.north >= ? AND x.south <= ? "
-            "AND x.east >= ? AND x.west <= ? ORDER BY c.name",
-            (since_ns // HOUR_NS, until_ns // HOUR_NS, south, north, west, east),
-        ).fetchall()
-        found: list[str] = []
-        for (name,) in candidates:
-            # A cell's box holds its hour's points; one of them inside the box is enough.
-            if any(
-                _inside(row, west, south, east, north)
-                for page in self.iter_points(name, since_ns, until_ns)
-                for row in page
-            ):
-                found.append(name)
-                if len(found) == limit:
-                    break
-        return found
+        extra = {name: b.every() for name, b in self._open.items()}
+        found = await asyncio.to_thread(self.reads.area, box, since_ns, until_ns, limit, extra, 1)
+        return list(found)
 
-    def digests(self, first_day: int, last_day: int) -> dict[int, Digest]:
-        """Every non-empty bucket of the days ``first_day`` to ``last_day``."""
-        rows = self._reader().execute(
-            "SELECT bucket, count, xor FROM digests WHERE bucket >= ? AND bucket < ?",
-            (first_day * SPREAD, (last_day + 1) * SPREAD),
-        ).fetchall()
-        return {b: Digest(count, xor) for b, count, xor in rows}
+    async def read_digests(self, first_day: int, last_day: int) -> dict[int, Digest]:
+        """Every non-empty bucket of the days ``first_day`` to ``last_day``, uncommitted
+        points included."""
+        low, high = first_day * HOURS * SPREAD, (last_day + 1) * HOURS * SPREAD
+        pieces = [(b.piece, b.every()) for b in self._open.values()]
+        stored, extra = await asyncio.to_thread(
+            lambda: (self.reads.digests(first_day, last_day), digests_of(pieces, low, high))
+        )
+        return _merged(stored, ((day_bucket(b), d) for b, d in extra.items()))
 
-    def bucket(self, bucket: int) -> list[Row]:
-        """Every point of one bucket (anti-entropy sends these where digests differ)."""
-        day, piece = divmod(bucket, SPREAD)
-        return [
-            _row(found)
-            for found in self._reader().execute(
-                f"{_ROW} FROM clients c JOIN points p ON p.client = c.id "
-                "WHERE c.slice = ? AND p.ns >= ? AND p.ns < ? ORDER BY c.name, p.ns",
-                (piece, day * DAY_NS, (day + 1) * DAY_NS),
-            )
-        ]
+    async def read_hours(self, day: int) -> dict[int, Digest]:
+        """Every non-empty hour bucket of a day, uncommitted points included."""
+        low, high = day * HOURS * SPREAD, (day + 1) * HOURS * SPREAD
+        pieces = [(b.piece, b.every()) for b in self._open.values()]
+        stored, extra = await asyncio.to_thread(
+            lambda: (self.reads.hours(day), digests_of(pieces, low, high))
+        )
+        return _merged(stored, extra.items())
 
-    def forgotten(self) -> dict[str, int]:
-        """Every deletion held (client ID -> until, ns): replicated like points."""
-        return dict(self._reader().execute("SELECT name, until FROM forgotten").fetchall())
+    async def read_bucket(self, bucket: int) -> list[Row]:
+        """Every point of one hour bucket, uncommitted ones included (anti-entropy sends
+        these where digests differ)."""
+        piece = bucket % SPREAD
+        extra = [p for b in self._open.values() if b.piece == piece for p in b.every()]
+        return await asyncio.to_thread(self.reads.bucket, bucket, extra)
+
+    async def read_forgotten(self) -> dict[str, int]:
+        return await asyncio.to_thread(self.reads.forgotten)
+
+    def points(self, client_id: str, since_ns: int, until_ns: int, limit: int) -> list[Row]:
+        """The committed points of a client in a window (blocking: tests and tools)."""
+        return self.reads.points(client_id, since_ns, until_ns, limit)
 
     def stats(self) -> dict[str, int]:
-        """STATUS's figures: points held, late points and deletions since start, bytes."""
+        """STATUS's figures: points held (those not yet committed included, which may count
+        a copy of a held point until it is written), late points and deletions since start,
+        bytes on disk."""
+        uncommitted = self._open_points + sum(
+            len(c.items) for b in self._open.values() for c in b.sent
+        )
         return {
-            "points": self.stored,
+            "points": self.stored + uncommitted,
             "late": self.late,
             "deletions": self.deletions,
             "bytes": self.size(),
@@ -354,25 +412,12 @@ class History:
         return total
 
 
-def _inside(row: Row, west: float, south: float, east: float, north: float) -> bool:
-    lat, lng = lat_lng(row.location)
-    return south <= lat <= north and west <= lng <= east
-
-
-def fill(directory: Path, rows: Iterable[Row], *, max_points: int = 1_000_000) -> int:
-    """Write ``rows`` straight into ``directory``/history.db (made if need be), with no server:
-    for benchmarks and tests that need a large history. Returns the points written."""
-    private_dir(directory, tighten=False)
-    conn = connect(directory / FILE, durable=False)
-    create(conn)
-    writer = Writer(conn, max_points, lambda *_: None)
-    batch: list[Row | Forget | Expire] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == BATCH:
-            writer.apply(list(batch))
-            batch.clear()
-    if batch:
-        writer.apply(batch)
-    conn.close()
-    return writer.stored
+def _merged(
+    stored: dict[int, Digest], extra: Iterable[tuple[int, tuple[int, int]]]
+) -> dict[int, Digest]:
+    """Committed digests with those of uncommitted points added in."""
+    merged = {b: (d.points, d.xor) for b, d in stored.items()}
+    for b, (count, xor) in extra:
+        held, held_xor = merged.get(b, (0, 0))
+        merged[b] = (held + count, held_xor ^ xor)
+    return {b: Digest(count, xor) for b, (count, xor) in merged.items() if count}

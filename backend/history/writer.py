@@ -1,10 +1,10 @@
-"""The one thread that writes history: points in batches, deletions, retention.
+"""The one thread that writes history: chunks of points, deletions, retention.
 
-The event loop never waits for SQLite: it queues work (``Writer.put``) and goes on. This
-thread takes what is queued, writes it in one transaction (points, the digests and cells they
-change, client counts), and reports each committed batch back. A batch that cannot be written
-(disk full) is retried, never dropped: its points are in the record journal, which is not
-compacted past them until they are saved (``Writer.saved``).
+The event loop never waits for SQLite: it gathers each client's points into chunks and queues
+them (``Writer.put``) and goes on. This thread takes what is queued, writes it in one
+transaction (a row per chunk, the digests it changes, client counts), and reports each
+committed batch back. A batch that cannot be written (disk full) is retried, never dropped:
+its points are in the record journal, which is not compacted past them until they are saved.
 """
 
 from __future__ import annotations
@@ -17,26 +17,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .points import DAY_NS, SPREAD, Row, identity_hash, lat_lng, slice_of
+from .changes import Changes
+from .points import (
+    DAY_NS,
+    HOUR_NS,
+    HOURS,
+    SPREAD,
+    Point,
+    Row,
+    as_row,
+    box_of,
+    chunk_keys,
+    decode_chunk,
+    encode_chunk,
+    identity_hash,
+    slice_of,
+)
+from .schema import converted
 
-__all__ = ["Expire", "Forget", "Writer"]
+__all__ = ["Chunk", "Expire", "Forget", "Writer"]
 
 log = logging.getLogger("herd.history")
 
-# Items per transaction, at most. A commit rewrites every page it touched, and points of
-# many clients touch many pages: inserting 200,000 points of 1,000 interleaved clients cost
-# 8 us a point in commits of 2,000 and 3.2 us in commits of 20,000, sorted by client (2 us
-# when appending to one client). Under load a batch is what queued in IDLE_S or one commit.
-BATCH = 20_000
+# Items (chunks, deletions) per transaction, at most: a commit of 2,000 chunks of a few
+# hundred points writes some 10 MB, a fraction of a second's work.
+BATCH = 2_000
 # How long the thread lets work gather before it writes (sooner when a reader waits, or a
-# batch is full). Longer gathers make bigger commits (each page touched once for more
-# points) but burstier ones: with five servers on two cores, commits every 250 ms cut the
-# flood rate the herd keeps up with from 11,390 to 2,250 updates/s (herd bench --only flood),
-# for no gain in IAMAT throughput.
+# batch is full): the points are already gathered into chunks on the loop, so this only
+# bounds how many commits a burst of chunks costs.
 IDLE_S = 0.02
 # After a failed write (disk full), wait this long before trying the same batch again.
 RETRY_S = 1.0
-HOUR_NS = 3_600 * 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +65,18 @@ class Expire:
     first_day: int
 
 
-Work = Row | Forget | Expire
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Points of one client to keep, in any order, copies allowed (this thread sorts them,
+    drops copies and hashes each point's identity for the digests)."""
+
+    client_id: str
+    items: list[Point]
 
 
-_INSERT = "INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?, ?)"
+Work = Chunk | Forget | Expire
+
+_INSERT = "INSERT INTO chunks VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 class Writer:
@@ -86,6 +105,9 @@ class Writer:
         self._ids: dict[str, int] = {}
         self._counts: dict[int, int] = {}
         self._floors: dict[int, int] = {}
+        self._slices: dict[int, int] = {}
+        # Points of days before this are past retention: dropped, even from queued chunks.
+        self.first_day = 0
         self._forget_caches()
 
     def start(self) -> None:
@@ -150,6 +172,7 @@ class Writer:
 
     def _forget_caches(self) -> None:
         self._ids.clear()
+        self._slices.clear()
         self._counts.clear()
         self._floors = dict(
             self.conn.execute("SELECT id, floor FROM clients WHERE floor IS NOT NULL")
@@ -157,20 +180,15 @@ class Writer:
 
     def apply(self, batch: list[Work]) -> dict[str, int]:
         """Write ``batch`` in one transaction; return the client floors it changed."""
-        changes = _Changes()
+        changes = Changes()
         self.conn.execute("BEGIN IMMEDIATE")
-        run: list[Row] = []
         for item in batch:
-            if isinstance(item, Row):
-                run.append(item)
-                continue
-            self._insert(run, changes)
-            run = []
-            if isinstance(item, Forget):
+            if isinstance(item, Chunk):
+                self._insert(item, changes)
+            elif isinstance(item, Forget):
                 self._forget(item, changes)
             else:
                 self._expire(item.first_day, changes)
-        self._insert(run, changes)
         self._trim(changes)
         changes.write(self.conn)
         self.conn.execute("COMMIT")
@@ -185,73 +203,108 @@ class Writer:
         found = self._ids.get(name)
         if found is not None:
             return found
-        row = self.conn.execute("SELECT id, points FROM clients WHERE name = ?", (name,)).fetchone()
+        row = self.conn.execute(
+            "SELECT id, points, slice FROM clients WHERE name = ?", (name,)
+        ).fetchone()
         if row is None:
+            piece = slice_of(name)
             cur = self.conn.execute(
-                "INSERT INTO clients (name, slice) VALUES (?, ?)", (name, slice_of(name))
+                "INSERT INTO clients (name, slice) VALUES (?, ?)", (name, piece)
             )
-            row = (cur.lastrowid, 0)
+            row = (cur.lastrowid, 0, piece)
         self._ids[name] = row[0]
         self._counts[row[0]] = row[1]
+        self._slices[row[0]] = row[2]
         return int(row[0])
 
-    def _insert(self, rows: list[Row], changes: _Changes) -> None:
-        """Insert ``rows``: all at once, and one by one only if some were held already (then
-        only ``rowcount`` tells which were new)."""
-        if not rows:
+    def _insert(self, chunk: Chunk, changes: Changes) -> None:
+        """Keep the chunk's points that are above the floor, within retention and not held
+        already, a chunk row per hour (so a chunk lies in one hour bucket)."""
+        cid = self.client(chunk.client_id)
+        changes.names[cid] = chunk.client_id
+        floor = self.floor(cid, changes)
+        low = max(self.first_day * DAY_NS, -1 if floor is None else floor + 1)
+        rows = _sorted_rows(chunk.items)
+        hashes = [identity_hash(r.client_id, r.ns, r.location) for r in rows]
+        hour = rows[0].ns // HOUR_NS
+        if rows[0].ns >= low and rows[-1].ns // HOUR_NS == hour:
+            self._insert_hour(cid, hour, rows, hashes, changes)  # the usual case
             return
-        params = []
-        kept = []
-        for row in rows:
-            cid = self.client(row.client_id)
-            floor = changes.floors.get(cid, self._floors.get(cid))
-            if floor is not None and row.ns <= floor:
-                continue  # deleted or trimmed already: never brought back
-            changes.names[cid] = row.client_id
-            kept.append((row, cid))
-            params.append(
-                (cid, row.ns, row.location, row.client_time, row.server_id, row.time_diff,
-                 row.attributes or None)
+        hours: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            if row.ns >= low:
+                hours.setdefault(row.ns // HOUR_NS, []).append(i)
+        for hour, picked in hours.items():
+            self._insert_hour(
+                cid, hour, [rows[i] for i in picked], [hashes[i] for i in picked], changes
             )
-        # In key order: each leaf page of the table is visited once per run.
-        order = sorted(range(len(params)), key=lambda i: params[i][:3])
-        params = [params[i] for i in order]
-        kept = [kept[i] for i in order]
-        self.conn.execute("SAVEPOINT run")
-        before = self.conn.total_changes
-        self.conn.executemany(_INSERT, params)
-        if self.conn.total_changes - before != len(params):
-            self.conn.execute("ROLLBACK TO run")
-            kept = [k for k, p in zip(kept, params, strict=True) if self._insert_one(p)]
-        self.conn.execute("RELEASE run")
-        for row, cid in kept:
-            changes.point(row.client_id, cid, row.ns, row.location, +1)
-            changes.cell(row.ns // HOUR_NS, cid, row.location)
 
-    def _insert_one(self, params: tuple[object, ...]) -> bool:
-        return self.conn.execute(_INSERT, params).rowcount == 1
+    def _insert_hour(
+        self, cid: int, hour: int, rows: list[Row], hashes: list[int], changes: Changes
+    ) -> None:
+        held = self._held(cid, rows[0].ns, rows[-1].ns)
+        if held:
+            kept = [i for i, r in enumerate(rows) if (r.ns, r.location) not in held]
+            rows, hashes = [rows[i] for i in kept], [hashes[i] for i in kept]
+        if rows:
+            self._store(cid, rows)
+            changes.count(hour * SPREAD + self._slices[cid], cid, len(rows), hashes)
 
-    def _delete(self, cid: int, name: str, until_ns: int, changes: _Changes) -> None:
-        """Delete a client's points at or before ``until_ns``, updating the digests."""
-        rows = self.conn.execute(
-            "SELECT ns, location FROM points WHERE client = ? AND ns <= ?", (cid, until_ns)
-        ).fetchall()
-        for ns, location in rows:
-            changes.point(name, cid, ns, location, -1)
-        self.conn.execute("DELETE FROM points WHERE client = ? AND ns <= ?", (cid, until_ns))
+    def _held(self, cid: int, first: int, last: int) -> set[tuple[int, str]]:
+        """The (time, location) of the client's points held between ``first`` and ``last``."""
+        held: set[tuple[int, str]] = set()
+        for (data,) in self.conn.execute(
+            "SELECT data FROM chunks WHERE client = ? AND last >= ? AND first <= ?",
+            (cid, first, last),
+        ):
+            held |= chunk_keys(data)
+        return held
+
+    def _store(self, cid: int, rows: list[Row]) -> None:
+        """One chunk row of sorted points of one client and one hour; no digest changes."""
+        day = rows[0].ns // DAY_NS
+        south, west, north, east = box_of([r.location for r in rows])
         self.conn.execute(
-            "DELETE FROM cells WHERE client = ? AND hour <= ?", (cid, until_ns // HOUR_NS)
+            _INSERT,
+            (
+                cid,
+                day,
+                rows[0].ns,
+                rows[-1].ns,
+                len(rows),
+                south,
+                west,
+                north,
+                east,
+                encode_chunk(rows),
+            ),
         )
 
-    def floor(self, cid: int, changes: _Changes) -> int | None:
+    def _delete(self, cid: int, name: str, until_ns: int, changes: Changes) -> None:
+        """Delete a client's points at or before ``until_ns``, updating the digests; a chunk
+        that straddles the time keeps its later points."""
+        found = self.conn.execute(
+            "SELECT id, first, data FROM chunks WHERE client = ? AND first <= ?", (cid, until_ns)
+        ).fetchall()
+        piece = self._slices[cid]
+        for chunk_id, first, data in found:
+            rows = decode_chunk(name, data)
+            gone = [r for r in rows if r.ns <= until_ns]
+            hashes = [identity_hash(name, r.ns, r.location) for r in gone]
+            changes.count(first // HOUR_NS * SPREAD + piece, cid, -len(gone), hashes)
+            self.conn.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
+            if len(gone) < len(rows):
+                self._store(cid, [r for r in rows if r.ns > until_ns])
+
+    def floor(self, cid: int, changes: Changes) -> int | None:
         return changes.floors.get(cid, self._floors.get(cid))
 
-    def _raise_floor(self, cid: int, ns: int, changes: _Changes) -> int:
+    def _raise_floor(self, cid: int, ns: int, changes: Changes) -> int:
         floor = self.floor(cid, changes)
         changes.floors[cid] = ns if floor is None else max(ns, floor)
         return changes.floors[cid]
 
-    def _forget(self, item: Forget, changes: _Changes) -> None:
+    def _forget(self, item: Forget, changes: Changes) -> None:
         cid = self.client(item.client_id)
         changes.names[cid] = item.client_id
         until = self._raise_floor(cid, item.until_ns, changes)
@@ -262,92 +315,81 @@ class Writer:
             (item.client_id, until),
         )
 
-    def _trim(self, changes: _Changes) -> None:
+    def _trim(self, changes: Changes) -> None:
         """Hold every client touched to ``max_points``: its oldest points go first."""
         for cid, name in list(changes.names.items()):
             count = self._counts.get(cid, 0) + changes.deltas.get(cid, 0)
-            if count <= self.max_points:
-                continue
-            (ns,) = self.conn.execute(
-                "SELECT ns FROM points WHERE client = ? ORDER BY ns LIMIT 1 OFFSET ?",
-                (cid, count - self.max_points - 1),
-            ).fetchone()
-            self._delete(cid, name, ns, changes)
-            self._raise_floor(cid, ns, changes)
+            if count > self.max_points:
+                ns = self._nth_time(cid, name, count - self.max_points)
+                self._delete(cid, name, ns, changes)
+                self._raise_floor(cid, ns, changes)
 
-    def _expire(self, first_day: int, changes: _Changes) -> None:
-        """Drop whole days before ``first_day``: their points, cells, digests, deletions."""
+    def _nth_time(self, cid: int, name: str, n: int) -> int:
+        """The time of the client's ``n``th oldest point (chunks may overlap in time, so a
+        chunk's points count only once no later chunk can start before them)."""
+        times: list[int] = []
+        for first, data in self.conn.execute(
+            "SELECT first, data FROM chunks WHERE client = ? ORDER BY first", (cid,)
+        ):
+            if len(times) >= n and sorted(times)[n - 1] < first:
+                break
+            times.extend(r.ns for r in decode_chunk(name, data))
+        return sorted(times)[n - 1]
+
+    def _expire(self, first_day: int, changes: Changes) -> None:
+        """Drop whole days before ``first_day``: their chunks, digests, deletions."""
+        self.first_day = max(self.first_day, first_day)
         before = first_day * DAY_NS
-        clients = self.conn.execute("SELECT id, name FROM clients WHERE points > 0").fetchall()
-        for cid, name in clients:
-            cur = self.conn.execute(
-                "DELETE FROM points WHERE client = ? AND ns < ?", (cid, before)
-            )
-            if cur.rowcount:
-                changes.names[cid] = name
-                changes.deltas[cid] = changes.deltas.get(cid, 0) - cur.rowcount
-        self.conn.execute("DELETE FROM cells WHERE hour < ?", (before // HOUR_NS,))
+        for cid, name, count in self.conn.execute(
+            "SELECT c.id, c.name, sum(x.count) FROM chunks x JOIN clients c ON c.id = x.client "
+            "WHERE x.day < ? GROUP BY c.id",
+            (first_day,),
+        ).fetchall():
+            changes.names[cid] = name
+            changes.deltas[cid] = changes.deltas.get(cid, 0) - count
+        self.conn.execute("DELETE FROM chunks WHERE day < ?", (first_day,))
         self.conn.execute("DELETE FROM digests WHERE bucket < ?", (first_day * SPREAD,))
-        changes.digests = {b: d for b, d in changes.digests.items() if b >= first_day * SPREAD}
+        first_hour = first_day * HOURS * SPREAD
+        self.conn.execute("DELETE FROM hours WHERE bucket < ?", (first_hour,))
+        changes.digests = {b: d for b, d in changes.digests.items() if b >= first_hour}
         self.conn.execute("DELETE FROM forgotten WHERE until < ?", (before,))
 
-
-class _Changes:
-    """What one transaction changes beside the points: digests, cells, counts, floors."""
-
-    def __init__(self) -> None:
-        self.digests: dict[int, tuple[int, int]] = {}  # bucket -> (count delta, xor)
-        self.cells: dict[tuple[int, int], list[float]] = {}
-        self.deltas: dict[int, int] = {}  # client -> change of its point count
-        self.names: dict[int, str] = {}  # every client touched
-        self.floors: dict[int, int] = {}  # floors set in this transaction
-        self._slices: dict[str, int] = {}
-
-    def point(self, name: str, cid: int, ns: int, location: str, sign: int) -> None:
-        piece = self._slices.get(name)
-        if piece is None:
-            piece = self._slices[name] = slice_of(name)
-        b = (ns // DAY_NS) * SPREAD + piece  # points.bucket_of, with the slice cached
-        count, xor = self.digests.get(b, (0, 0))
-        self.digests[b] = (count + sign, xor ^ identity_hash(name, ns, location))
-        self.deltas[cid] = self.deltas.get(cid, 0) + sign
-        self.names[cid] = name
-
-    def cell(self, hour: int, cid: int, location: str) -> None:
-        lat, lng = lat_lng(location)
-        box = self.cells.get((hour, cid))
-        if box is None:
-            self.cells[(hour, cid)] = [lat, lng, lat, lng]
-        else:
-            box[0], box[1] = min(box[0], lat), min(box[1], lng)
-            box[2], box[3] = max(box[2], lat), max(box[3], lng)
-
-    def write(self, conn: sqlite3.Connection) -> None:
-        conn.executemany(
-            "INSERT INTO digests VALUES (?, ?, ?) ON CONFLICT (bucket) DO UPDATE "
-            "SET count = count + excluded.count, "
-            # SQLite has no XOR operator: a ^ b is (a | b) & ~(a & b), with no overflow.
-            "xor = (xor | excluded.xor) & ~(xor & excluded.xor)",
-            [(b, count, _signed(xor)) for b, (count, xor) in self.digests.items()],
-        )
-        conn.execute("DELETE FROM digests WHERE count = 0")
-        conn.executemany(
-            "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hour, client) DO UPDATE "
-            "SET south = min(south, excluded.south), west = min(west, excluded.west), "
-            "north = max(north, excluded.north), east = max(east, excluded.east)",
-            [(hour, cid, *box) for (hour, cid), box in self.cells.items()],
-        )
-        conn.executemany(
-            "UPDATE clients SET points = points + ? WHERE id = ?",
-            [(delta, cid) for cid, delta in self.deltas.items() if delta],
-        )
-        conn.executemany(
-            "UPDATE clients SET floor = ? WHERE id = ?",
-            [(ns, cid) for cid, ns in self.floors.items()],
-        )
+    def convert_v1(self) -> None:
+        """Move a version 1 database's points (a row each) into chunks, its digests and
+        counts made again from them."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("DELETE FROM digests")
+        self.conn.execute("UPDATE clients SET points = 0")
+        self._forget_caches()
+        changes = Changes()
+        for cid, name in self.conn.execute("SELECT id, name FROM clients").fetchall():
+            self.client(name)
+            rows = [
+                Row(name, ns, t, location, server, diff, attributes or b"")
+                for ns, t, location, server, diff, attributes in self.conn.execute(
+                    "SELECT ns, time, location, server, diff, attributes FROM points "
+                    "WHERE client = ? ORDER BY ns, location",
+                    (cid,),
+                )
+            ]
+            hours: dict[int, list[Row]] = {}
+            for row in rows:
+                hours.setdefault(row.ns // HOUR_NS, []).append(row)
+            for hour, found in hours.items():
+                hashes = [identity_hash(name, r.ns, r.location) for r in found]
+                self._insert_hour(cid, hour, found, hashes, changes)
+        changes.write(self.conn)
+        converted(self.conn)
+        self.conn.execute("COMMIT")
+        self.stored = sum(changes.deltas.values())
+        self._forget_caches()
 
 
-def _signed(value: int) -> int:
-    """XOR of signed 64-bit hashes stays in range; normalise Python's sign anyway."""
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >= 1 << 63 else value
+def _sorted_rows(items: list[Point]) -> list[Row]:
+    """The items as rows in (time, location) order, each point once."""
+    rows = sorted(map(as_row, items), key=lambda r: (r.ns, r.location))
+    return [
+        r
+        for i, r in enumerate(rows)
+        if i == 0 or (rows[i - 1].ns, rows[i - 1].location) != (r.ns, r.location)
+    ]

@@ -71,6 +71,7 @@ from .reports import (
     Heartbeat,
     Report,
     Skipped,
+    iso6709,
     report,
 )
 from .traccar import (
@@ -129,6 +130,7 @@ __all__ = [
     "device_client_id",
     "fit_attributes",
     "gpslogger",
+    "iso6709",
     "load_json",
     "overland",
     "owntracks",

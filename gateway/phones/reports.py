@@ -74,13 +74,18 @@ class Report:
     def location(self) -> str:
         """ISO 6709 for IAMAT: each number signed, rounded to 7 decimals (about 1 cm),
         trailing zeros trimmed (``+34.06893-118.445127``, ``+0+0``); zero is ``+``."""
-        return _degrees(self.lat) + _degrees(self.lon)
+        return iso6709(self.lat, self.lon)
 
     def command(self) -> bytes:
         """The herd command with its newline: ``IAMAT <client_id> <location> <time>``, or
         ``REPORT <client_id> <location> <time> <attributes>`` when there are attributes."""
         attributes = format_attributes(self.attributes)
         return IAmAt(self.client_id, self.location, self.time, attributes=attributes).encode()
+
+
+def iso6709(lat: float, lon: float) -> str:
+    """A location as the gateway writes it for the herd (``Report.location``)."""
+    return _degrees(lat) + _degrees(lon)
 
 
 def _degrees(value: float) -> str:
