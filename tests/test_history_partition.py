@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from helpers import Herd, iamat, poll_async
+from helpers import Herd, iamat, listening_async, poll_async
 
+from backend.history.store import CHUNK_POINTS
 from backend.protocol import End, History, parse_line
 from bench.linkproxy import Links
 
@@ -23,7 +24,7 @@ PAIR = ("Riley", "Jaquez")
 LINK = ("Jaquez", "Riley")  # (dialler, acceptor): the name that sorts first dials
 NOW = time.time()
 DAY = 86_400.0
-LIMIT = 50  # max_points_per_client
+LIMIT = 600  # max_points_per_client: less than two chunks' worth
 HISTORY = f"[history]\nenabled = true\nkeep_days = 2\nmax_points_per_client = {LIMIT}\n"
 
 
@@ -56,8 +57,19 @@ async def send(herd: Herd, name: str, stamps: list[float]) -> None:
     assert replies.count(b"AT ") == len(stamps), replies[-200:]
 
 
+def stamps(times: list[float]) -> list[str]:
+    """Client times as ``iamat`` sends them, oldest first."""
+    return [f"{t:.9f}" for t in sorted(times)]
+
+
+async def restart(herd: Herd, name: str) -> None:
+    """SIGTERM ``name``, as an operator would, and start it again until it listens."""
+    herd.restart(name)
+    await poll_async(lambda: listening_async(herd.ports[name]), 20, f"{name} to listen")
+
+
 async def both_hold(herd: Herd, expected: list[float]) -> None:
-    want = [f"{t:.9f}" for t in sorted(expected)]
+    want = stamps(expected)
 
     async def converged() -> bool:
         return all([await points(herd, name, "kiwi") == want for name in PAIR])
@@ -67,21 +79,28 @@ async def both_hold(herd: Herd, expected: list[float]) -> None:
 
 async def test_retention_leaves_both_sides_of_a_partition_the_same_points(tmp_path: Path) -> None:
     async with cut_pair(tmp_path) as (herd, links):
-        first = [NOW - 1000 + i for i in range(30)]
+        # Whole chunks, so that each goes to the writer (which trims) as soon as it is sent.
+        first = [NOW - 2000 + i for i in range(CHUNK_POINTS)]
         await send(herd, "Riley", first)
         await both_hold(herd, first)
         links.cut(LINK)
         await poll_async(lambda: _down(herd), 10, "the cut to be seen")
-        # Riley goes past the limit and trims its oldest 20; Jaquez, apart, takes 5 points
-        # older than any (a phone's queue), and one past keep_days that no server keeps.
-        newer = [NOW - 500 + i for i in range(40)]
+        # Riley goes past the limit and trims its oldest; Jaquez, apart, takes 5 points older
+        # than any (a phone's queue), and one past keep_days that no server keeps.
+        newer = [NOW - 1000 + i for i in range(CHUNK_POINTS)]
         await send(herd, "Riley", newer)
-        older = [NOW - 2000 + i for i in range(5)]
+        await poll_async(lambda: _holds(herd, "Riley", LIMIT), 10, "Riley to trim")
+        older = [NOW - 3000 + i for i in range(5)]
         await send(herd, "Jaquez", [NOW - 5 * DAY, *older])
-        assert len(await points(herd, "Riley", "kiwi")) == LIMIT
-        assert await points(herd, "Jaquez", "kiwi") == [f"{t:.9f}" for t in older + first]
+        assert await points(herd, "Jaquez", "kiwi") == stamps(older + first)
         links.heal(LINK)
-        # Both keep the client's newest 50 of everything: Jaquez trims as Riley did, and
+        await poll_async(lambda: _has(herd, "Jaquez", newer), 20, "Jaquez to get Riley's points")
+        # A point may wait in its client's open chunk for minutes before the writer (which
+        # trims) has it; a server that stops writes its open chunks: stop and start both.
+        for name in PAIR:
+            await restart(herd, name)
+        await herd.wait_links_async()
+        # Both keep the client's newest LIMIT of everything: Jaquez trims as Riley did, and
         # Riley takes none of Jaquez's older points back (they are below its floor).
         await both_hold(herd, sorted(first + newer + older)[-LIMIT:])
 
@@ -103,6 +122,14 @@ async def test_a_deletion_made_while_a_link_is_cut_holds_on_both_sides(tmp_path:
         assert len(await points(herd, "Jaquez", "kiwi")) == 25
         links.heal(LINK)
         await both_hold(herd, [t for t in before + fresh if t > until])
+
+
+async def _holds(herd: Herd, name: str, n: int) -> bool:
+    return len(await points(herd, name, "kiwi")) == n
+
+
+async def _has(herd: Herd, name: str, times: list[float]) -> bool:
+    return set(stamps(times)) <= set(await points(herd, name, "kiwi"))
 
 
 async def _down(herd: Herd) -> bool:
