@@ -137,7 +137,7 @@ def test_quick_history_workload_measures_every_figure(tmp_path: Path) -> None:
     bytes_per_point = next(f for f in figures.values() if f["unit"] == "bytes")
     per_table = bytes_per_point["extra"]["per_table"]
     assert sum(per_table.values()) <= bytes_per_point["value"] + 0.5, per_table
-    assert per_table["points"] > 0
+    assert max(per_table.values()) > 0, per_table
     assert _running_in(tmp_path) == []
 
 
