@@ -32,11 +32,12 @@ from .points import (
     Digest,
     Point,
     Row,
-    chunk_keys,
+    chunk_text,
     day_bucket,
     day_of,
     key_of,
     ns_of,
+    text_holds,
 )
 from .reads import Box, Reads
 from .schema import connect, create
@@ -57,9 +58,9 @@ MAX_AGE_S = 120.0
 MAX_OPEN_POINTS = 100_000
 # How often the loop looks for chunks past MAX_AGE_S.
 TICK_S = 1.0
-# Decoded chunks kept for ``offer``'s lookups: a flood of late points (a partition's repair,
-# a phone's queue) asks about the same few chunks again and again.
-LOOKUP_CACHE = 64
+# Decompressed chunks kept for ``offer``'s lookups (~12-40 KB each): a flood of late points
+# (a partition's repair, a phone's queue) asks about the same chunks again and again.
+LOOKUP_CACHE = 256
 _DAY_S = 86_400
 _LAST_S = MAX_NS // 1_000_000_000  # the last whole second history's nanoseconds reach
 
@@ -95,7 +96,7 @@ class History:
         self._order: collections.deque[Buffer | None] = collections.deque()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._lookup: sqlite3.Connection | None = None
-        self._cache: collections.OrderedDict[int, set[tuple[int, str]]] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._writer: Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick: asyncio.TimerHandle | None = None
@@ -265,27 +266,27 @@ class History:
         self._writer.put(item)
 
     def _held(self, point: Point) -> bool:
-        """Whether the database holds the point (on the loop: an indexed lookup, and the
-        decoding of a chunk unless a recent lookup decoded it)."""
+        """Whether the database holds the point (on the loop: an indexed lookup, and a
+        substring search of the chunks that span its time, decompressed unless a recent
+        lookup did)."""
         assert self._lookup is not None
         ns = ns_of(point)
-        key = (ns, point.location)
         for (chunk_id,) in self._lookup.execute(
             "SELECT x.id FROM chunks x WHERE x.client = (SELECT id FROM clients WHERE name = ?) "
             "AND x.last >= ? AND x.first <= ?",
             (point.client_id, ns, ns),
         ).fetchall():
-            keys = self._cache.get(chunk_id)
-            if keys is None:
+            text = self._cache.get(chunk_id)
+            if text is None:
                 (data,) = self._lookup.execute(
                     "SELECT data FROM chunks WHERE id = ?", (chunk_id,)
                 ).fetchone()
-                keys = self._cache[chunk_id] = chunk_keys(data)
+                text = self._cache[chunk_id] = chunk_text(data)
                 if len(self._cache) > LOOKUP_CACHE:
                     self._cache.popitem(last=False)
             else:
                 self._cache.move_to_end(chunk_id)
-            if key in keys:
+            if text_holds(text, ns, point.location):
                 return True
         return False
 
