@@ -179,10 +179,10 @@ class Commands:
         return self._read_history(self._history(), command)
 
     async def _read_history(self, history: History, command: HistoryCommand) -> bytes:
-        rows = await history.read_points(
-            command.client_id, command.since_ns, command.until_ns, command.limit
+        lines = await history.read_lines(
+            command.client_id, command.since_ns, command.until_ns, command.limit, command.points
         )
-        return _points_reply(rows, command.points)
+        return "".join(lines).encode() + End(len(lines)).encode()
 
     def on_AREA(self, command: Area, session: ClientSession) -> Reply:
         return self._read_area(self._history(), command)

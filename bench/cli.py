@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary herd directory (config, logs)"
     )
+    parser.add_argument(
+        "--history",
+        choices=("on", "off"),
+        help=(
+            "[history] enabled for the herd the workloads share (default: the config's "
+            "default); the history workload runs servers of its own with history on"
+        ),
+    )
     return parser
 
 
@@ -106,6 +114,7 @@ def _run(args: argparse.Namespace, names: list[str], root: Path, procs: Procs) -
         "machine": machine_info(),
         "sizes": vars(sizes),
         "places_preload": not args.quick,
+        "history": args.history or "default",
         "cpu_layout": {
             "server": sorted(server_cpus) if server_cpus else None,
             "load_generator": sorted(load_cpus) if load_cpus else None,
@@ -119,7 +128,10 @@ def _run(args: argparse.Namespace, names: list[str], root: Path, procs: Procs) -
         file=sys.stderr,
     )
     # --quick measures nothing that matters: it spares five servers loading places at once.
-    herd = Herd.for_bench(root, procs, preload=not args.quick)
+    extra = ""
+    if args.history is not None:
+        extra = f"[history]\nenabled = {'true' if args.history == 'on' else 'false'}\n"
+    herd = Herd.for_bench(root, procs, preload=not args.quick, extra=extra)
     ctx = Context(sizes, root, procs, herd, server_cpus, load_cpus, set(cpus))
     ctx.pin_harness()
     results = _run_loop(_workloads(ctx, names, WORKLOADS))

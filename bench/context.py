@@ -14,7 +14,7 @@ from .procs import Procs, pin
 from .results import Figure, Missing, Target, median
 from .sizes import Sizes
 
-__all__ = ["Context", "interleave", "summarise"]
+__all__ = ["Context", "Spec", "interleave", "summarise"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,3 +127,21 @@ def summarise(
         },
         extra=extra,
     )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A figure's name, unit and target, known before it is measured (so that a stage of a
+    workload that fails can still report each of its figures, as null with the reason)."""
+
+    name: str
+    unit: str
+    target: Target
+
+    def figure(
+        self,
+        values: Sequence[float] | str,
+        baselines: Mapping[str, Sequence[float] | str] | None = None,
+        **extra: Any,
+    ) -> Figure:
+        return summarise(self.name, self.unit, values, baselines, self.target, **extra)

@@ -111,14 +111,15 @@ class Herd:
         preload: bool = True,
         names: Sequence[str] = NAMES,
         links: Sequence[tuple[str, str]] = DEFAULT_LINKS,
+        extra: str = "",
     ) -> Herd:
         """The built-in herd but for ports and directories. ``preload=False`` (``--quick``)
         leaves the places unloaded until the first WHATSAT, so only the server that answers
-        one spends seconds of CPU loading them."""
+        one spends seconds of CPU loading them. ``extra``: more tables (``[history]``)."""
         places = (
             f'provider = "embedded"\ngazetteer = "cities1000"\npreload = {str(preload).lower()}'
         )
-        herd = cls(root, names, links, places=places, peers="", processes=processes)
+        herd = cls(root, names, links, places=places, extra=extra, peers="", processes=processes)
         herd.preload = preload
         herd.cwd = root
         return herd
@@ -166,6 +167,11 @@ class Herd:
 
     def _argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "backend", *args, "--config", str(self.config), "--quiet"]
+
+    def spawn(self, name: str) -> Proc:
+        """Start server ``name`` and return at once (``start`` waits until it listens)."""
+        self._spawn(name)
+        return self.servers[name]
 
     def _spawn(self, *names: str) -> tuple[str, ...]:
         for name in names:

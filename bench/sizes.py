@@ -58,6 +58,14 @@ class Sizes:
     memory_clients: int  # clients loaded into a fresh lone server to measure memory
     catch_up_limit: float  # seconds a restarted server gets to catch up before it is "never"
 
+    # -- 7. History
+    history_points: int  # points in one server's database, written directly (10 million)
+    history_clients: int  # over this many clients (the 10,000)
+    history_export: int  # points of the client exported as GPX (one million)
+    history_reads: int  # reads of the 24-hour trail through each path (p99 of these)
+    history_restarts: int  # starts of a server on that database (p50 of these)
+    partition_points: int  # new points each half of a cut herd takes (100,000)
+
 
 DEFAULT = Sizes(
     rounds=3,
@@ -99,6 +107,13 @@ DEFAULT = Sizes(
     # A fifth of 100,000 (a lone server takes them in a few seconds); memory is linear in it.
     memory_clients=20_000,
     catch_up_limit=30.0,
+    history_points=10_000_000,
+    history_clients=10_000,
+    history_export=1_000_000,
+    # A p99 of 100 reads is the second slowest: 50 (the least) would be the slowest.
+    history_reads=100,
+    history_restarts=5,
+    partition_points=100_000,
     map_clients=10_000,
     map_rate=1_000,
     map_live_seconds=10.0,
@@ -130,6 +145,12 @@ QUICK = Sizes(
     convergence_load_seconds=5.0,
     memory_clients=2_000,
     catch_up_limit=5.0,
+    history_points=200_000,
+    history_clients=1_000,
+    history_export=20_000,
+    history_reads=10,
+    history_restarts=2,
+    partition_points=2_000,
     map_clients=500,
     map_rate=500,
     map_live_seconds=1.0,

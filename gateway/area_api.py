@@ -27,7 +27,7 @@ from .history import Simplifier
 from .history.reading import group_by_client, merge_areas, trail_point
 from .history_api import LATEST_NS, history_off
 from .keys import CONFIG, HERD
-from .records import json_response, records_json
+from .records import records_json, records_response
 
 __all__ = ["TRAIL_READERS", "get_area_history", "get_trails"]
 
@@ -67,7 +67,7 @@ async def get_area_history(request: web.Request) -> web.Response:
         {"client_id": client_id, "points": records_json(records)}
         for client_id, records in group_by_client(found[:limit])
     ]
-    return json_response(
+    return records_response(
         {
             "bbox": box.shown(),
             "since": _seconds(since_ns),

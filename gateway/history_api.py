@@ -27,7 +27,7 @@ from .errors import ApiError
 from .herd_client import HerdClient, HerdRefused, HerdUnavailable
 from .history import GeoJsonWriter, GpxWriter, Simplifier, simplify
 from .keys import HERD
-from .records import attributes_json, json_response, record_json
+from .records import attributes_json, record_json, records_response
 
 __all__ = ["attachment", "get_history", "history_off"]
 
@@ -64,7 +64,7 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     if cursor is not None:
         since_ns, skip = max(since_ns, cursor[0]), cursor[1]
     if since_ns > until_ns:  # an empty window
-        return json_response({"client_id": client_id, "points": [], "next_cursor": None})
+        return records_response({"client_id": client_id, "points": [], "next_cursor": None})
     ask = min(limit + skip, MAX_HISTORY_LIMIT)
     try:
         records = await request.app[HERD].history(client_id, since_ns, until_ns, ask)
@@ -79,7 +79,7 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     # A simplified page keeps the points that shape it; the cursor goes on after the page.
     kept = simplify(page, metres, lat_lon=lat_lon) if metres else page
     points = [record_json(r) for r in kept]
-    return json_response({"client_id": client_id, "points": points, "next_cursor": next_cursor})
+    return records_response({"client_id": client_id, "points": points, "next_cursor": next_cursor})
 
 
 def _cursor(raw: str | None) -> tuple[int, int] | None:

@@ -13,11 +13,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("map", "iamat", "flood", "whatsat", "gateway", "convergence")
+WORKLOADS = ("map", "iamat", "flood", "whatsat", "gateway", "history", "convergence")
 
 
 def _running_in(directory: Path) -> list[str]:
@@ -37,24 +38,28 @@ def _running_in(directory: Path) -> list[str]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness needs /proc")
-@pytest.mark.slow
-@pytest.mark.timeout(200)
-def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
+def _quick(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """``python -m bench --quick ARGS``: its table and its JSON document, once it succeeded."""
     out = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out), *args],
         # Not the repository: the harness must not depend on the working directory. Every
         # process it starts runs in tmp_path (baselines) or below it (the herd's TMPDIR).
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-4000:]}"
+    return run.stdout, json.loads(out.read_text())
 
-    document = json.loads(out.read_text())
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness needs /proc")
+@pytest.mark.slow
+@pytest.mark.timeout(260)
+def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
+    table, document = _quick(tmp_path, timeout=240)
     assert document["mode"] == "quick"
     machine = document["machine"]
     for key in ("nproc", "cpu_model", "python", "uvloop", "node", "git_commit", "timestamp"):
@@ -82,12 +87,57 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     ]
     assert len(targets) >= 5, [f["name"] for f in targets]
 
-    table = run.stdout
     for name in WORKLOADS:
         assert f"== {name}:" in table, f"the table does not name {name}"
     for word in ("asyncio echo", "uvloop echo", "relay chain", "bare aiohttp fan-out"):
         assert word in table
     # Everything the harness started is gone.
+    assert _running_in(tmp_path) == []
+
+
+# The history workload's figures (bench/workloads/history.py, bench/partition.py), each with
+# the issue's target: the start of its name, its unit and its target.
+HISTORY_FIGURES = (
+    ("bytes on disk per point (200,000 points, 1,000 clients)", "bytes", "<= 100"),
+    ("restart to listening on 200,000 points", "s", "< 0.5 s"),
+    ("24-hour trail (8,640 points) through HISTORY: p99", "ms", "< 20 ms"),
+    ("24-hour trail (8,640 points) through REST: p99", "ms", "< 50 ms"),
+    ("GPX export of 20,000 points through REST: points/s", "points/s", ">= 100,000"),
+    ("GPX export of 20,000 points through REST: peak RSS growth of the gateway", "MB", "< 100 MB"),
+    ("GPX export of 20,000 points through REST: peak RSS growth of the server", "MB", "< 100 MB"),
+    ("partition repair: every server holds both halves' 4,000 points", "s", "<= 10 s"),
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness needs /proc")
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_quick_history_workload_measures_every_figure(tmp_path: Path) -> None:
+    """``--only history --quick``: a server on a database written directly (200,000 points),
+    read back and exported, and a herd cut in two and healed; every figure measured, with
+    its target and a verdict, and nothing left running."""
+    table, document = _quick(tmp_path, "--only", "history", "--history", "on", timeout=180)
+    assert document["history"] == "on"
+    workload = document["workloads"]["history"]
+    assert workload["error"] is None, workload["error"]
+    figures = {f["name"]: f for f in workload["figures"]}
+    for start, unit, target in HISTORY_FIGURES:
+        found = [f for name, f in figures.items() if name.startswith(start)]
+        assert len(found) == 1, (start, sorted(figures))
+        figure = found[0]
+        assert figure["value"] is not None, (start, figure["reason"])
+        assert figure["value"] > 0, start
+        assert (figure["unit"], figure["target"]) == (unit, target), start
+        assert figure["pass"] in (True, False), start
+        assert f"{figure['name'][:40]}" in table
+    # A start on the big database runs in turn with one on an empty data directory.
+    restart = next(f for f in figures.values() if f["name"].startswith("restart"))
+    assert restart["baselines"]["empty data directory"] > 0
+    # Every table of the database is accounted for in the bytes per point.
+    bytes_per_point = next(f for f in figures.values() if f["unit"] == "bytes")
+    per_table = bytes_per_point["extra"]["per_table"]
+    assert sum(per_table.values()) <= bytes_per_point["value"] + 0.5, per_table
+    assert per_table["points"] > 0
     assert _running_in(tmp_path) == []
 
 

@@ -1,7 +1,9 @@
-"""Chaos: five servers, clients reporting to random servers, while servers are killed -9 and
-restarted, links are cut and healed, and a hostile client sends every class of poison line
-the protocol's bounds refuse. Afterwards every server must hold exactly the newest
-acknowledged record of every client: zero lost, zero older, nothing of the hostile client's.
+"""Chaos: five servers with history on, clients reporting to random servers, while servers
+are killed -9 and restarted, links are cut and healed, and a hostile client sends every class
+of poison line the protocol's bounds refuse. Afterwards every server must hold exactly the
+newest acknowledged record of every client (zero lost, zero older, nothing of the hostile
+client's) and, in its history, every acknowledged point of every client and no point that
+was never sent.
 
 The run is random; ``pytest --seed N`` replays a run (the seed is printed with a failure)."""
 
@@ -18,6 +20,8 @@ import pytest
 from helpers import NAMES, Herd
 
 from backend.config import DEFAULT_LINKS
+from backend.protocol import End, History, parse_line
+from bench.linkproxy import Links
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -25,66 +29,23 @@ CLIENTS = 40
 CHAOS_SECONDS = 12.0
 EVENT_EVERY = 0.6  # seconds between chaos events
 MAX_DOWN = 2  # servers down at once
-
-
-class LinkProxy:
-    """A TCP relay standing in for one link's wire, which the test can cut and heal."""
-
-    def __init__(self) -> None:
-        self.target = 0  # the acceptor's port, set once the herd has its ports
-        self.is_cut = False
-        self.port = 0
-        self._pipes: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.is_cut:
-            writer.close()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-        self._pipes |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, RuntimeError):
-            pass
-        finally:
-            self._pipes.discard(writer)
-            writer.close()
-
-    def cut(self) -> None:
-        self.is_cut = True
-        for writer in list(self._pipes):
-            writer.transport.abort()
-        self._pipes.clear()
-
-    def heal(self) -> None:
-        self.is_cut = False
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
+HISTORY_ON = "[history]\nenabled = true\n"
+# Seconds for every server to hold every acknowledged record and point once all is healed.
+CONVERGE_LIMIT = 60.0
+# Clients' times start an hour ago: within history's retention, and never in the future.
+START = int(time.time()) - 3_600
 
 
 @dataclass
 class Client:
     name: str
-    next_time: int = 1_700_000_000
+    next_time: int = START
     acked: list[tuple[int, bytes]] = field(default_factory=list)
     unsure: set[int] = field(default_factory=set)  # sent, connection lost before the reply
+
+    def points(self) -> set[tuple[str, str]]:
+        """The (location, time) of every acknowledged point, from its AT reply."""
+        return {(r.split()[4].decode(), r.split()[5].decode()) for _, r in self.acked}
 
 
 async def report(
@@ -179,18 +140,57 @@ def problems(client: Client, held: bytes | None) -> str | None:
     return f"holds {held!r}, newest acknowledged is {newest!r}"
 
 
-async def test_chaos_converges_to_the_newest_acknowledged_records(
+async def history_problems(herd: Herd, name: str, client: Client) -> str | None:
+    """Why the points server ``name`` holds of ``client`` are wrong, or None if they are right:
+    every acknowledged point must be there, and nothing that was never sent."""
+    ask = History(client.name, (START - 1) * 10**9, (client.next_time + 1) * 10**9, 10_000)
+    lines = (await herd.ask_async(name, ask.encode())).splitlines(keepends=True)
+    if not lines or parse_line(lines[-1]) != End(len(lines) - 1):
+        return f"HISTORY answered {lines[-1:]!r}"
+    held = {(f[4].decode(), f[5].decode()) for f in (line.split() for line in lines[:-1])}
+    acked = client.points()
+    missing = sorted(acked - held)
+    # A point whose reply was cut off may or may not have been stored: it may be held.
+    unknown = sorted(p for p in held - acked if int(p[1]) not in client.unsure)
+    if missing or unknown:
+        return f"{len(missing)} acknowledged points missing {missing[:3]}, unknown {unknown[:3]}"
+    return None
+
+
+async def converge(herd: Herd, clients: list[Client]) -> tuple[list[str], bool, float]:
+    """Wait until every server holds the newest acknowledged record of every client, all
+    alike, and every acknowledged point; returns what is still wrong after CONVERGE_LIMIT
+    seconds, whether the servers' records agree, and the seconds it took."""
+    started = time.monotonic()
+    while True:
+        held = {name: await snapshot(herd.ports[name]) for name in NAMES}
+        wrong = [
+            f"{name}: {client.name}: {why}"
+            for name in NAMES
+            for client in clients
+            if client.acked and (why := problems(client, held[name].get(client.name)))
+        ]
+        agree = all(held[name] == held[NAMES[0]] for name in NAMES)
+        if not wrong and agree:
+            wrong = [
+                f"{name}: {client.name}'s history: {why}"
+                for name in NAMES
+                for client in clients
+                if (why := await history_problems(herd, name, client))
+            ]
+        if (not wrong and agree) or time.monotonic() - started > CONVERGE_LIMIT:
+            return wrong, agree, time.monotonic() - started
+        await asyncio.sleep(0.1)
+
+
+async def test_chaos_converges_to_every_acknowledged_record_and_point(
     tmp_path: Path, rng: random.Random
 ) -> None:
     # The relays listen first, so the ports the herd then picks can never be one of theirs.
-    dialers = [(min(a, b), max(a, b)) for a, b in DEFAULT_LINKS]
-    proxies = {pair: LinkProxy() for pair in dialers}
-    for proxy in proxies.values():
-        await proxy.start()
-    herd = Herd(tmp_path)
-    for (_, acceptor), proxy in proxies.items():
-        proxy.target = herd.ports[acceptor]
-    herd.write_config({pair: proxy.port for pair, proxy in proxies.items()})
+    links = await Links(DEFAULT_LINKS).start()
+    dialers = sorted(links.proxies)
+    herd = Herd(tmp_path, extra=HISTORY_ON)
+    links.route(herd)
     events: list[str] = []
     stats = {"acked": 0, "unsure": 0, "refused": 0, "hostile": 0}
     clients = [Client(f"chaos-{i}") for i in range(CLIENTS)]
@@ -226,12 +226,12 @@ async def test_chaos_converges_to_the_newest_acknowledged_records(
                 events.append(f"restart {name}")
             elif action == "cut":
                 pair = rng.choice(dialers)
-                proxies[pair].cut()
+                links.cut(pair)
                 cut.add(pair)
                 events.append(f"cut {'-'.join(pair)}")
             elif action == "heal" and cut:
                 pair = rng.choice(sorted(cut))
-                proxies[pair].heal()
+                links.heal(pair)
                 cut.discard(pair)
                 events.append(f"heal {'-'.join(pair)}")
         stop.set()
@@ -241,29 +241,15 @@ async def test_chaos_converges_to_the_newest_acknowledged_records(
             await attacker
 
         # Heal everything, then one convergence wait.
-        for pair in cut:
-            proxies[pair].heal()
+        links.heal(*cut)
         await herd.start_async(*sorted(down))
-        started = time.monotonic()
-        wrong: list[str] = []
-        while True:
-            held = {name: await snapshot(herd.ports[name]) for name in NAMES}
-            wrong = [
-                f"{name}: {client.name}: {why}"
-                for name in NAMES
-                for client in clients
-                if client.acked and (why := problems(client, held[name].get(client.name)))
-            ]
-            agree = all(held[name] == held[NAMES[0]] for name in NAMES)
-            if (not wrong and agree) or time.monotonic() - started > 30:
-                break
-            await asyncio.sleep(0.1)
-        converged = time.monotonic() - started
+        wrong, agree, converged = await converge(herd, clients)
+        points = sum(len(c.acked) for c in clients)
         print(
             f"\nchaos: {len(events)} events ({', '.join(events)}); "
             f"updates: {stats['acked']} acknowledged, {stats['unsure']} unsure, "
             f"{stats['refused']} refused; {stats['hostile']} hostile lines refused; "
-            f"converged in {converged:.2f} s"
+            f"converged in {converged:.2f} s ({points} points at each server)"
         )
         assert not wrong, wrong[:10]
         assert agree, "servers hold different records"
@@ -276,7 +262,6 @@ async def test_chaos_converges_to_the_newest_acknowledged_records(
             e.startswith("cut") for e in events
         )
     finally:
-        for proxy in proxies.values():
-            await proxy.close()
+        await links.close()
         with contextlib.suppress(Exception):
             await herd.stop_async()

@@ -119,6 +119,25 @@ async def test_overlapping_chunks_and_open_points_read_in_order_once(history: Hi
     assert await history.read_points("kiwi", *window) == points
     assert await history.read_points("kiwi", 0, points[9].ns, 7) == points[:7]
     assert history.points("kiwi", *window) == points[:21]  # committed only
+    # HISTORY's lines: the rows' lines, whichever way they are made (chunks that overlap here).
+    for limit in (100, 7):
+        lines = await history.read_lines("kiwi", 0, round(NOW * 1e9), limit, False)
+        assert lines == [p.at_line().decode() + "\n" for p in points[:limit]]
+
+
+async def test_history_lines_from_chunks_apart_and_open_points(history: History) -> None:
+    """Chunks that do not overlap are read straight into lines, open points after them."""
+    points = [row("owl", NOW - 3_000 + i, attributes=f'{{"n":{i}}}') for i in range(960)]
+    for p in points[:900]:  # chunks of 512 and 388
+        history.add(p)
+    await history.wait_saved()
+    for p in points[900:]:
+        history.add(p)  # still open
+    since, until = points[5].ns, points[950].ns
+    for limit, flag in ((10_000, True), (10_000, False), (600, True)):
+        lines = await history.read_lines("owl", since, until, limit, flag)
+        kept = points[5:951][:limit]
+        assert lines == [(p.wire() if flag else p.at_line()).decode() + "\n" for p in kept]
 
 
 async def test_attributes_are_kept(history: History) -> None:

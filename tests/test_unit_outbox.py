@@ -47,6 +47,9 @@ async def test_an_iamat_reaches_the_neighbour_and_the_journal_before_its_client(
         link_socket = MemoryTransport(conn, ("127.0.0.1", 40001))
         serving = asyncio.create_task(server.peers.links["Jaquez"].serve(conn))
         await until(lambda: server.peers.links["Jaquez"].up, "the link up")
+        # History's digests go out on link-up (read in a worker thread): let them go first.
+        sent = bytearray()
+        await until(lambda: sent.extend(link_socket.take()) or b"HAVE forget" in sent, "HAVEs")
         await settle()
         link_socket.on_write = lambda data: order.append("link")
         journal_flush = server.journal.flush

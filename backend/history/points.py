@@ -37,6 +37,7 @@ __all__ = [
     "box_of",
     "bucket_of",
     "chunk_keys",
+    "chunk_text",
     "day_bucket",
     "day_of",
     "decode_chunk",
@@ -48,6 +49,8 @@ __all__ = [
     "lat_lng",
     "ns_of",
     "row_of",
+    "slice_of",
+    "text_holds",
 ]
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -221,6 +224,25 @@ def decode_chunk(client_id: str, data: bytes) -> list[Row]:
             )
         )
     return rows
+
+
+def chunk_text(data: bytes) -> str:
+    """A chunk's text, a line per point (``encode_chunk``), with a line break before the
+    first as well, for ``text_holds``."""
+    return "\n" + zlib.decompress(data).decode("utf-8", "surrogateescape")
+
+
+def text_holds(text: str, ns: int, location: str) -> bool:
+    """Whether a chunk's text (``chunk_text``) holds the point at ``ns`` and ``location``:
+    a substring search, with no row made (a partition's repair asks it of every point)."""
+    prefix = f"\n{ns}\t"
+    at = text.find(prefix)
+    while at >= 0:
+        end = text.find("\n", at + 1)
+        if text[at + 1 : len(text) if end < 0 else end].split("\t", 3)[2] == location:
+            return True
+        at = text.find(prefix, at + 1)
+    return False
 
 
 def chunk_keys(data: bytes) -> set[tuple[int, str]]:

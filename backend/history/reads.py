@@ -10,8 +10,9 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 from .points import (
@@ -29,7 +30,7 @@ from .points import (
 )
 from .schema import connect
 
-__all__ = ["Box", "Reads", "sorted_rows"]
+__all__ = ["Box", "Reads", "chunk_lines", "sorted_rows"]
 
 Box = tuple[float, float, float, float]  # west, south, east, north
 
@@ -80,6 +81,44 @@ class Reads:
         self, client_id: str, since_ns: int, until_ns: int, limit: int, extra: Iterable[Point] = ()
     ) -> list[Row]:
         return list(islice(self.window(client_id, since_ns, until_ns, extra), limit))
+
+    def lines(
+        self,
+        client_id: str,
+        since_ns: int,
+        until_ns: int,
+        limit: int,
+        extra: Iterable[Point],
+        points: bool,
+    ) -> list[str]:
+        """HISTORY's answer: the window's points as AT lines (with ``points``, POINT lines
+        where they have attributes), oldest first, at most ``limit``.
+
+        The usual case, chunks that do not overlap in time and uncommitted points all after
+        them, goes from each chunk's text to the lines with no row made; otherwise the rows
+        are merged (``window``)."""
+        since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
+        later = [r for r in sorted_rows(extra) if since_ns <= r.ns <= until_ns]
+        spans = self._conn().execute(
+            "SELECT x.id, x.first, x.last FROM chunks x JOIN clients c ON c.id = x.client "
+            "WHERE c.name = ? AND x.last >= ? AND x.first <= ? ORDER BY x.first",
+            (client_id, since_ns, until_ns),
+        ).fetchall()
+        apart = all(a[2] < b[1] for a, b in pairwise(spans))
+        if not apart or (spans and later and later[0].ns <= spans[-1][2]):
+            rows = self.points(client_id, since_ns, until_ns, limit, later)
+            return [_line(r.wire() if points else r.at_line()) for r in rows]
+        found: list[str] = []
+        for chunk_id, first, last in spans:
+            (data,) = self._conn().execute(
+                "SELECT data FROM chunks WHERE id = ?", (chunk_id,)
+            ).fetchone()
+            whole = since_ns <= first and last <= until_ns
+            found += chunk_lines(client_id, data, points, None if whole else (since_ns, until_ns))
+            if len(found) >= limit:
+                return found[:limit]
+        found += (_line(r.wire() if points else r.at_line()) for r in later)
+        return found[:limit]
 
     def _scan(self, client_id: str, since_ns: int, until_ns: int, box: Box | None) -> Iterator[Row]:
         """The committed points of the window in (time, location) order, reading chunks by
@@ -175,6 +214,29 @@ class Reads:
     def forgotten(self) -> dict[str, int]:
         """Every deletion held (client ID -> until, ns): replicated like points."""
         return dict(self._conn().execute("SELECT name, until FROM forgotten").fetchall())
+
+
+def _line(wire: bytes) -> str:
+    return wire.decode() + "\n"
+
+
+def chunk_lines(
+    client_id: str, data: bytes, points: bool, window: tuple[int, int] | None
+) -> list[str]:
+    """A chunk's points as AT (or POINT) lines, those in ``window`` only if one is given."""
+    found = []
+    for line in zlib.decompress(data).decode("utf-8", "surrogateescape").split("\n"):
+        ns, client_time, location, server_id, time_diff, attributes = line.split("\t")
+        if window is not None and not window[0] <= int(ns) <= window[1]:
+            continue
+        if points and attributes:
+            found.append(
+                f"POINT {server_id} {time_diff} {client_id} {location} {client_time} "
+                f"{attributes}\n"
+            )
+        else:
+            found.append(f"AT {server_id} {time_diff} {client_id} {location} {client_time}\n")
+    return found
 
 
 def _inside(row: Row, west: float, south: float, east: float, north: float) -> bool:

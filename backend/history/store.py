@@ -32,17 +32,18 @@ from .points import (
     Digest,
     Point,
     Row,
-    chunk_keys,
+    chunk_text,
     day_bucket,
     day_of,
     key_of,
     ns_of,
+    text_holds,
 )
 from .reads import Box, Reads
 from .schema import connect, create
-from .writer import BATCH, Chunk, Expire, Forget, Writer
+from .writer import Chunk, Expire, Forget, Writer
 
-__all__ = ["FILE", "History", "fill"]
+__all__ = ["CHUNK_POINTS", "FILE", "History"]
 
 FILE = "history.db"
 
@@ -57,9 +58,9 @@ MAX_AGE_S = 120.0
 MAX_OPEN_POINTS = 100_000
 # How often the loop looks for chunks past MAX_AGE_S.
 TICK_S = 1.0
-# Decoded chunks kept for ``offer``'s lookups: a flood of late points (a partition's repair,
-# a phone's queue) asks about the same few chunks again and again.
-LOOKUP_CACHE = 64
+# Decompressed chunks kept for ``offer``'s lookups (~12-40 KB each): a flood of late points
+# (a partition's repair, a phone's queue) asks about the same chunks again and again.
+LOOKUP_CACHE = 256
 _DAY_S = 86_400
 _LAST_S = MAX_NS // 1_000_000_000  # the last whole second history's nanoseconds reach
 
@@ -95,7 +96,7 @@ class History:
         self._order: collections.deque[Buffer | None] = collections.deque()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._lookup: sqlite3.Connection | None = None
-        self._cache: collections.OrderedDict[int, set[tuple[int, str]]] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._writer: Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick: asyncio.TimerHandle | None = None
@@ -265,27 +266,27 @@ class History:
         self._writer.put(item)
 
     def _held(self, point: Point) -> bool:
-        """Whether the database holds the point (on the loop: an indexed lookup, and the
-        decoding of a chunk unless a recent lookup decoded it)."""
+        """Whether the database holds the point (on the loop: an indexed lookup, and a
+        substring search of the chunks that span its time, decompressed unless a recent
+        lookup did)."""
         assert self._lookup is not None
         ns = ns_of(point)
-        key = (ns, point.location)
         for (chunk_id,) in self._lookup.execute(
             "SELECT x.id FROM chunks x WHERE x.client = (SELECT id FROM clients WHERE name = ?) "
             "AND x.last >= ? AND x.first <= ?",
             (point.client_id, ns, ns),
         ).fetchall():
-            keys = self._cache.get(chunk_id)
-            if keys is None:
+            text = self._cache.get(chunk_id)
+            if text is None:
                 (data,) = self._lookup.execute(
                     "SELECT data FROM chunks WHERE id = ?", (chunk_id,)
                 ).fetchone()
-                keys = self._cache[chunk_id] = chunk_keys(data)
+                text = self._cache[chunk_id] = chunk_text(data)
                 if len(self._cache) > LOOKUP_CACHE:
                     self._cache.popitem(last=False)
             else:
                 self._cache.move_to_end(chunk_id)
-            if key in keys:
+            if text_holds(text, ns, point.location):
                 return True
         return False
 
@@ -329,6 +330,15 @@ class History:
         extra = self._uncommitted(client_id)
         return await asyncio.to_thread(
             self.reads.points, client_id, since_ns, until_ns, limit, extra
+        )
+
+    async def read_lines(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int, points: bool
+    ) -> list[str]:
+        """HISTORY's answer lines (``Reads.lines``)."""
+        extra = self._uncommitted(client_id)
+        return await asyncio.to_thread(
+            self.reads.lines, client_id, since_ns, until_ns, limit, extra, points
         )
 
     async def read_area(
@@ -412,29 +422,3 @@ def _merged(
         held, held_xor = merged.get(b, (0, 0))
         merged[b] = (held + count, held_xor ^ xor)
     return {b: Digest(count, xor) for b, (count, xor) in merged.items() if count}
-
-
-def fill(directory: Path, rows: Iterable[Row], *, max_points: int = 1_000_000) -> int:
-    """Write ``rows`` (sorted by client) straight into ``directory``/history.db (made if need
-    be), with no server: for benchmarks and tests that need a large history. Returns the
-    points in the database."""
-    private_dir(directory, tighten=False)
-    conn = connect(directory / FILE, durable=False)
-    create(conn)
-    writer = Writer(conn, max_points, lambda *_: None)
-    batch: list[Chunk | Forget | Expire] = []
-    gathered: list[Point] = []
-    for row in rows:
-        if gathered and (row.client_id != gathered[0].client_id or len(gathered) == CHUNK_POINTS):
-            batch.append(Chunk(gathered[0].client_id, gathered))
-            gathered = []
-            if len(batch) == BATCH:
-                writer.apply(batch)
-                batch = []
-        gathered.append(row)
-    if gathered:
-        batch.append(Chunk(gathered[0].client_id, gathered))
-    if batch:
-        writer.apply(batch)
-    conn.close()
-    return writer.stored

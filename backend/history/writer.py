@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .changes import Changes
 from .points import (
     DAY_NS,
     HOUR_NS,
@@ -27,7 +28,6 @@ from .points import (
     as_row,
     box_of,
     chunk_keys,
-    day_bucket,
     decode_chunk,
     encode_chunk,
     identity_hash,
@@ -180,7 +180,7 @@ class Writer:
 
     def apply(self, batch: list[Work]) -> dict[str, int]:
         """Write ``batch`` in one transaction; return the client floors it changed."""
-        changes = _Changes()
+        changes = Changes()
         self.conn.execute("BEGIN IMMEDIATE")
         for item in batch:
             if isinstance(item, Chunk):
@@ -217,7 +217,7 @@ class Writer:
         self._slices[row[0]] = row[2]
         return int(row[0])
 
-    def _insert(self, chunk: Chunk, changes: _Changes) -> None:
+    def _insert(self, chunk: Chunk, changes: Changes) -> None:
         """Keep the chunk's points that are above the floor, within retention and not held
         already, a chunk row per hour (so a chunk lies in one hour bucket)."""
         cid = self.client(chunk.client_id)
@@ -240,7 +240,7 @@ class Writer:
             )
 
     def _insert_hour(
-        self, cid: int, hour: int, rows: list[Row], hashes: list[int], changes: _Changes
+        self, cid: int, hour: int, rows: list[Row], hashes: list[int], changes: Changes
     ) -> None:
         held = self._held(cid, rows[0].ns, rows[-1].ns)
         if held:
@@ -280,7 +280,7 @@ class Writer:
             ),
         )
 
-    def _delete(self, cid: int, name: str, until_ns: int, changes: _Changes) -> None:
+    def _delete(self, cid: int, name: str, until_ns: int, changes: Changes) -> None:
         """Delete a client's points at or before ``until_ns``, updating the digests; a chunk
         that straddles the time keeps its later points."""
         found = self.conn.execute(
@@ -296,15 +296,15 @@ class Writer:
             if len(gone) < len(rows):
                 self._store(cid, [r for r in rows if r.ns > until_ns])
 
-    def floor(self, cid: int, changes: _Changes) -> int | None:
+    def floor(self, cid: int, changes: Changes) -> int | None:
         return changes.floors.get(cid, self._floors.get(cid))
 
-    def _raise_floor(self, cid: int, ns: int, changes: _Changes) -> int:
+    def _raise_floor(self, cid: int, ns: int, changes: Changes) -> int:
         floor = self.floor(cid, changes)
         changes.floors[cid] = ns if floor is None else max(ns, floor)
         return changes.floors[cid]
 
-    def _forget(self, item: Forget, changes: _Changes) -> None:
+    def _forget(self, item: Forget, changes: Changes) -> None:
         cid = self.client(item.client_id)
         changes.names[cid] = item.client_id
         until = self._raise_floor(cid, item.until_ns, changes)
@@ -315,7 +315,7 @@ class Writer:
             (item.client_id, until),
         )
 
-    def _trim(self, changes: _Changes) -> None:
+    def _trim(self, changes: Changes) -> None:
         """Hold every client touched to ``max_points``: its oldest points go first."""
         for cid, name in list(changes.names.items()):
             count = self._counts.get(cid, 0) + changes.deltas.get(cid, 0)
@@ -336,7 +336,7 @@ class Writer:
             times.extend(r.ns for r in decode_chunk(name, data))
         return sorted(times)[n - 1]
 
-    def _expire(self, first_day: int, changes: _Changes) -> None:
+    def _expire(self, first_day: int, changes: Changes) -> None:
         """Drop whole days before ``first_day``: their chunks, digests, deletions."""
         self.first_day = max(self.first_day, first_day)
         before = first_day * DAY_NS
@@ -361,7 +361,7 @@ class Writer:
         self.conn.execute("DELETE FROM digests")
         self.conn.execute("UPDATE clients SET points = 0")
         self._forget_caches()
-        changes = _Changes()
+        changes = Changes()
         for cid, name in self.conn.execute("SELECT id, name FROM clients").fetchall():
             self.client(name)
             rows = [
@@ -393,51 +393,3 @@ def _sorted_rows(items: list[Point]) -> list[Row]:
         for i, r in enumerate(rows)
         if i == 0 or (rows[i - 1].ns, rows[i - 1].location) != (r.ns, r.location)
     ]
-
-
-class _Changes:
-    """What one transaction changes beside the chunks: digests, counts, floors."""
-
-    def __init__(self) -> None:
-        self.digests: dict[int, tuple[int, int]] = {}  # hour bucket -> (count delta, xor)
-        self.deltas: dict[int, int] = {}  # client -> change of its point count
-        self.names: dict[int, str] = {}  # every client touched
-        self.floors: dict[int, int] = {}  # floors set in this transaction
-
-    def count(self, bucket: int, cid: int, delta: int, hashes: list[int]) -> None:
-        """``delta`` points of the client in ``bucket``, whose identity hashes are given."""
-        count, xor = self.digests.get(bucket, (0, 0))
-        for h in hashes:
-            xor ^= h
-        self.digests[bucket] = (count + delta, xor)
-        self.deltas[cid] = self.deltas.get(cid, 0) + delta
-
-    def write(self, conn: sqlite3.Connection) -> None:
-        days: dict[int, tuple[int, int]] = {}
-        for b, (count, xor) in self.digests.items():
-            day = day_bucket(b)
-            held, held_xor = days.get(day, (0, 0))
-            days[day] = (held + count, held_xor ^ xor)
-        for table, digests in (("hours", self.digests), ("digests", days)):
-            conn.executemany(
-                f"INSERT INTO {table} VALUES (?, ?, ?) ON CONFLICT (bucket) DO UPDATE "
-                "SET count = count + excluded.count, "
-                # SQLite has no XOR operator: a ^ b is (a | b) & ~(a & b), with no overflow.
-                "xor = (xor | excluded.xor) & ~(xor & excluded.xor)",
-                [(b, count, _signed(xor)) for b, (count, xor) in digests.items()],
-            )
-            conn.execute(f"DELETE FROM {table} WHERE count = 0")
-        conn.executemany(
-            "UPDATE clients SET points = points + ? WHERE id = ?",
-            [(delta, cid) for cid, delta in self.deltas.items() if delta],
-        )
-        conn.executemany(
-            "UPDATE clients SET floor = ? WHERE id = ?",
-            [(ns, cid) for cid, ns in self.floors.items()],
-        )
-
-
-def _signed(value: int) -> int:
-    """XOR of signed 64-bit hashes stays in range; normalise Python's sign anyway."""
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >= 1 << 63 else value
