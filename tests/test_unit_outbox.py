@@ -48,8 +48,14 @@ async def test_an_iamat_reaches_the_neighbour_and_the_journal_before_its_client(
         serving = asyncio.create_task(server.peers.links["Jaquez"].serve(conn))
         await until(lambda: server.peers.links["Jaquez"].up, "the link up")
         # History's digests go out on link-up (read in a worker thread): let them go first.
+        # The thread needs the interpreter for a few milliseconds on a loaded machine, more
+        # than a thousand turns of an idle loop: up to some seconds' worth of turns.
         sent = bytearray()
-        await until(lambda: sent.extend(link_socket.take()) or b"HAVE forget" in sent, "HAVEs")
+        await until(
+            lambda: sent.extend(link_socket.take()) or b"HAVE forget" in sent,
+            "HAVEs",
+            turns=500_000,
+        )
         await settle()
         link_socket.on_write = lambda data: order.append("link")
         journal_flush = server.journal.flush
