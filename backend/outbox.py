@@ -3,10 +3,17 @@
 Every record a server accepts costs a journal write, a write per neighbour, a reply and
 traffic-log lines. Made one by one, that is a system call each; gathered over one loop
 iteration they become one write per file and per socket, however many records the iteration
-handled. The order of the flush is the server's promise: the peer links and subscribers first (a
-record moves on as soon as it can, and a neighbour has it before the client has its reply),
-then the journal (an answered record is in the kernel), then the replies. The traffic log
-follows within ``LOG_DELAY``.
+handled. The order of the flush is the server's promise: the subscribers and the peer links
+first (a record moves on as soon as it can, and a neighbour has it before the client has its
+reply), then the journal (an answered record is in the kernel), then the replies. The traffic
+log follows within ``LOG_DELAY``.
+
+Subscribers come before the peer links. A write to a link wakes its neighbour, which on a busy
+machine (or one CPU) often takes the CPU at once and passes the record on through the herd
+before this server writes its next socket: written after the links, a subscriber (the
+gateway's map) waited for those wake-ups in about half the updates, 150-700 µs each. Written
+first, its update is on its way before any neighbour wakes; the links lose only the time of
+one write per subscriber.
 """
 
 from __future__ import annotations
@@ -195,11 +202,11 @@ class Outbox:
     """Collects flush callbacks for the end of this iteration and runs them in stage order,
     then writes the traffic log."""
 
-    PEERS, JOURNAL, CLIENTS = range(3)  # the order of the flush
+    SUBSCRIBERS, PEERS, JOURNAL, CLIENTS = range(4)  # the order of the flush
 
     def __init__(self, traffic: TrafficLog) -> None:
         self.traffic = traffic
-        self._stages: list[list[Callable[[], None]]] = [[] for _ in range(3)]
+        self._stages: list[list[Callable[[], None]]] = [[] for _ in range(4)]
         self._scheduled: asyncio.Handle | None = None
 
     def later(self, stage: int, flush: Callable[[], None]) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .framing import TooLong
 from .outbox import Outbox, TrafficLog
-from .protocol import Peer, ProtocolError, StartTls, invalid_reply, parse_line
+from .protocol import PEER_LINE_LIMIT, Peer, ProtocolError, StartTls, invalid_reply, parse_line
 from .state import Admission
 from .transport import Lines, LineTransport
 
@@ -319,4 +319,6 @@ class ClientSession:
         self.closed = True
         self.state.release(self, handed_over=True)
         self.transport.detach()
+        # A peer's lines are bounded by the peer links' limit, not by [limits] for clients.
+        self.transport.set_line_limit(PEER_LINE_LIMIT)
         return self.transport

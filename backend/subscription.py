@@ -162,9 +162,9 @@ class Subscribers:
 
     def queue(self, line: bytes, wire: bytes) -> None:
         """Pass a record on to every subscriber (``line``: its AT line, ``wire``: its POINT
-        line or ``line``) in the outbox's first stage, with the peer links."""
+        line or ``line``) in the outbox's first stage, before the peer links."""
         if not self._lines:
-            self.outbox.later(Outbox.PEERS, self.push)
+            self.outbox.later(Outbox.SUBSCRIBERS, self.push)
         if wire is not line:
             self._points[len(self._lines)] = wire
         self._lines.append(line)
@@ -173,7 +173,7 @@ class Subscribers:
         """Pass a late point on to the subscribers that asked for them (``SUBSCRIBE ...
         LATE``), in order with the records."""
         if not self._lines:
-            self.outbox.later(Outbox.PEERS, self.push)
+            self.outbox.later(Outbox.SUBSCRIBERS, self.push)
         self._late[len(self._lines)] = (b"LATE " + line, b"LATE " + wire)
         self._lines.append(b"")
 

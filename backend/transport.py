@@ -154,6 +154,10 @@ class LineTransport(asyncio.Protocol):
             raise ValueError(f"a line over {self.lines.limit} bytes")
         return line
 
+    def set_line_limit(self, limit: int) -> None:
+        """Take lines of up to ``limit`` bytes from now on."""
+        self.lines.limit = limit
+
     @property
     def buffered(self) -> bool:
         """Whether bytes came in that no readline has taken yet."""

@@ -172,6 +172,31 @@ async def test_a_client_connection_that_sends_peer_becomes_a_link_on_the_same_tr
         await server.close()
 
 
+async def test_a_link_that_came_in_as_a_client_reads_lines_up_to_the_peer_limit(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    # Clients' lines are held to 256 bytes here; a record line of a neighbour (a long client
+    # ID) is longer, and must still be taken once the connection has proved itself a peer.
+    config = herd_config(
+        tmp_path,
+        ("Riley", "Jaquez"),
+        LINKS,
+        "[peers]\nhandshake_timeout = 0.3\n\n[limits]\nmax_line_bytes = 256\n",
+    )
+    server = make_server(config, "Jaquez")
+    try:
+        riley = link(config, outbox, "Riley", "Jaquez")
+        dialer = LineTransport(PEER_LINE_LIMIT)
+        MemoryTransport.pair(dialer, server.connection())
+        await riley.handshake.dial(dialer, asyncio.get_running_loop().time() + 5)
+        await until(lambda: server.peers.links["Riley"].up, "the link up at Jaquez")
+        client_id = "k" * 600
+        dialer.write(f"AT Riley +0.1 {client_id} +34-118 1700000000\n".encode())
+        await until(lambda: server.store.get(client_id) is not None, "the record at Jaquez")
+    finally:
+        await server.close()
+
+
 async def test_peer_from_a_stranger_is_refused_as_a_client_line(config: HerdConfig) -> None:
     server = make_server(config, "Jaquez")
     try:
