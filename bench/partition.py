@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from backend.config import DEFAULT_LINKS
@@ -27,7 +29,7 @@ from .load import send_all, time_text
 from .results import Figure, Target, WorkloadResult
 from .sizes import Sizes
 
-__all__ = ["HALVES", "measure_repair", "repair_spec"]
+__all__ = ["HALVES", "Timeline", "measure_repair", "repair_spec"]
 
 HALVES = (("Riley", "Jaquez"), ("Juzang", "Campbell", "Bernard"))
 ENTRIES = ("Riley", "Campbell")  # where each half's points are sent
@@ -47,6 +49,26 @@ POLL = 0.05
 STATUS_WAIT = 30.0
 
 
+@dataclass
+class Timeline:
+    """What the repair stage saw, for a run that wants more than its figure (``bench.repair``):
+    ``on_heal`` is called with the servers' pids as the cut heals, ``on_done`` once every
+    server holds every point (or the limit passed); ``samples`` are the seconds since the heal
+    at which a server's STATUS count or a cut link's state changed, with what it was then."""
+
+    on_heal: Callable[[dict[str, int]], None] | None = None
+    on_done: Callable[[], None] | None = None
+    healed_at: float = 0.0  # time.time() at the heal, to place the servers' log lines
+    samples: list[tuple[float, dict[str, int | None], dict[str, str | None]]] = field(
+        default_factory=list
+    )
+
+    def see(self, now: float, counts: dict[str, int | None], links: dict[str, str | None]) -> None:
+        last = self.samples[-1] if self.samples else None
+        if last is None or (last[1], last[2]) != (counts, links):
+            self.samples.append((round(now, 3), counts, links))
+
+
 def repair_spec(sizes: Sizes) -> Spec:
     total = 2 * sizes.partition_points
     return Spec(
@@ -54,9 +76,11 @@ def repair_spec(sizes: Sizes) -> Spec:
     )
 
 
-async def measure_repair(ctx: Context, result: WorkloadResult, extra: str) -> None:
+async def measure_repair(
+    ctx: Context, result: WorkloadResult, extra: str, timeline: Timeline | None = None
+) -> None:
     """Cut a herd in two (its config's ``extra`` turns history on), load both halves, heal,
-    and add the repair time to ``result``."""
+    and add the repair time to ``result``; ``timeline`` records the repair as it goes."""
     links = await Links(DEFAULT_LINKS).start()
     herd = Herd.for_bench(ctx.root / "partition", ctx.procs, preload=False, extra=extra)
     links.route(herd)
@@ -64,13 +88,13 @@ async def measure_repair(ctx: Context, result: WorkloadResult, extra: str) -> No
         await herd.start_async(*herd.names)
         await herd.wait_ready(places=False)
         ctx.unpin(*herd.pids().values())
-        result.add(await _cut_load_heal(herd, links, ctx.sizes))
+        result.add(await _cut_load_heal(herd, links, ctx.sizes, timeline or Timeline()))
     finally:
         await herd.stop_async()
         await links.close()
 
 
-async def _cut_load_heal(herd: Herd, links: Links, sizes: Sizes) -> Figure:
+async def _cut_load_heal(herd: Herd, links: Links, sizes: Sizes, timeline: Timeline) -> Figure:
     n = sizes.partition_points
     cut = links.between(*HALVES)
     links.cut(*cut)
@@ -79,10 +103,15 @@ async def _cut_load_heal(herd: Herd, links: Links, sizes: Sizes) -> Figure:
     base_ns, load_s = await _load_halves(herd, n)
     for half in HALVES:
         await _wait_points(watch, half, n, LOAD_LIMIT)
+    if timeline.on_heal is not None:
+        timeline.on_heal(herd.pids())
     links.heal(*cut)
+    timeline.healed_at = time.time()
     watch.slowest = 0.0
     t0 = time.monotonic()
-    reached, links_up = await _repair(watch, cut, 2 * n, t0)
+    reached, links_up = await _repair(watch, cut, 2 * n, t0, timeline)
+    if timeline.on_done is not None:
+        timeline.on_done()
     value: list[float] | str = f"not within {REPAIR_LIMIT:g} s: {await watch.points()}"
     if len(reached) == len(herd.names):
         # STATUS's count may include a copy of a point not yet written: HISTORY must agree.
@@ -211,7 +240,7 @@ async def _wait_points(watch: Watch, names: tuple[str, ...], n: int, limit: floa
 
 
 async def _repair(
-    watch: Watch, cut: list[tuple[str, str]], total: int, t0: float
+    watch: Watch, cut: list[tuple[str, str]], total: int, t0: float, timeline: Timeline
 ) -> tuple[dict[str, float], float | None]:
     """Seconds from ``t0`` until each server held ``total`` points, and until a STATUS first
     showed every cut link up again at its dialler (None if none did; late by as much as a
@@ -227,5 +256,7 @@ async def _repair(
                 reached[name] = now
         if links_up is None and all(_link(statuses, a, b) == "up" for a, b in cut):
             links_up = round(now, 3)
+        counts = {name: _points(status) for name, status in statuses.items()}
+        timeline.see(now, counts, {f"{a}-{b}": _link(statuses, a, b) for a, b in cut})
         await asyncio.sleep(POLL)
     return reached, links_up

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..files import private_dir
 from ..protocol import Record
 from .buffers import Buffer, digests_of
+from .held import HeldIndex
 from .points import (
     DAY_NS,
     HOURS,
@@ -32,12 +33,10 @@ from .points import (
     Digest,
     Point,
     Row,
-    chunk_text,
     day_bucket,
     day_of,
     key_of,
     ns_of,
-    text_holds,
 )
 from .reads import Box, Reads
 from .schema import connect, create
@@ -58,9 +57,6 @@ MAX_AGE_S = 120.0
 MAX_OPEN_POINTS = 100_000
 # How often the loop looks for chunks past MAX_AGE_S.
 TICK_S = 1.0
-# Decompressed chunks kept for ``offer``'s lookups (~12-40 KB each): a flood of late points
-# (a partition's repair, a phone's queue) asks about the same chunks again and again.
-LOOKUP_CACHE = 256
 _DAY_S = 86_400
 _LAST_S = MAX_NS // 1_000_000_000  # the last whole second history's nanoseconds reach
 
@@ -96,7 +92,7 @@ class History:
         self._order: collections.deque[Buffer | None] = collections.deque()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._lookup: sqlite3.Connection | None = None
-        self._cache: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self._held: HeldIndex | None = None  # what the database holds, for ``offer``
         self._writer: Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick: asyncio.TimerHandle | None = None
@@ -119,6 +115,7 @@ class History:
             conn.execute("SELECT name, floor FROM clients WHERE floor IS NOT NULL").fetchall()
         )
         self._lookup = connect(self.path, durable=self.durable)
+        self._held = HeldIndex(self._lookup)
         self._writer = writer
         self.stored = writer.stored
         writer.start()
@@ -137,7 +134,7 @@ class History:
             self._writer = None
         if self._lookup is not None:
             self._lookup.close()
-            self._lookup = None
+            self._lookup = self._held = None
 
     # -- writes (on the loop) --------------------------------------------------------------
 
@@ -157,7 +154,8 @@ class History:
         buffer = self._open.get(point.client_id)
         if buffer is not None and buffer.holds(key_of(point)):
             return False
-        if self._held(point):
+        assert self._held is not None, "history is not open"
+        if self._held.holds(point.client_id, ns_of(point), point.location):
             return False
         self._append(buffer, point)
         return True
@@ -186,6 +184,8 @@ class History:
             return False
         self.floors[client_id] = until_ns
         self.deletions += 1
+        if self._held is not None:
+            self._held.drop(client_id)
         buffer = self._open.get(client_id)
         if buffer is not None and buffer.items:
             # The open chunk's points it deletes never go to the writer; the chunks already
@@ -205,6 +205,8 @@ class History:
         first = day_of(self.now_ns()) - self.keep_days
         if first > self.first_day:
             self.first_day = first
+            if self._held is not None:
+                self._held.drop()
             self._put(Expire(first), None)
 
     def flush(self) -> None:
@@ -265,31 +267,6 @@ class History:
         self.queued += 1
         self._writer.put(item)
 
-    def _held(self, point: Point) -> bool:
-        """Whether the database holds the point (on the loop: an indexed lookup, and a
-        substring search of the chunks that span its time, decompressed unless a recent
-        lookup did)."""
-        assert self._lookup is not None
-        ns = ns_of(point)
-        for (chunk_id,) in self._lookup.execute(
-            "SELECT x.id FROM chunks x WHERE x.client = (SELECT id FROM clients WHERE name = ?) "
-            "AND x.last >= ? AND x.first <= ?",
-            (point.client_id, ns, ns),
-        ).fetchall():
-            text = self._cache.get(chunk_id)
-            if text is None:
-                (data,) = self._lookup.execute(
-                    "SELECT data FROM chunks WHERE id = ?", (chunk_id,)
-                ).fetchone()
-                text = self._cache[chunk_id] = chunk_text(data)
-                if len(self._cache) > LOOKUP_CACHE:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(chunk_id)
-            if text_holds(text, ns, point.location):
-                return True
-        return False
-
     def _from_writer(self, count: int, floors: dict[str, int], change: int) -> None:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
@@ -300,6 +277,8 @@ class History:
         for _ in range(count):
             buffer = self._order.popleft()
             if buffer is not None:
+                if self._held is not None:
+                    self._held.committed(buffer.client_id, buffer.sent[0].items)
                 buffer.committed()
                 if buffer.empty() and self._open.get(buffer.client_id) is buffer:
                     del self._open[buffer.client_id]

@@ -72,6 +72,15 @@ async def _send_settled(
         for child in candidates
         if now.digests.get(child) == mine.digests.get(child) != have.digests.get(child)
     ]
+    if len(settled) < len(candidates):
+        log.info(
+            "sync with %s: %d of %d differing %s leaves of %s still changing here",
+            name,
+            len(candidates) - len(settled),
+            len(candidates),
+            have.kind,
+            have.scope,
+        )
     sent = 0
     for child in settled:
         if conn.closing():

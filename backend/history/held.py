@@ -1,0 +1,94 @@
+"""Whether the database holds a point, answered on the loop for ``History.offer``.
+
+A late point new to the server's memory may still be in the database; a partition's repair
+or a phone's queue asks that of every point, a client and an hour at a time. So the
+identities of one client's points of one hour are read once (one indexed range of its chunks,
+each decompressed once) and kept while they are asked about; a point the writer commits is
+added to its hour's set if that set is kept, so a kept set is always the database's (points
+removed since, by a deletion, a trim or retention, are below a floor the caller checks
+first).
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from collections.abc import Iterable
+
+from .points import HOUR_NS, Point, chunk_keys, ns_of
+
+__all__ = ["HELD_KEYS", "HeldIndex"]
+
+# Identities kept, over all the sets (~150 bytes each: ~30 MB at most). A partition's repair
+# of 1,000 clients' hour (both halves' 200 points each) fits; past it, the sets asked about
+# least recently go, and are read again if asked about.
+HELD_KEYS = 200_000
+
+Identity = tuple[int, str]  # time (ns) and location
+
+
+class HeldIndex:
+    """The identities of the points held in the database, by client and hour, read on
+    demand through ``conn`` (the loop's own read connection)."""
+
+    def __init__(self, conn: sqlite3.Connection, limit: int = HELD_KEYS) -> None:
+        self.conn = conn
+        self.limit = limit
+        self.size = 0  # identities kept
+        self._sets: collections.OrderedDict[tuple[str, int], set[Identity]] = (
+            collections.OrderedDict()
+        )
+        self._clients: collections.Counter[str] = collections.Counter()  # sets kept of each
+
+    def holds(self, client_id: str, ns: int, location: str) -> bool:
+        key = (client_id, ns // HOUR_NS)
+        found = self._sets.get(key)
+        if found is None:
+            found = self._read(client_id, key[1])
+            self._sets[key] = found
+            self._clients[client_id] += 1
+            self.size += len(found)
+            self._trim()
+        else:
+            self._sets.move_to_end(key)
+        return (ns, location) in found
+
+    def committed(self, client_id: str, points: Iterable[Point]) -> None:
+        """``points`` of ``client_id`` are in the database now (copies among them are not)."""
+        if client_id not in self._clients:
+            return  # the usual case: nothing of the client is kept
+        for point in points:
+            ns = ns_of(point)
+            found = self._sets.get((client_id, ns // HOUR_NS))
+            if found is not None and (ns, point.location) not in found:
+                found.add((ns, point.location))
+                self.size += 1
+
+    def drop(self, client_id: str | None = None) -> None:
+        """Forget what is kept of ``client_id`` (of every client when None): its points were
+        deleted."""
+        if client_id is not None and client_id not in self._clients:
+            return
+        for key in [k for k in self._sets if client_id is None or k[0] == client_id]:
+            self._forget(key)
+
+    def _read(self, client_id: str, hour: int) -> set[Identity]:
+        # A chunk lies within one hour (the writer splits by hour): its last time says which.
+        found: set[Identity] = set()
+        for (data,) in self.conn.execute(
+            "SELECT x.data FROM chunks x WHERE x.client = (SELECT id FROM clients WHERE name = ?) "
+            "AND x.last >= ? AND x.last < ?",
+            (client_id, hour * HOUR_NS, (hour + 1) * HOUR_NS),
+        ):
+            found |= chunk_keys(data)
+        return found
+
+    def _trim(self) -> None:
+        while self.size > self.limit and len(self._sets) > 1:
+            self._forget(next(iter(self._sets)))
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        self.size -= len(self._sets.pop(key))
+        self._clients[key[0]] -= 1
+        if not self._clients[key[0]]:
+            del self._clients[key[0]]
