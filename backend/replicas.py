@@ -10,7 +10,8 @@ objects as PUT lines; on link-up and every ``sync_interval`` it sends each kind'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,6 +28,7 @@ __all__ = [
     "Points",
     "PutHandler",
     "Replica",
+    "Shared",
     "differing",
     "have_lines",
 ]
@@ -51,8 +53,9 @@ class Replica(Protocol):
     # Applies a neighbour's object: new here, it is kept and flooded on; else nothing.
     put: PutHandler
 
-    async def children(self, scope: str) -> Children | None:
-        """The digests under ``scope`` (None for a scope this kind does not have)."""
+    async def children(self, scope: str, only: Collection[int] | None = None) -> Children | None:
+        """The digests under ``scope`` (None for a scope this kind does not have); with
+        ``only``, those children's are exact and the others' may be left out."""
 
     async def objects(self, scope: str, child: int) -> list[bytes]:
         """The payloads of one leaf."""
@@ -95,8 +98,14 @@ class Points:
     def __init__(self, history: History, on_put: PutHandler) -> None:
         self.history = history
         self.put = on_put
+        self._asked = Shared()
 
-    async def children(self, scope: str) -> Children | None:
+    async def children(self, scope: str, only: Collection[int] | None = None) -> Children | None:
+        if only is not None and scope.isdigit():
+            return await self._hours(int(scope), {c % SPREAD for c in only})
+        return await self._asked.get(scope, lambda: self._children(scope))
+
+    async def _children(self, scope: str) -> Children | None:
         history = self.history
         if scope == TOP:
             # From the day after the oldest kept (servers may disagree about that one for a
@@ -110,10 +119,14 @@ class Points:
             return Children(first, last, digests, leaves=False)
         if not scope.isdigit():
             return None
-        day = int(scope)
+        return await self._hours(int(scope), None)
+
+    async def _hours(self, day: int, slices: set[int] | None) -> Children:
         first = day * HOURS * SPREAD
-        hours = await history.read_hours(day)
+        hours = await self.history.read_hours(day, slices)
         digests = {b - first: (d.points, d.xor) for b, d in hours.items()}
+        if slices is not None:
+            digests = {c: d for c, d in digests.items() if c % SPREAD in slices}
         return Children(0, HOURS * SPREAD - 1, digests, leaves=True)
 
     async def objects(self, scope: str, child: int) -> list[bytes]:
@@ -123,6 +136,25 @@ class Points:
         return [row.wire() for row in rows]
 
 
+class Shared:
+    """Asks for one scope's digests that come while one is being answered share its answer:
+    a day's HAVE comes in four lines at once, and two links may ask together, while the
+    digests of uncommitted points cost a pass over all of them."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Future[Children | None]] = {}
+
+    async def get(
+        self, scope: str, work: Callable[[], Coroutine[object, object, Children | None]]
+    ) -> Children | None:
+        running = self._running.get(scope)
+        if running is None:
+            running = self._running[scope] = asyncio.ensure_future(work())
+            running.add_done_callback(lambda _: self._running.pop(scope, None))
+        # One asker cancelled (its link went down) leaves the others their answer.
+        return await asyncio.shield(running)
+
+
 class Deletions:
     """History's deletions: ``*`` -> one leaf holding every deletion (``<client> <until>``)."""
 
@@ -130,7 +162,7 @@ class Deletions:
         self.history = history
         self.put = on_put
 
-    async def children(self, scope: str) -> Children | None:
+    async def children(self, scope: str, only: Collection[int] | None = None) -> Children | None:
         if scope != TOP:
             return None
         found = await self.history.read_forgotten()

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     if args.json is not None:
         args.json.write_text(json.dumps(runs, indent=1))
-    values = [r["figure"]["value"] for r in runs]
+    values = [r["value"] for r in runs]
     print(f"repair seconds: {values}; load average {os.getloadavg()}")
     return 0 if all(v is not None for v in values) else 1
 
@@ -89,52 +89,78 @@ async def _runs(args: argparse.Namespace, root: Path, procs: Procs) -> list[dict
         herd = Herd.for_bench(where / "shared", procs, preload=False)  # never started
         ctx = Context(sizes, where, procs, herd, server, load, set(cpus))
         ctx.pin_harness()
-        spies: dict[str, subprocess.Popen[bytes]] = {}
-        looks: list[tuple[float, dict[str, str]]] = []
-        lookers: list[asyncio.Task[None]] = []
-
-        def healed(pids: dict[str, int], run: int = run) -> None:
-            spies.update(_spy(args.profile, run, pids))
-            if args.dumps:
-                lookers.append(asyncio.create_task(_look(pids, looks)))
-
-        def done() -> None:
-            _stop(spies)
-            for task in lookers:
-                task.cancel()
-
-        timeline = Timeline(on_heal=healed, on_done=done)
+        watcher = Watcher(args.profile, run, args.dumps)
+        timeline = Timeline(on_heal=watcher.healed, on_done=watcher.done)
         result = WorkloadResult("repair", "partition repair")
         print(f"run {run}: load average {os.getloadavg()}", file=sys.stderr)
         try:
             await measure_repair(ctx, result, ON, timeline)
         finally:
-            _stop(spies)
+            watcher.done()
         figure = result.figures[-1]
-        report = {
+        report: dict[str, object] = {
+            "value": figure.value,
             "figure": {"value": figure.value, "reason": figure.reason, **figure.extra},
             "load": os.getloadavg(),
             "timeline": timeline.samples,
+            "looks": watcher.looks,
         }
         runs.append(report)
-        _print(run, report, _story(where / "partition" / "logs", timeline.healed_at))
-        for t, what in looks:
+        _print(run, report, timeline, _story(where / "partition" / "logs", timeline.healed_at))
+        for t, what in watcher.looks:
             print(f"{t:7.3f} " + " | ".join(f"{k}: {v}" for k, v in what.items()))
         if args.profile is not None:
-            for name in spies:
+            for name in watcher.spies:
                 print(_summary(args.profile / f"run{run}-{name}.txt", name))
     return runs
 
 
-def _spy(directory: Path | None, run: int, pids: dict[str, int]) -> dict[str, subprocess.Popen[bytes]]:
+class Watcher:
+    """What watches the servers from the heal until every one holds every point: py-spy
+    recording each (into ``profile``), and with ``dumps`` a look at each event loop every
+    DUMP_S."""
+
+    def __init__(self, profile: Path | None, run: int, dumps: bool) -> None:
+        self.profile = profile
+        self.run = run
+        self.dumps = dumps
+        self.spies: dict[str, subprocess.Popen[bytes]] = {}
+        self.looks: list[tuple[float, dict[str, str]]] = []
+        self._lookers: list[asyncio.Task[None]] = []
+
+    def healed(self, pids: dict[str, int]) -> None:
+        self.spies.update(_spy(self.profile, self.run, pids))
+        if self.dumps:
+            self._lookers.append(asyncio.create_task(_look(pids, self.looks)))
+
+    def done(self) -> None:
+        _stop(self.spies)
+        for task in self._lookers:
+            task.cancel()
+
+
+def _spy(
+    directory: Path | None, run: int, pids: dict[str, int]
+) -> dict[str, subprocess.Popen[bytes]]:
     if directory is None:
         return {}
     directory.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
     return {
         name: subprocess.Popen(
-            [str(py_spy), "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--nonblocking",
-             "--format", "raw", "--output", str(directory / f"run{run}-{name}.txt")],
+            [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(PROFILE_RATE),
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(directory / f"run{run}-{name}.txt"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -150,8 +176,13 @@ async def _look(pids: dict[str, int], looks: list[tuple[float, dict[str, str]]])
         found = {}
         for name, pid in pids.items():
             proc = await asyncio.create_subprocess_exec(
-                py_spy, "dump", "--pid", str(pid), "--nonblocking",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                py_spy,
+                "dump",
+                "--pid",
+                str(pid),
+                "--nonblocking",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
             )
             try:
                 async with asyncio.timeout(DUMP_WAIT):
@@ -199,10 +230,10 @@ def _story(logs: Path, healed_at: float) -> list[str]:
     return [f"{t:7.3f} {text}" for t, text in sorted(found)]
 
 
-def _print(run: int, report: dict[str, object], story: list[str]) -> None:
+def _print(run: int, report: dict[str, object], timeline: Timeline, story: list[str]) -> None:
     print(f"\n== run {run}: {report['figure']}")
     print("seconds since the heal, points per server, cut links:")
-    for t, counts, links in report["timeline"]:  # type: ignore[attr-defined]
+    for t, counts, links in timeline.samples:
         print(f"{t:7.3f} {counts} {links}")
     print("server logs since the heal:")
     print("\n".join(story))

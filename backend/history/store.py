@@ -18,7 +18,7 @@ import collections
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from ..files import private_dir
@@ -152,8 +152,14 @@ class History:
         if not self.wanted(point):
             return False
         buffer = self._open.get(point.client_id)
-        if buffer is not None and buffer.holds(key_of(point)):
-            return False
+        if buffer is not None:
+            key = key_of(point)
+            # Once a lookup built the buffer's identity set (kept current as points come
+            # and go), it answers alone: a repair offers every point, and the tail's
+            # comparisons would cost more than the set.
+            keys = buffer.keys
+            if key in keys if keys is not None else buffer.holds(key):
+                return False
         assert self._held is not None, "history is not open"
         if self._held.holds(point.client_id, ns_of(point), point.location):
             return False
@@ -346,10 +352,18 @@ class History:
         )
         return _merged(stored, ((day_bucket(b), d) for b, d in extra.items()))
 
-    async def read_hours(self, day: int) -> dict[int, Digest]:
-        """Every non-empty hour bucket of a day, uncommitted points included."""
+    async def read_hours(
+        self, day: int, slices: Collection[int] | None = None
+    ) -> dict[int, Digest]:
+        """Every non-empty hour bucket of a day, uncommitted points included; with ``slices``,
+        only the buckets of those slices are exact (the uncommitted points of the others
+        are not hashed: a second look at a few leaves costs only theirs)."""
         low, high = day * HOURS * SPREAD, (day + 1) * HOURS * SPREAD
-        pieces = [(b.piece, b.every()) for b in self._open.values()]
+        pieces = [
+            (b.piece, b.every())
+            for b in self._open.values()
+            if slices is None or b.piece in slices
+        ]
         stored, extra = await asyncio.to_thread(
             lambda: (self.reads.hours(day), digests_of(pieces, low, high))
         )

@@ -18,13 +18,16 @@ log = logging.getLogger("herd.peers")
 
 Say = Callable[[LineTransport, bytes], None]
 
-# A leaf that differs is sent only if its digest here is the same this long later. Under
+# A leaf that differs is sent only once its digest here has held still this long. Under
 # load every leaf of the current hour differs between two servers at any instant (points
 # are in flight between them), and sending a leaf's objects because of points that arrive
-# milliseconds later would resend the hour's points at every exchange; a leaf still
-# changing here is left for the next exchange (or the hour's end). After a partition, the
-# leaves are quiet, and repair starts this long after the digests are compared.
-SETTLE_S = 2.0
+# milliseconds later would resend the hour's points at every exchange.
+SETTLE_S = 1.0
+# ... looked at again every SETTLE_S while it changes, this many times: after a partition a
+# leaf changes here while the repair from another link lands, then holds still, and is sent
+# then rather than at the next exchange; a leaf still changing after the last look (the
+# current hour's under load) is left for the next exchange (or the hour's end).
+SETTLE_LOOKS = 3
 
 
 async def send_tops(conn: LineTransport, replicas: Mapping[str, Replica], say: Say) -> None:
@@ -59,38 +62,55 @@ async def answer_have(
 async def _send_settled(
     conn: LineTransport, replica: Replica, have: Have, mine: Children, say: Say, name: str
 ) -> None:
-    """The objects of each leaf that differs and has not changed here for SETTLE_S."""
-    candidates = differing(mine, have)
-    if not candidates:
-        return
-    await asyncio.sleep(SETTLE_S)
-    now = await replica.children(have.scope)
-    if now is None:
-        return
-    settled = [
-        child
-        for child in candidates
-        if now.digests.get(child) == mine.digests.get(child) != have.digests.get(child)
-    ]
-    if len(settled) < len(candidates):
+    """The objects of each leaf that differs, once it has held still here for SETTLE_S."""
+    theirs = have.digests
+    waiting = {child: mine.digests.get(child) for child in differing(mine, have)}
+    sent = 0
+    for _ in range(SETTLE_LOOKS):
+        if not waiting:
+            break
+        await asyncio.sleep(SETTLE_S)
+        now = await replica.children(have.scope, only=waiting)
+        if now is None or conn.closing():
+            return  # the link went down; the next one exchanges digests again
+        held = [c for c, digest in waiting.items() if now.digests.get(c) == digest]
+        sent_now = await _send_leaves(
+            conn, replica, have, [c for c in held if now.digests.get(c) != theirs.get(c)], say
+        )
+        if sent_now is None:
+            return
+        sent += sent_now
+        # Still changing, and still not what the neighbour had: another look.
+        waiting = {
+            c: now.digests.get(c)
+            for c in waiting
+            if c not in held and now.digests.get(c) != theirs.get(c)
+        }
+    if sent:
+        log.info("sync with %s: sent %d %s objects where digests differ", name, sent, have.kind)
+    if waiting:
         log.info(
-            "sync with %s: %d of %d differing %s leaves of %s still changing here",
+            "sync with %s: %d %s leaves of %s still changing, left for the next exchange",
             name,
-            len(candidates) - len(settled),
-            len(candidates),
+            len(waiting),
             have.kind,
             have.scope,
         )
+
+
+async def _send_leaves(
+    conn: LineTransport, replica: Replica, have: Have, leaves: list[int], say: Say
+) -> int | None:
+    """The objects of ``leaves`` as PUT lines; how many, or None if the link went down."""
     sent = 0
-    for child in settled:
+    for child in leaves:
         if conn.closing():
-            return  # the link went down; the next one exchanges digests again
+            return None
         for payload in await replica.objects(have.scope, child):
             say(conn, Put(have.kind, payload).encode())
             sent += 1
         try:
             await conn.drain()
         except ConnectionError:
-            return
-    if sent:
-        log.info("sync with %s: sent %d %s objects where digests differ", name, sent, have.kind)
+            return None
+    return sent
