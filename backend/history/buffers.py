@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
-from .points import HOUR_NS, SPREAD, Key, Point, as_row, hash64, key_of, slice_of
+from .points import HOUR_NS, SPREAD, Key, Point, hash64, key_of, ns_of, slice_of
 from .writer import Chunk
 
 __all__ = ["Buffer", "digests_of"]
@@ -78,10 +78,14 @@ def digests_of(
     their client's slice, each point once (in a worker thread)."""
     digests: dict[int, tuple[int, int]] = {}
     for piece, points in pieces:
-        for row in {(r.ns, r.location): r for r in map(as_row, points)}.values():
-            bucket = row.ns // HOUR_NS * SPREAD + piece
+        if not points:
+            continue
+        client_id = points[0].client_id
+        # Each identity once, with no row made: a repair's digests pass over every point.
+        for ns, location in {(ns_of(p), p.location) for p in points}:
+            bucket = ns // HOUR_NS * SPREAD + piece
             if low <= bucket < high:
-                digest = hash64(f"{row.client_id} {row.ns} {row.location}".encode())
+                digest = hash64(f"{client_id} {ns} {location}".encode())
                 count, xor = digests.get(bucket, (0, 0))
                 digests[bucket] = (count + 1, xor ^ digest)
     return digests
