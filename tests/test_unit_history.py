@@ -274,6 +274,30 @@ async def test_a_failed_write_is_retried_not_dropped(history: History, monkeypat
     assert sum(len(history.points(f"c{i}", 0, 2**62, 2)) for i in range(3_000)) == 3_000
 
 
+async def test_a_point_written_after_its_hour_was_looked_up_is_still_held(
+    history: History,
+) -> None:
+    """``offer`` reads what the database holds of a client's hour once and keeps it: a point
+    committed after that read is found all the same (each commit is added to what is kept),
+    a new point is new, and deleted points stay refused."""
+    first, second, third = (row("kiwi", NOW - s) for s in (100, 50, 10))
+    assert history.offer(first)
+    await history.wait_saved()
+    assert history.offer(second)  # looked the hour up in the database: first was there
+    assert not history.offer(first)
+    await history.wait_saved()  # second is written after the hour was read
+    assert not history.offer(second)
+    assert history.offer(third)
+    await history.wait_saved()
+    held = history.points("kiwi", 0, round(NOW * 1e9), 100)
+    assert [r.ns for r in held] == [first.ns, second.ns, third.ns]
+    assert history.forget("kiwi", third.ns - 1)
+    await history.wait_saved(flush=False)
+    assert not history.offer(first) and not history.offer(second)
+    assert not history.offer(third)
+    assert history.offer(row("kiwi", NOW - 5))
+
+
 async def test_days_hours_digests_and_buckets_agree(history: History) -> None:
     """A day bucket's digest is its hour buckets' together; an hour bucket's is its points',
     whether written or not (half of them are still open here)."""

@@ -1,0 +1,124 @@
+"""Anti-entropy's side of a link with no sockets (backend/peers/replication.py,
+backend/replicas.py): which differing leaves are sent and when, and asks for one scope's
+digests that share one pass over the points."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+import pytest
+
+from backend.history.points import DAY_NS, HOURS, SPREAD
+from backend.peers import replication
+from backend.protocol import Have, Put
+from backend.replicas import TOP, Children, Points
+
+DAY = 20_000
+LEAVES = HOURS * SPREAD
+
+
+class Looks:
+    """A replica whose leaf digests change from one look to the next as ``looks`` say, and
+    whose leaf ``c`` holds the one object ``b"obj <c>"``."""
+
+    def __init__(self, looks: list[dict[int, tuple[int, int]]]) -> None:
+        self.looks = looks
+        self.asked: list[set[int] | None] = []
+
+    async def put(self, payload: bytes, source: str) -> None:  # pragma: no cover
+        raise AssertionError("nothing is put here")
+
+    async def children(self, scope: str, only: Collection[int] | None = None) -> Children:
+        assert scope == str(DAY)
+        self.asked.append(None if only is None else set(only))
+        return Children(0, LEAVES - 1, self.looks.pop(0), leaves=True)
+
+    async def objects(self, scope: str, child: int) -> list[bytes]:
+        return [b"obj %d" % child]
+
+
+class Conn:
+    def closing(self) -> bool:
+        return False
+
+    async def drain(self) -> None:
+        return None
+
+
+async def test_a_changing_leaf_is_sent_once_it_holds_still_within_the_exchange(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Leaf 8 holds still at the first look: sent then. Leaf 5 is still changing (a repair
+    from another link landing) and is sent at the next look, when it held still; leaf 6
+    became what the neighbour has: not sent; leaf 7 never holds still: left for the next
+    exchange. Each look reads only the leaves still waiting."""
+    monkeypatch.setattr(replication, "SETTLE_S", 0.0)
+    theirs = {5: (1, 10), 6: (2, 11), 7: (1, 12)}
+    replica = Looks(
+        [
+            {5: (2, 1), 6: (1, 2), 7: (3, 3), 8: (1, 4)},  # when their HAVE comes
+            {5: (3, 9), 6: (2, 11), 7: (4, 4), 8: (1, 4)},  # first look
+            {5: (3, 9), 7: (5, 5)},  # second look
+            {7: (6, 6)},  # third, the last
+        ]
+    )
+    said: list[bytes] = []
+    have = Have("point", str(DAY), 0, LEAVES - 1, theirs)
+    await replication.answer_have(
+        Conn(),  # type: ignore[arg-type]
+        {"point": replica},  # type: ignore[dict-item]
+        have,
+        lambda _conn, line: said.append(line),
+        "Jaquez",
+    )
+    assert said == [Put("point", b"obj 8").encode(), Put("point", b"obj 5").encode()]
+    assert replica.asked == [None, {5, 6, 7, 8}, {5, 7}, {7}]
+    assert not replica.looks
+
+
+class SlowHistory:
+    """What ``Points`` reads of a history: digests that take until ``release`` is set."""
+
+    first_day = DAY - 10
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.release = asyncio.Event()
+
+    def now_ns(self) -> int:
+        return DAY * DAY_NS
+
+    async def read_digests(self, first: int, last: int) -> dict[int, object]:
+        self.reads += 1
+        await self.release.wait()
+        return {}
+
+
+async def test_asks_for_a_scope_while_one_is_answered_share_its_answer() -> None:
+    """Two links asking for the top digests at once (and a day's four HAVE lines) cost one
+    pass over the points; an ask after the answer reads again."""
+    history = SlowHistory()
+    points = Points(history, lambda payload, source: None)  # type: ignore[arg-type]
+    asks = [asyncio.ensure_future(points.children(TOP)) for _ in range(3)]
+    await asyncio.sleep(0)
+    history.release.set()
+    answers = await asyncio.gather(*asks)
+    assert history.reads == 1
+    assert all(a == answers[0] for a in answers) and answers[0] is not None
+    assert answers[0].first == DAY - 9 and answers[0].last == DAY + 1
+    await points.children(TOP)
+    assert history.reads == 2
+
+
+async def test_an_asker_cancelled_leaves_the_others_their_answer() -> None:
+    history = SlowHistory()
+    points = Points(history, lambda payload, source: None)  # type: ignore[arg-type]
+    gone = asyncio.ensure_future(points.children(TOP))
+    kept = asyncio.ensure_future(points.children(TOP))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    history.release.set()
+    assert (await kept) is not None
+    assert gone.cancelled() and history.reads == 1
