@@ -76,9 +76,7 @@ def have_lines(kind: str, scope: str, children: Children) -> Iterator[bytes]:
 
 def differing(mine: Children, theirs: Have) -> list[int]:
     """The children in ``theirs``' range whose digests differ from ``mine``."""
-    indices = set(theirs.digests) | {
-        i for i in mine.digests if theirs.first <= i <= theirs.last
-    }
+    indices = set(theirs.digests) | {i for i in mine.digests if theirs.first <= i <= theirs.last}
     return sorted(i for i in indices if mine.digests.get(i) != theirs.digests.get(i))
 
 
@@ -176,5 +174,3 @@ class Deletions:
 def _payloads(forgotten: dict[str, int]) -> Iterator[bytes]:
     for client, until in sorted(forgotten.items()):
         yield Forget(client, until).payload()
-
-
