@@ -50,8 +50,8 @@ class Children:
 
 
 class Replica(Protocol):
-    # Applies a neighbour's object: new here, it is kept and flooded on; else nothing.
-    put: PutHandler
+    def put(self, payload: bytes, source: str) -> object:
+        """Applies a neighbour's object: new here, it is kept and flooded on; else nothing."""
 
     async def children(self, scope: str, only: Collection[int] | None = None) -> Children | None:
         """The digests under ``scope`` (None for a scope this kind does not have); with
@@ -95,8 +95,15 @@ class Points:
 
     def __init__(self, history: History, on_put: PutHandler) -> None:
         self.history = history
-        self.put = on_put
+        self._on_put = on_put
         self._asked = Shared()
+
+    def put(self, payload: bytes, source: str) -> object:
+        # A flood brings each point by every path, and a partition's repair by both ends of
+        # the cut: a copy of a point held here is dropped before it is parsed as a record.
+        if self.history.holds_line(payload):
+            return None
+        return self._on_put(payload, source)
 
     async def children(self, scope: str, only: Collection[int] | None = None) -> Children | None:
         if only is not None and scope.isdigit():
@@ -158,7 +165,10 @@ class Deletions:
 
     def __init__(self, history: History, on_put: PutHandler) -> None:
         self.history = history
-        self.put = on_put
+        self._on_put = on_put
+
+    def put(self, payload: bytes, source: str) -> object:
+        return self._on_put(payload, source)
 
     async def children(self, scope: str, only: Collection[int] | None = None) -> Children | None:
         if scope != TOP:

@@ -298,6 +298,26 @@ async def test_a_point_written_after_its_hour_was_looked_up_is_still_held(
     assert history.offer(row("kiwi", NOW - 5))
 
 
+async def test_a_copy_is_known_from_its_line_before_it_is_parsed(history: History) -> None:
+    """``holds_line`` (a neighbour's PUT of a point) finds a held point from its AT or POINT
+    line, whether it is uncommitted or written, its time written with any trailing zeros;
+    another location or time is not held, and a line that is not plainly a point is not."""
+    loc = "+34.068930-118.445127"
+    assert history.offer(row("kiwi", NOW - 100.5))
+    at = f"AT Riley +0.100000000 kiwi {loc} {NOW - 100.5:.9f}".encode()
+    for _ in range(2):  # uncommitted, then written
+        assert history.holds_line(at)
+        assert history.holds_line(at.replace(b"AT", b"POINT", 1) + b' {"battery":50}')
+        assert history.holds_line(at + b"000")
+        assert history.holds_line(at.replace(b"Riley +0.1", b"Jaquez -4.2"))  # another copy
+        assert not history.holds_line(at.replace(b"kiwi", b"lime"))
+        assert not history.holds_line(at.replace(loc.encode(), b"+34.068930-118.445128"))
+        assert not history.holds_line(at.replace(b".5000", b".5001"))
+        await history.wait_saved()
+    for junk in (b"", b"AT Riley", b"PUT point " + at, at.replace(b".", b"x"), b"AT \xff" + at):
+        assert not history.holds_line(junk)
+
+
 async def test_days_hours_digests_and_buckets_agree(history: History) -> None:
     """A day bucket's digest is its hour buckets' together; an hour bucket's is its points',
     whether written or not (half of them are still open here)."""

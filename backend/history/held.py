@@ -12,12 +12,15 @@ first).
 from __future__ import annotations
 
 import collections
+import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from ..protocol import key_to_ns
+from .buffers import Buffer
 from .points import HOUR_NS, Point, chunk_keys, ns_of
 
-__all__ = ["HELD_KEYS", "HeldIndex"]
+__all__ = ["HELD_KEYS", "HeldIndex", "line_held", "line_identity"]
 
 # Identities kept, over all the sets (~150 bytes each: ~30 MB at most). A partition's repair
 # of 1,000 clients' hour (both halves' 200 points each) fits; past it, the sets asked about
@@ -25,6 +28,26 @@ __all__ = ["HELD_KEYS", "HeldIndex"]
 HELD_KEYS = 200_000
 
 Identity = tuple[int, str]  # time (ns) and location
+# A client time as the protocol writes it, bounded as MAX_TIME_BYTES bounds it.
+_TIME = re.compile(rb"([0-9]{1,40})(?:\.([0-9]{1,40}))?")
+
+
+def line_identity(line: bytes) -> tuple[str, tuple[int, str], str] | None:
+    """The client, time key (``Record.key``'s first two) and location of an AT or POINT line
+    as servers write them (single spaces), or None if it is not plainly one: what tells a
+    copy of a held point from its bytes, before it is parsed (the full parse checks all)."""
+    fields = line.split(b" ", 6)
+    if len(fields) < 6 or fields[0] not in (b"AT", b"POINT"):
+        return None
+    m = _TIME.fullmatch(fields[5])
+    if m is None:
+        return None
+    try:
+        client_id, location = fields[3].decode(), fields[4].decode()
+    except UnicodeDecodeError:
+        return None
+    fraction = m[2].rstrip(b"0").decode() if m[2] else ""
+    return client_id, (int(m[1]), fraction), location
 
 
 class HeldIndex:
@@ -92,3 +115,19 @@ class HeldIndex:
         self._clients[key[0]] -= 1
         if not self._clients[key[0]]:
             del self._clients[key[0]]
+
+
+def line_held(line: bytes, buffers: Mapping[str, Buffer], held: HeldIndex) -> bool:
+    """Whether the point of an AT or POINT line is among the uncommitted ``buffers`` or
+    ``held`` in the database (False when the line is not plainly one)."""
+    found = line_identity(line)
+    if found is None:
+        return False
+    client_id, time_key, location = found
+    buffer = buffers.get(client_id)
+    if buffer is not None:
+        key = (time_key[0], time_key[1], location)
+        keys = buffer.keys
+        if key in keys if keys is not None else buffer.holds(key):
+            return True
+    return held.holds(client_id, key_to_ns(time_key), location)

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..files import private_dir
 from ..protocol import Record
 from .buffers import Buffer, digests_of
-from .held import HeldIndex
+from .held import HeldIndex, line_held
 from .points import (
     DAY_NS,
     HOURS,
@@ -165,6 +165,14 @@ class History:
             return False
         self._append(buffer, point)
         return True
+
+    def holds_line(self, line: bytes) -> bool:
+        """Whether this server holds the point of an AT or POINT line (False when the line is
+        not plainly one): a copy is then dropped unparsed, as ``offer`` would drop it once
+        parsed, and its record is no news either (a held point's record was the newest once,
+        and a store only moves to newer records)."""
+        assert self._held is not None, "history is not open"
+        return line_held(line, self._open, self._held)
 
     def wanted(self, point: Point) -> bool:
         """Within retention, within 64-bit nanoseconds, above its client's floor."""
