@@ -9,12 +9,11 @@ of a point comes back right after it), else from a set of identities built on fi
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
 
-from .points import HOUR_NS, SPREAD, Key, Point, hash64, key_of, ns_of, slice_of
+from .points import Key, Point, key_of, slice_of
 from .writer import Chunk
 
-__all__ = ["Buffer", "digests_of"]
+__all__ = ["Buffer"]
 
 # How many of the newest points a lookup compares before it builds the identity set: a
 # flood's copy of a point arrives within a few points of it.
@@ -70,22 +69,3 @@ class Buffer:
             found.extend(chunk.items)
         return found
 
-
-def digests_of(
-    pieces: Iterable[tuple[int, list[Point]]], low: int, high: int
-) -> dict[int, tuple[int, int]]:
-    """The hour buckets from ``low`` to ``high`` (excluded) of uncommitted points given with
-    their client's slice, each point once (in a worker thread)."""
-    digests: dict[int, tuple[int, int]] = {}
-    for piece, points in pieces:
-        if not points:
-            continue
-        client_id = points[0].client_id
-        # Each identity once, with no row made: a repair's digests pass over every point.
-        for ns, location in {(ns_of(p), p.location) for p in points}:
-            bucket = ns // HOUR_NS * SPREAD + piece
-            if low <= bucket < high:
-                digest = hash64(f"{client_id} {ns} {location}".encode())
-                count, xor = digests.get(bucket, (0, 0))
-                digests[bucket] = (count + 1, xor ^ digest)
-    return digests
