@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from .history.points import HOURS, SPREAD, day_of, hash64
+from .history.points import HOURS, SPREAD, day_of, hash64, identity_hash
 from .protocol import MAX_HAVE_ENTRIES, Forget, Have
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 TOP = "*"
+T = TypeVar("T")
 # What applies a neighbour's object: its payload and the neighbour's name.
 PutHandler = Callable[[bytes, str], object]
 
@@ -57,8 +58,9 @@ class Replica(Protocol):
         """The digests under ``scope`` (None for a scope this kind does not have); with
         ``only``, those children's are exact and the others' may be left out."""
 
-    async def objects(self, scope: str, child: int) -> list[bytes]:
-        """The payloads of one leaf."""
+    async def identities(self, scope: str, child: int) -> list[tuple[int, bytes]]:
+        """The objects of one leaf: each one's identity hash (unsigned 64 bits, the one its
+        leaf's digest XORs) and its payload."""
 
 
 def have_lines(kind: str, scope: str, children: Children) -> Iterator[bytes]:
@@ -96,7 +98,8 @@ class Points:
     def __init__(self, history: History, on_put: PutHandler) -> None:
         self.history = history
         self._on_put = on_put
-        self._asked = Shared()
+        self._asked: Shared[Children | None] = Shared()
+        self._leaves: Shared[list[tuple[int, bytes]]] = Shared()
 
     def put(self, payload: bytes, source: str) -> object:
         # A flood brings each point by every path, and a partition's repair by both ends of
@@ -134,28 +137,29 @@ class Points:
             digests = {c: d for c, d in digests.items() if c % SPREAD in slices}
         return Children(0, HOURS * SPREAD - 1, digests, leaves=True)
 
-    async def objects(self, scope: str, child: int) -> list[bytes]:
+    async def identities(self, scope: str, child: int) -> list[tuple[int, bytes]]:
         if not 0 <= child < HOURS * SPREAD:
             return []
+        return await self._leaves.get(f"{scope} {child}", lambda: self._leaf(scope, child))
+
+    async def _leaf(self, scope: str, child: int) -> list[tuple[int, bytes]]:
         rows = await self.history.read_bucket(int(scope) * HOURS * SPREAD + child)
-        return [row.wire() for row in rows]
+        return [(_unsigned(identity_hash(r.client_id, r.ns, r.location)), r.wire()) for r in rows]
 
 
-class Shared:
-    """Asks for one scope's digests that come while one is being answered share its answer:
-    a day's HAVE comes in four lines at once, and two links may ask together, while the
-    digests of uncommitted points cost a pass over all of them."""
+class Shared(Generic[T]):
+    """Asks for one scope's digests (or one leaf's objects) that come while one is being
+    answered share its answer: a day's HAVE comes in four lines at once, and two links may
+    ask together, while the digests of uncommitted points cost a pass over them."""
 
     def __init__(self) -> None:
-        self._running: dict[str, asyncio.Future[Children | None]] = {}
+        self._running: dict[str, asyncio.Future[T]] = {}
 
-    async def get(
-        self, scope: str, work: Callable[[], Coroutine[object, object, Children | None]]
-    ) -> Children | None:
-        running = self._running.get(scope)
+    async def get(self, key: str, work: Callable[[], Coroutine[object, object, T]]) -> T:
+        running = self._running.get(key)
         if running is None:
-            running = self._running[scope] = asyncio.ensure_future(work())
-            running.add_done_callback(lambda _: self._running.pop(scope, None))
+            running = self._running[key] = asyncio.ensure_future(work())
+            running.add_done_callback(lambda _: self._running.pop(key, None))
         # One asker cancelled (its link went down) leaves the others their answer.
         return await asyncio.shield(running)
 
@@ -177,8 +181,13 @@ class Deletions:
         digests = {0: _xor((1, hash64(p)) for p in _payloads(found))} if found else {}
         return Children(0, 0, digests, leaves=True)
 
-    async def objects(self, scope: str, child: int) -> list[bytes]:
-        return list(_payloads(await self.history.read_forgotten()))
+    async def identities(self, scope: str, child: int) -> list[tuple[int, bytes]]:
+        found = await self.history.read_forgotten()
+        return [(_unsigned(hash64(p)), p) for p in _payloads(found)]
+
+
+def _unsigned(value: int) -> int:
+    return value & (2**64 - 1)
 
 
 def _payloads(forgotten: dict[str, int]) -> Iterator[bytes]:

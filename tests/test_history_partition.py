@@ -6,6 +6,7 @@ had not yet applied them."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,10 +30,10 @@ HISTORY = f"[history]\nenabled = true\nkeep_days = 2\nmax_points_per_client = {L
 
 
 @asynccontextmanager
-async def cut_pair(tmp_path: Path) -> AsyncIterator[tuple[Herd, Links]]:
+async def cut_pair(tmp_path: Path, extra: str = "") -> AsyncIterator[tuple[Herd, Links]]:
     """Riley and Jaquez, history on, their one link through a relay; links up."""
     links = await Links([PAIR]).start()  # listening before the herd picks its ports
-    herd = Herd(tmp_path, names=PAIR, links=[PAIR], extra=HISTORY)
+    herd = Herd(tmp_path, names=PAIR, links=[PAIR], extra=HISTORY + extra)
     links.route(herd)
     try:
         async with herd:
@@ -122,6 +123,35 @@ async def test_a_deletion_made_while_a_link_is_cut_holds_on_both_sides(tmp_path:
         assert len(await points(herd, "Jaquez", "kiwi")) == 25
         links.heal(LINK)
         await both_hold(herd, [t for t in before + fresh if t > until])
+
+
+async def test_anti_entropy_sends_only_the_points_a_side_lacks(tmp_path: Path) -> None:
+    """With a queue of 5 records per link, what each side took while cut is nearly all
+    dropped from the other's queue, and anti-entropy repairs it: both end with every point,
+    and no exchange sends more objects than the other side lacked (the 50 points both held
+    before the cut share their leaves with the new ones, and are not sent again; the
+    link-up and the queue's overflow may each start an exchange)."""
+    async with cut_pair(tmp_path, "[limits]\npeer_queue = 5\n") as (herd, links):
+        shared = [NOW - 600 + i for i in range(50)]
+        await send(herd, "Riley", shared)
+        await both_hold(herd, shared)
+        links.cut(LINK)
+        await poll_async(lambda: _down(herd), 10, "the cut to be seen")
+        riley = [NOW - 500 + i for i in range(60)]
+        jaquez = [NOW - 499.5 + i for i in range(40)]  # the same hour, the same client
+        await send(herd, "Riley", riley)
+        await send(herd, "Jaquez", jaquez)
+        links.heal(LINK)
+        await both_hold(herd, shared + riley + jaquez)
+        riley_sent, jaquez_sent = sent_lacking(herd, "Riley"), sent_lacking(herd, "Jaquez")
+        assert riley_sent and jaquez_sent
+        assert max(riley_sent) <= len(riley) and max(jaquez_sent) <= len(jaquez)
+
+
+def sent_lacking(herd: Herd, name: str) -> list[int]:
+    """How many points ``name`` sent its neighbour in each answer to a list of identities."""
+    found = re.finditer(r"sent (\d+) point objects it lacked", herd.log(name))
+    return [int(m[1]) for m in found]
 
 
 async def _holds(herd: Herd, name: str, n: int) -> bool:

@@ -1,6 +1,6 @@
 """Anti-entropy's side of a link with no sockets (backend/peers/replication.py,
-backend/replicas.py): which differing leaves are sent and when, and asks for one scope's
-digests that share one pass over the points."""
+backend/replicas.py): which differing leaves are listed and when, which objects answer a
+neighbour's list, and asks for one scope's digests that share one pass over the points."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from backend.history.points import DAY_NS, HOURS, SPREAD
 from backend.peers import replication
-from backend.protocol import Have, Put
+from backend.protocol import MAX_IDS, Have, Ids, Put, parse_line
 from backend.replicas import TOP, Children, Points
 
 DAY = 20_000
@@ -20,7 +20,7 @@ LEAVES = HOURS * SPREAD
 
 class Looks:
     """A replica whose leaf digests change from one look to the next as ``looks`` say, and
-    whose leaf ``c`` holds the one object ``b"obj <c>"``."""
+    whose leaf ``c`` holds the one object ``b"obj <c>"`` of identity ``c``."""
 
     def __init__(self, looks: list[dict[int, tuple[int, int]]]) -> None:
         self.looks = looks
@@ -34,8 +34,8 @@ class Looks:
         self.asked.append(None if only is None else set(only))
         return Children(0, LEAVES - 1, self.looks.pop(0), leaves=True)
 
-    async def objects(self, scope: str, child: int) -> list[bytes]:
-        return [b"obj %d" % child]
+    async def identities(self, scope: str, child: int) -> list[tuple[int, bytes]]:
+        return [(child, b"obj %d" % child)]
 
 
 class Conn:
@@ -49,10 +49,10 @@ class Conn:
 async def test_a_changing_leaf_is_sent_once_it_holds_still_within_the_exchange(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Leaf 8 holds still at the first look: sent then. Leaf 5 is still changing (a repair
-    from another link landing) and is sent at the next look, when it held still; leaf 6
-    became what the neighbour has: not sent; leaf 7 never holds still: left for the next
-    exchange. Each look reads only the leaves still waiting."""
+    """Leaf 8 holds still at the first look: its identities are listed then. Leaf 5 is still
+    changing (a repair from another link landing) and is listed at the next look, when it
+    held still; leaf 6 became what the neighbour has: not listed; leaf 7 never holds still:
+    left for the next exchange. Each look reads only the leaves still waiting."""
     monkeypatch.setattr(replication, "SETTLE_S", 0.0)
     theirs = {5: (1, 10), 6: (2, 11), 7: (1, 12)}
     replica = Looks(
@@ -72,7 +72,8 @@ async def test_a_changing_leaf_is_sent_once_it_holds_still_within_the_exchange(
         lambda _conn, line: said.append(line),
         "Jaquez",
     )
-    assert said == [Put("point", b"obj 8").encode(), Put("point", b"obj 5").encode()]
+    day = str(DAY)
+    assert said == [Ids("point", day, c, 0, 2**64 - 1, frozenset({c})).encode() for c in (8, 5)]
     assert replica.asked == [None, {5, 6, 7, 8}, {5, 7}, {7}]
     assert not replica.looks
 
@@ -122,3 +123,52 @@ async def test_an_asker_cancelled_leaves_the_others_their_answer() -> None:
     history.release.set()
     assert (await kept) is not None
     assert gone.cancelled() and history.reads == 1
+
+
+class Leaf:
+    """A replica of one leaf holding the objects ``obj <i>`` of identities ``i``."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+    async def put(self, payload: bytes, source: str) -> None:  # pragma: no cover
+        raise AssertionError("nothing is put here")
+
+    async def children(self, scope: str, only: Collection[int] | None = None) -> None:
+        raise AssertionError("no digests are read")  # pragma: no cover
+
+    async def identities(self, scope: str, child: int) -> list[tuple[int, bytes]]:
+        assert (scope, child) == (str(DAY), 7)
+        return [(i, b"obj %d" % i) for i in self.ids]
+
+
+async def test_a_neighbours_list_is_answered_with_what_it_lacks_in_its_range() -> None:
+    """Of our objects 1, 5, 9 and 2**63 + 1, the neighbour lists 5 and 8 in 0..9: we send 1
+    and 9 (not 5, which it has; not 2**63 + 1, outside the range; 8 is not ours)."""
+    said: list[bytes] = []
+    leaf = Leaf([1, 5, 9, 2**63 + 1])
+    await replication.answer_ids(
+        Conn(),  # type: ignore[arg-type]
+        {"point": leaf},  # type: ignore[dict-item]
+        Ids("point", str(DAY), 7, 0, 9, frozenset({5, 8})),
+        lambda _conn, line: said.append(line),
+        "Jaquez",
+    )
+    assert said == [Put("point", b"obj 1").encode(), Put("point", b"obj 9").encode()]
+
+
+def test_a_leafs_identities_are_listed_in_lines_whose_ranges_cover_them_all() -> None:
+    """A leaf of more than MAX_IDS objects takes several lines; their ranges are consecutive
+    from 0 to 2**64 - 1, each identity is in exactly one, and each line reads back."""
+    ids = [(i * 7919 + 13) * 0x9E3779B97F4A7C15 % 2**64 for i in range(2 * MAX_IDS + 5)]
+    lines = Ids.lines("point", str(DAY), 3, ids)
+    assert len(lines) == 3
+    assert lines[0].low == 0 and lines[-1].high == 2**64 - 1
+    assert all(a.high + 1 == b.low for a, b in zip(lines, lines[1:], strict=False))
+    assert sorted(i for line in lines for i in line.ids) == sorted(ids)
+    assert all(line.low <= i <= line.high for line in lines for i in line.ids)
+    for line in lines:
+        assert parse_line(line.encode()) == line
+    assert Ids.lines("point", str(DAY), 3, []) == [
+        Ids("point", str(DAY), 3, 0, 2**64 - 1, frozenset())
+    ]

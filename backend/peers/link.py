@@ -22,6 +22,7 @@ from ..protocol import (
     Bye,
     Digests,
     Have,
+    Ids,
     Peer,
     Ping,
     ProtocolError,
@@ -36,7 +37,7 @@ from ..store import Store
 from ..tls import client_context
 from ..transport import Lines, LineTransport, format_address
 from .handshake import Handshake, HandshakeError
-from .replication import answer_have, send_tops
+from .replication import answer_have, answer_ids, send_tops
 
 __all__ = [
     "FLUSH_BATCH",
@@ -258,6 +259,9 @@ class PeerLink:
             elif isinstance(command, Have):
                 answer = answer_have(conn, self._replicas, command, self._say, self.name)
                 self._helper(helpers, answer)
+            elif isinstance(command, Ids):
+                objects = answer_ids(conn, self._replicas, command, self._say, self.name)
+                self._helper(helpers, objects)
             elif command is not None:
                 self._helper(helpers, self._send_ranges(conn, command))
         # End of a batch: pass what it brought on now rather than at the end of the loop
@@ -294,7 +298,7 @@ class PeerLink:
                 "sync with %s: %d ranges differ, sent %d records", self.name, len(differ), sent
             )
 
-    def _on_line(self, line: bytes) -> Digests | Sync | Have | None:
+    def _on_line(self, line: bytes) -> Digests | Sync | Have | Ids | None:
         self._outbox.log(self._tag_in, line)
         try:
             command = parse_line(line)
@@ -310,7 +314,7 @@ class PeerLink:
                 log.warning("link to %s: PUT of an unknown kind %r", self.name, command.kind)
             else:
                 replica.put(command.payload, self.name)
-        elif isinstance(command, Have):
+        elif isinstance(command, Have | Ids):
             return command
         elif isinstance(command, Bye):
             self._farewell = True

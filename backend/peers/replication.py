@@ -1,18 +1,20 @@
 """A link's side of replicated objects (backend/replicas.py): send each kind's top digests,
-and answer a neighbour's HAVE with what differs: the children's digests, or at the leaves
-the objects themselves as PUT lines, once the leaf has settled here."""
+and answer a neighbour's HAVE with what differs: the children's digests, or at a leaf that
+has settled here the identities of its objects (IDS); and answer a neighbour's IDS with the
+objects of that leaf it does not list, as PUT lines. Only what one side lacks travels."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
-from ..protocol import Have, Put
+from ..protocol import Have, Ids, Put
 from ..replicas import TOP, Children, Replica, differing, have_lines
 from ..transport import LineTransport
 
-__all__ = ["answer_have", "send_tops"]
+__all__ = ["answer_have", "answer_ids", "send_tops"]
 
 log = logging.getLogger("herd.peers")
 
@@ -87,7 +89,7 @@ async def _send_settled(
             if c not in held and now.digests.get(c) != theirs.get(c)
         }
     if sent:
-        log.info("sync with %s: sent %d %s objects where digests differ", name, sent, have.kind)
+        log.info("sync with %s: listed %d %s where digests differ", name, sent, have.kind)
     if waiting:
         log.info(
             "sync with %s: %d %s leaves of %s still changing, left for the next exchange",
@@ -101,16 +103,38 @@ async def _send_settled(
 async def _send_leaves(
     conn: LineTransport, replica: Replica, have: Have, leaves: list[int], say: Say
 ) -> int | None:
-    """The objects of ``leaves`` as PUT lines; how many, or None if the link went down."""
+    """The identities of the objects of ``leaves`` as IDS lines; how many, or None if the
+    link went down."""
     sent = 0
     for child in leaves:
         if conn.closing():
             return None
-        for payload in await replica.objects(have.scope, child):
-            say(conn, Put(have.kind, payload).encode())
-            sent += 1
+        ids = [identity for identity, _ in await replica.identities(have.scope, child)]
+        for line in Ids.lines(have.kind, have.scope, child, ids):
+            say(conn, line.encode())
+        sent += len(ids)
         try:
             await conn.drain()
         except ConnectionError:
             return None
     return sent
+
+
+async def answer_ids(
+    conn: LineTransport, replicas: Mapping[str, Replica], ids: Ids, say: Say, name: str
+) -> None:
+    """Answer a neighbour's IDS: our objects of that leaf, in its range, that it does not
+    list, as PUT lines (the neighbour does the same with ours)."""
+    replica = replicas.get(ids.kind)
+    if replica is None:
+        log.warning("link to %s: IDS of an unknown kind: %s", name, ids.kind)
+        return
+    sent = 0
+    for identity, payload in await replica.identities(ids.scope, ids.child):
+        if ids.low <= identity <= ids.high and identity not in ids.ids:
+            say(conn, Put(ids.kind, payload).encode())
+            sent += 1
+    if sent and not conn.closing():
+        log.info("sync with %s: sent %d %s objects it lacked", name, sent, ids.kind)
+        with contextlib.suppress(ConnectionError):
+            await conn.drain()

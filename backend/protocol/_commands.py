@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ._fields import parse_location
-from ._history import Area, End, Forget, Have, History, In, Put
+from ._history import Area, End, Forget, Have, History, Ids, In, Put
 
 
 # Record, IAmAt and At are made for every line on the hot path and are not frozen: a frozen
@@ -250,4 +250,5 @@ Command = (
     | In
     | Put
     | Have
+    | Ids
 )

@@ -1,5 +1,6 @@
 """History's words (docs/history.md): HISTORY and AREA read points, FORGET deletes them, END
-closes a read; the peer-only PUT floods a replicated object and HAVE lists digests."""
+closes a read; the peer-only PUT floods a replicated object, HAVE lists digests and IDS the
+identities of a leaf's objects."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from ._fields import (
 __all__ = [
     "MAX_HAVE_ENTRIES",
     "MAX_HISTORY_LIMIT",
+    "MAX_IDS",
     "Area",
     "End",
     "Forget",
     "Have",
     "History",
+    "Ids",
     "In",
     "Put",
 ]
@@ -37,6 +40,7 @@ MAX_HAVE_ENTRIES = 400
 _WORD = re.compile(rb"[a-z][a-z0-9_-]{0,31}")
 _COUNT = re.compile(rb"[0-9]{1,19}")
 _DEGREES = re.compile(rb"[+-]?[0-9]{1,3}(?:\.[0-9]{1,15})?")
+_HASH = re.compile(rb"[0-9a-f]{16}")
 _ENTRY = re.compile(rb"(-?[0-9]{1,19}):([0-9]{1,19}):(-?[0-9a-f]{1,16})")
 
 
@@ -265,3 +269,64 @@ def _seconds(ns: int) -> str:
     """POSIX seconds with up to nine decimals, no trailing zeros (``1.5``, ``1700000000``)."""
     whole, frac = divmod(ns, 1_000_000_000)
     return f"{whole}.{frac:09d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+# Identities one IDS line lists at most: 3,000 of 17 bytes are 51 KB, inside a peer link's
+# 64 KiB line (a leaf with more objects is listed in several lines, by ranges of identity).
+MAX_IDS = 3_000
+_LAST_ID = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Ids:
+    """Peer-only: ``IDS <kind> <scope> <child> <low> <high> <id>...``, every identity hash
+    (unsigned, 16 hex digits) of one leaf's objects from ``low`` to ``high`` (inclusive, as
+    16 hex digits) that the sender holds; the receiver answers with its objects of that leaf
+    and range that are not listed."""
+
+    kind: str
+    scope: str
+    child: int
+    low: int
+    high: int
+    ids: frozenset[int]
+
+    @classmethod
+    def parse(cls, f: list[bytes]) -> Ids:
+        if len(f) < 6 or len(f) > 6 + MAX_IDS:
+            raise ProtocolError(f"IDS takes kind, scope, child, range, <= {MAX_IDS} identities")
+        if _WORD.fullmatch(f[1]) is None or _COUNT.fullmatch(f[2]) is None:
+            raise ProtocolError("malformed IDS kind or scope")
+        if _COUNT.fullmatch(f[3]) is None:
+            raise ProtocolError("malformed IDS child")
+        if _HASH.fullmatch(f[4]) is None or _HASH.fullmatch(f[5]) is None:
+            raise ProtocolError("malformed IDS range")
+        low, high = int(f[4], 16), int(f[5], 16)
+        ids = []
+        for raw in f[6:]:
+            if _HASH.fullmatch(raw) is None:
+                raise ProtocolError("malformed IDS identity")
+            value = int(raw, 16)
+            if not low <= value <= high:
+                raise ProtocolError("IDS identity outside its range")
+            ids.append(value)
+        return cls(f[1].decode(), f[2].decode(), int(f[3]), low, high, frozenset(ids))
+
+    def encode(self) -> bytes:
+        ids = "".join(f" {i:016x}" for i in sorted(self.ids))
+        head = f"IDS {self.kind} {self.scope} {self.child} {self.low:016x} {self.high:016x}"
+        return f"{head}{ids}\n".encode()
+
+    @classmethod
+    def lines(cls, kind: str, scope: str, child: int, ids: list[int]) -> list[Ids]:
+        """A leaf's identities (unsigned) as IDS lines of at most MAX_IDS each, whose ranges
+        together cover every identity."""
+        ordered = sorted(set(ids))
+        found, low = [], 0
+        for start in range(0, max(len(ordered), 1), MAX_IDS):
+            chunk = ordered[start : start + MAX_IDS]
+            final = start + MAX_IDS >= len(ordered)
+            high = _LAST_ID if final else chunk[-1]
+            found.append(cls(kind, scope, child, low, high, frozenset(chunk)))
+            low = high + 1
+        return found

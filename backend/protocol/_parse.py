@@ -41,7 +41,7 @@ from ._fields import (
     check_attributes,
     parse_location,
 )
-from ._history import Area, End, Forget, Have, History, In, Put
+from ._history import Area, End, Forget, Have, History, Ids, In, Put
 from ._peer import _parse_challenge, _parse_digests, _parse_peer, _parse_proof, _parse_welcome
 
 # Time difference as servers write it: explicit sign, then decimals.
@@ -170,6 +170,7 @@ _PARSERS: dict[bytes, Callable[[list[bytes]], Command]] = {
     b"IN": In.parse,
     b"PUT": Put.parse,
     b"HAVE": Have.parse,
+    b"IDS": Ids.parse,
 }
 
 
