@@ -5,6 +5,7 @@ neighbour's list, and asks for one scope's digests that share one pass over the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Collection
 
 import pytest
@@ -164,7 +165,7 @@ def test_a_leafs_identities_are_listed_in_lines_whose_ranges_cover_them_all() ->
     lines = Ids.lines("point", str(DAY), 3, ids)
     assert len(lines) == 3
     assert lines[0].low == 0 and lines[-1].high == 2**64 - 1
-    assert all(a.high + 1 == b.low for a, b in zip(lines, lines[1:], strict=False))
+    assert all(a.high + 1 == b.low for a, b in itertools.pairwise(lines))
     assert sorted(i for line in lines for i in line.ids) == sorted(ids)
     assert all(line.low <= i <= line.high for line in lines for i in line.ids)
     for line in lines:
