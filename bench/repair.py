@@ -28,7 +28,7 @@ from pathlib import Path
 from .context import Context
 from .herd import Herd
 from .partition import Timeline, measure_repair
-from .procs import Procs, cpus_available
+from .procs import Procs, cpu_seconds, cpus_available
 from .results import WorkloadResult
 from .sizes import DEFAULT
 
@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(runs, indent=1))
     values = [r["value"] for r in runs]
-    print(f"repair seconds: {values}; load average {os.getloadavg()}")
+    cpu = [round(sum(r["cpu_s"].values()), 1) for r in runs]  # type: ignore[attr-defined]
+    print(f"repair seconds: {values}; herd CPU seconds: {cpu}; load average {os.getloadavg()}")
     return 0 if all(v is not None for v in values) else 1
 
 
@@ -104,9 +105,12 @@ async def _runs(args: argparse.Namespace, root: Path, procs: Procs) -> list[dict
             "load": os.getloadavg(),
             "timeline": timeline.samples,
             "looks": watcher.looks,
+            "cpu_s": watcher.cpu,
         }
         runs.append(report)
         _print(run, report, timeline, _story(where / "partition" / "logs", timeline.healed_at))
+        total = sum(watcher.cpu.values())
+        print(f"CPU seconds from heal to done: {watcher.cpu} (all: {total:.1f})")
         for t, what in watcher.looks:
             print(f"{t:7.3f} " + " | ".join(f"{k}: {v}" for k, v in what.items()))
         if args.profile is not None:
@@ -126,14 +130,21 @@ class Watcher:
         self.dumps = dumps
         self.spies: dict[str, subprocess.Popen[bytes]] = {}
         self.looks: list[tuple[float, dict[str, str]]] = []
+        self.cpu: dict[str, float] = {}  # CPU seconds each server spent from heal to done
+        self._pids: dict[str, int] = {}
         self._lookers: list[asyncio.Task[None]] = []
 
     def healed(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self.cpu = {name: -cpu_seconds(pid) for name, pid in pids.items()}
         self.spies.update(_spy(self.profile, self.run, pids))
         if self.dumps:
             self._lookers.append(asyncio.create_task(_look(pids, self.looks)))
 
     def done(self) -> None:
+        for name, pid in self._pids.items():
+            self.cpu[name] = round(self.cpu[name] + cpu_seconds(pid), 2)
+        self._pids = {}
         _stop(self.spies)
         for task in self._lookers:
             task.cancel()
