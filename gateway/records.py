@@ -30,6 +30,7 @@ __all__ = [
     "point_json",
     "record_json",
     "record_text",
+    "records_body",
     "records_json",
     "records_response",
 ]
@@ -61,7 +62,16 @@ def json_response(data: Any, *, status: int = 200, **kwargs: Any) -> web.Respons
 def records_response(data: Any) -> web.Response:
     """JSON of records as ``record_json`` shows them (numbers finite or null), with orjson:
     a page of 10,000 points takes json.dumps some 50 ms, orjson a tenth of that."""
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
+    return web.Response(body=records_body(data), content_type="application/json")
+
+
+def records_body(data: Any) -> bytes:
+    """``records_response``'s body: orjson's compact JSON, or, for what orjson cannot write
+    (an integer past 64 bits in a point's attributes), the strict encoder's, as compact."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _seconds(client_time: str) -> float | None:

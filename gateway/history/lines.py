@@ -154,11 +154,11 @@ def read_body(body: bytes) -> list[Point]:
         done = m.end()
         groups = m.groups()
         raw = groups[9]
-        if raw is None:
-            shown: dict[str, Any] = {}
-        elif not (ascii_only or _within_bounds(groups[2], groups[4], raw)):
+        if not (ascii_only or _within_bounds(groups[2], groups[4], raw)):
             points += _general(m[0].encode())
             continue
+        if raw is None:
+            shown: dict[str, Any] = {}
         else:
             try:
                 shown = loads(raw)
