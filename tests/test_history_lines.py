@@ -7,6 +7,7 @@ refuses refuses the whole answer, also through a HerdClient over TCP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -269,11 +270,13 @@ def test_the_json_page_is_byte_for_byte_the_records(rng: random.Random) -> None:
 async def fake_herd(reply: bytes) -> AsyncIterator[HerdClient]:
     """A herd server that answers every line with ``reply``, and a client of it."""
 
+    writers: list[asyncio.StreamWriter] = []
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         while await reader.readline():
             writer.write(reply)
             await writer.drain()
-        writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -283,6 +286,10 @@ async def fake_herd(reply: bytes) -> AsyncIterator[HerdClient]:
     finally:
         await herd.close()
         server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         await server.wait_closed()
 
 

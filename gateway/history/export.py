@@ -202,13 +202,12 @@ def _xml_value(value: object) -> str | None:
 
 
 def _number(value: object) -> str | None:
-    if value is None:
+    if type(value) is float:  # the usual kind first
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**1000:
         return None
-    if type(value) is not float:
-        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**1000:
-            return None
-        value = float(value)
-    return repr(value) if math.isfinite(value) else None
+    number = float(value)
+    return repr(number) if math.isfinite(number) else None
 
 
 def _herd_elements(attributes: Mapping[str, Any]) -> list[str]:
@@ -264,12 +263,13 @@ def _gpx_point(point: Mapping[str, Any]) -> str | None:
 
 def _trkpt(lat: float, lon: float, when: str, attributes: Mapping[str, Any]) -> str:
     """A point's ``<trkpt>`` element, with its newline."""
+    get = attributes.get
     head = f'<trkpt lat="{lat!r}" lon="{lon!r}">'
-    if (ele := _number(attributes.get("altitude"))) is not None:
+    if (ele := _number(get("altitude"))) is not None:
         head += f"<ele>{ele}</ele>"
     head += f"<time>{when}</time>"
     # TrackPointExtension v2's sequence order: speed before course.
-    speed, course = _number(attributes.get("speed")), _number(attributes.get("heading"))
+    speed, course = _number(get("speed")), _number(get("heading"))
     ours = _herd_elements(attributes)
     if speed is None and course is None and not ours:
         return f"{head}</trkpt>\n"
