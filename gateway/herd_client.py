@@ -300,7 +300,7 @@ class HerdClient:
         self, client_id: str, since_ns: int, until_ns: int, limit: int, *, points: bool = True
     ) -> list[Point]:
         """:meth:`history` as points read in bulk (``gateway.history.lines``): what the REST
-        API shows and exports, for a fifth of the cost of a Record each."""
+        API shows and exports, for half the cost of parsing each line to a Record."""
         return await _parsed(await self._history(client_id, since_ns, until_ns, limit, points))
 
     async def _history(

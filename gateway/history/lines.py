@@ -3,14 +3,14 @@
 A page of history is up to 10,000 AT or POINT lines from our own herd, every one written the
 same way (``Record.wire``: single spaces, a newline, nothing past a field's bound). Parsing
 each with ``backend.protocol.parse_line`` checks every field exactly and builds a Record, some
-8 us a line; a REST read of a day's trail spent half of its time there. :func:`read_points`
+4-5 us a line; a REST read of a day's trail spent half of its time there. :func:`read_points`
 takes the whole answer at once instead: the text is decoded once, and one regular expression
 walks it a line at a time, each field held to the same rules as ``parse_line`` (lengths,
 locations strictly inside their range, times before the year 10000), so a line it takes is a
-line ``parse_line`` takes, with the same fields. Any line it does not take plainly (on the edge
-of a range, a field past the pattern's simple form, anything malformed) goes through
-``parse_line``, which accepts it as it does today or refuses it; a refused line refuses the
-whole answer (:class:`BadAnswer`).
+line ``parse_line`` takes, with the same fields, in half the time. Any line it does not take
+plainly (on the edge of a range, a field past the pattern's simple form, anything malformed)
+goes through ``parse_line``, which accepts it or refuses it; a refused line refuses the whole
+answer (:class:`BadAnswer`).
 
 A point is a :class:`Point`: the line's fields as text, and its attributes read once.
 """
