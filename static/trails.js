@@ -225,7 +225,8 @@ window.HerdTrails = (() => {
     }
 
     // A reply's trails replace the ones held for those clients; the points that came live
-    // while it was on its way are put back in.
+    // while it was on its way are put back in (by place, not insert: insert would keep each
+    // aside again in the very list being walked, which then never ends).
     function apply(body, extra) {
       for (const trail of Array.isArray(body?.trails) ? body.trails : []) {
         if (!trail || typeof trail.client_id !== "string") continue;
@@ -235,15 +236,21 @@ window.HerdTrails = (() => {
         else trails.set(trail.client_id, { points, line: null });
         draw(trail.client_id);
       }
-      for (const [id, point] of extra) insert(id, point);
+      for (const [id, point] of extra) place(id, point);
     }
 
     // -- live records and late points ------------------------------------------------------
 
-    // A point into its client's trail at its time (once: a copy of a point held is skipped).
+    // A point that came live or late, into its client's trail; kept aside too while a load
+    // is on its way, whose answer will replace the trail.
     function insert(id, point) {
       if (!within(point[2])) return;
       if (request) request.extra.push([id, point]);
+      place(id, point);
+    }
+
+    // A point into its client's trail at its time (once: a copy of a point held is skipped).
+    function place(id, point) {
       let trail = trails.get(id);
       if (!trail) trails.set(id, (trail = { points: [], line: null }));
       const points = trail.points;
