@@ -66,7 +66,7 @@ def test_history_takes_posix_seconds_with_decimals_both_ends_inclusive() -> None
         b"HAVE point * 5 9 4:1:ff",  # digest outside its range
         b"HAVE point * 5 9 6:1:xyz",  # malformed digest
         b"IDS point 20000 7 0000000000000000",  # no range end
-        b"IDS point * 7 0000000000000000 ffffffffffffffff",  # a leaf's scope is a number
+        b"IDS point day 7 0000000000000000 ffffffffffffffff",  # a scope is a number or *
         b"IDS point 20000 7 0000000000000010 ffffffffffffffff 0000000000000001",  # outside
         b"IDS point 20000 7 0000000000000000 ffffffffffffffff 12",  # not 16 hex digits
     ],

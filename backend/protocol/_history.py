@@ -295,7 +295,7 @@ class Ids:
     def parse(cls, f: list[bytes]) -> Ids:
         if len(f) < 6 or len(f) > 6 + MAX_IDS:
             raise ProtocolError(f"IDS takes kind, scope, child, range, <= {MAX_IDS} identities")
-        if _WORD.fullmatch(f[1]) is None or _COUNT.fullmatch(f[2]) is None:
+        if _WORD.fullmatch(f[1]) is None or not (f[2] == b"*" or _COUNT.fullmatch(f[2])):
             raise ProtocolError("malformed IDS kind or scope")
         if _COUNT.fullmatch(f[3]) is None:
             raise ProtocolError("malformed IDS child")
