@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from .points import HOUR_NS, Point, ns_of
 
-__all__ = ["Columns", "columns_of", "identity_xor"]
+__all__ = ["Columns", "columns_of", "identity_xor", "rising", "times_of"]
 
 _KEY = operator.attrgetter("key")
 _ATTRIBUTES = operator.attrgetter("attributes")
@@ -73,7 +73,7 @@ class Columns(NamedTuple):
         return [(h, self.pick(kept)) for h, kept in hours.items()]
 
 
-def _ns_of(items: Sequence[Point]) -> list[int]:
+def times_of(items: Sequence[Point]) -> list[int]:
     """Each point's time in nanoseconds (``protocol.key_to_ns``, inlined for records)."""
     try:
         return [
@@ -84,11 +84,16 @@ def _ns_of(items: Sequence[Point]) -> list[int]:
         return list(map(ns_of, items))
 
 
+def rising(ns: list[int]) -> bool:
+    """Whether each time is after the one before (so no two points share an identity)."""
+    return all(map(operator.lt, ns, islice(ns, 1, None)))
+
+
 def columns_of(items: Sequence[Point]) -> Columns:
     """``items`` (one client's, any order, copies allowed) sorted by (time, location), and
     of two points with one identity the first in ``items`` kept."""
-    ns = _ns_of(items)
-    if all(map(operator.lt, ns, islice(ns, 1, None))):
+    ns = times_of(items)
+    if rising(ns):
         return Columns(ns, list(items))  # rising times: sorted, no two with one identity
     # A stable order: of equal (time, location), the earlier item first; then drop copies.
     order = sorted(zip(ns, [p.location for p in items], range(len(ns)), strict=True))

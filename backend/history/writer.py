@@ -15,7 +15,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .changes import Changes
 from .columns import Columns, columns_of, identity_xor
@@ -33,6 +34,9 @@ from .points import (
     slice_of,
 )
 from .schema import converted
+
+if TYPE_CHECKING:
+    from .buffers import Tally
 
 __all__ = ["Chunk", "Expire", "Forget", "Writer"]
 
@@ -71,6 +75,8 @@ class Chunk:
 
     client_id: str
     items: list[Point]
+    # The digests of its points, as far as anti-entropy has asked (buffers.py; not written).
+    tally: Tally | None = field(default=None, compare=False)
 
 
 Work = Chunk | Forget | Expire
