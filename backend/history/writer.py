@@ -45,9 +45,11 @@ log = logging.getLogger("herd.history")
 # Items (chunks, deletions) per transaction, at most: a commit of 2,000 chunks of a few
 # hundred points writes some 10 MB, a fraction of a second's work.
 BATCH = 2_000
-# How long the thread lets work gather before it writes (sooner when a reader waits, or a
-# batch is full): the points are already gathered into chunks on the loop, so this only
-# bounds how many commits a burst of chunks costs.
+# How long the thread lets work gather once some is queued, before it writes (sooner when a
+# reader waits, or a batch is full): the points are already gathered into chunks on the
+# loop, so this only bounds how many commits a burst of chunks costs. With nothing queued
+# the thread sleeps until something is: a thread that woke to poll would take the GIL from
+# the loop 50 times a second for nothing.
 IDLE_S = 0.02
 # After a failed write (disk full), wait this long before trying the same batch again.
 RETRY_S = 1.0
@@ -103,6 +105,7 @@ class Writer:
         self.on_saved = on_saved
         self.queue: collections.deque[Work] = collections.deque()
         self.wake = threading.Event()
+        self.urgent = False  # write what is queued without waiting for more (a reader waits)
         self.stopping = False
         self._thread: threading.Thread | None = None
         # Points in the database (read once at start, then kept by this thread).
@@ -128,11 +131,12 @@ class Writer:
 
     def put(self, item: Work) -> None:
         self.queue.append(item)  # deque.append is atomic: no lock on the loop's side
-        if len(self.queue) == BATCH:
-            self.wake.set()
+        if len(self.queue) in (1, BATCH):
+            self.wake.set()  # the first wakes the thread; a full batch is written at once
 
     def hurry(self) -> None:
         """Write what is queued now (a reader is waiting for it)."""
+        self.urgent = True
         self.wake.set()
 
     def stop(self) -> None:
@@ -142,11 +146,23 @@ class Writer:
         if self._thread is not None:
             self._thread.join()
 
+    def _wait(self) -> None:
+        """Until something is queued, then up to IDLE_S for more to gather (not when a batch
+        is full, a reader waits or the thread stops). Each wait clears the event and looks
+        again before it sleeps, so a ``put`` or ``hurry`` in between is never missed."""
+        if not self.queue and not self.stopping:
+            self.wake.clear()
+            if not self.queue and not self.stopping:
+                self.wake.wait()
+        if len(self.queue) < BATCH and not (self.urgent or self.stopping):
+            self.wake.clear()
+            if len(self.queue) < BATCH and not (self.urgent or self.stopping):
+                self.wake.wait(IDLE_S)
+        self.urgent = False
+
     def _run(self) -> None:
         while True:
-            if len(self.queue) < BATCH:
-                self.wake.wait(IDLE_S)
-            self.wake.clear()
+            self._wait()
             batch = self._take()
             if not batch:
                 if self.stopping:
