@@ -17,6 +17,7 @@ import logging
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable
 
+import orjson
 from aiohttp import hdrs, web
 
 from backend.protocol import MAX_HISTORY_LIMIT, MAX_TIME_S, time_to_ns
@@ -26,6 +27,7 @@ from .errors import ApiError
 from .herd_client import HerdClient, HerdRefused, HerdUnavailable
 from .history import GeoJsonWriter, GpxWriter, Simplifier, simplify
 from .history.lines import Point
+from .history.templates import JsonRecords
 from .keys import HERD
 from .records import point_json, records_response
 
@@ -69,20 +71,56 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     if since_ns > until_ns:  # an empty window
         return records_response({"client_id": client_id, "points": [], "next_cursor": None})
     ask = min(limit + skip, MAX_HISTORY_LIMIT)
+    herd = request.app[HERD]
     try:
-        records = await request.app[HERD].history_points(client_id, since_ns, until_ns, ask)
+        if metres or not _json_text(client_id):
+            records: JsonRecords | list[Point] = await herd.history_points(
+                client_id, since_ns, until_ns, ask
+            )
+        else:
+            records = await herd.history_json(client_id, since_ns, until_ns, ask)
     except HerdRefused as exc:
         raise history_off(exc) from None
-    page = records[skip : skip + limit]
+    page_end = min(len(records), skip + limit)
     next_cursor = None
-    if page and len(records) == ask:
-        last = time_to_ns(page[-1].client_time)
-        at_last = sum(1 for r in records[: skip + len(page)] if time_to_ns(r.client_time) == last)
-        next_cursor = f"{last}:{at_last}"
+    if page_end > skip and len(records) == ask:
+        if isinstance(records, JsonRecords):
+            times = [t.decode() for t in records.times[:page_end]]
+        else:
+            times = [r.client_time for r in records[:page_end]]
+        last = time_to_ns(times[-1])
+        next_cursor = f"{last}:{sum(1 for t in times if time_to_ns(t) == last)}"
+    if isinstance(records, JsonRecords):
+        return _json_page(client_id, records.json(skip, page_end), next_cursor)
+    page = records[skip:page_end]
     # A simplified page keeps the points that shape it; the cursor goes on after the page.
     kept = simplify(page, metres, lat_lon=lat_lon) if metres else page
     points = [point_json(p) for p in kept]
     return records_response({"client_id": client_id, "points": points, "next_cursor": next_cursor})
+
+
+def _json_text(client_id: str) -> bool:
+    """Whether orjson writes this client ID (not one with a lone surrogate)."""
+    try:
+        orjson.dumps(client_id)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+def _json_page(client_id: str, points: bytes, next_cursor: str | None) -> web.Response:
+    """``records_response`` of a page whose points are JSON already: orjson's document."""
+    body = b"".join(
+        [
+            orjson.dumps({"client_id": client_id})[:-1],
+            b',"points":[',
+            points,
+            b'],"next_cursor":',
+            orjson.dumps(next_cursor),
+            b"}",
+        ]
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 def _cursor(raw: str | None) -> tuple[int, int] | None:
