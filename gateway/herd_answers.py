@@ -6,7 +6,10 @@ and the one-line replies (AT, IN) read into records.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from typing import TypeVar
 
 from backend.protocol import (
     MAX_HISTORY_LIMIT,
@@ -18,7 +21,8 @@ from backend.protocol import (
     parse_line,
 )
 
-from .history.lines import BadAnswer, Point, answer_body, answer_lines, read_body
+from .history.lines import BadAnswer, LinePoints, Point, answer_body, answer_lines, read_body
+from .history.reading import Window, next_window, window_after
 from .history.templates import JsonRecords, json_records
 from .rules import Box
 
@@ -26,16 +30,24 @@ __all__ = [
     "MAX_HISTORY_REPLY",
     "PARSE_BYTES",
     "READ_PIECE",
+    "HerdRefused",
     "HerdUnavailable",
     "area_line",
+    "fresh_lines",
+    "fresh_points",
     "history_records",
     "in_line",
     "json_answer",
+    "paged",
     "parsed",
     "point_lines",
     "record_of",
     "through_end",
 ]
+
+log = logging.getLogger("herd.gateway.client")
+
+T = TypeVar("T")
 
 # Bytes of a history page parsed between two turns of the event loop: some 1,400 POINT
 # lines or 3,000 AT lines (``gateway.history.lines``: 2-3 us a line), a few ms of work.
@@ -48,6 +60,10 @@ READ_PIECE = 256 * 1024
 
 class HerdUnavailable(Exception):
     """No herd server answered (or one answered what no server writes)."""
+
+
+class HerdRefused(Exception):
+    """The herd answered ``? <line>``: the request was invalid (or named an unknown client)."""
 
 
 async def through_end(reader: asyncio.StreamReader, first: bytes) -> bytes:
@@ -114,6 +130,60 @@ async def json_answer(reply: bytes) -> JsonRecords | None:
     except BadAnswer as exc:
         raise HerdUnavailable(str(exc)) from None
     return JsonRecords(pieces, times)
+
+
+# -- paging ----------------------------------------------------------------------------------
+
+
+async def paged(
+    ask: Callable[[Window], Awaitable[bytes]],
+    client_id: str,
+    since_ns: int,
+    until_ns: int,
+    fresh: Callable[[bytes, Window], Awaitable[tuple[T, Window]]],
+) -> AsyncGenerator[T, None]:
+    """A client's whole window, a HISTORY answer (``ask``) at a time, each made a page by
+    ``fresh`` with the window left after it; the next answer is asked for while the caller
+    works through the page before, so memory is two pages. Use inside
+    ``contextlib.aclosing``."""
+    if since_ns > until_ns:
+        return
+    window = Window(since_ns, until_ns)
+    pending: asyncio.Future[bytes] | None = asyncio.ensure_future(ask(window))
+    try:
+        while pending is not None:
+            skipped = window.skipped_ns
+            page, window = await fresh(await pending, window)
+            if window.skipped_ns > skipped:
+                log.warning(
+                    "history of %r: %d points or more at one time; any more are not read",
+                    client_id,
+                    MAX_HISTORY_LIMIT,
+                )
+            pending = None if window.done else asyncio.ensure_future(ask(window))
+            yield page
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, HerdUnavailable, HerdRefused):
+                await pending
+
+
+async def fresh_points(reply: bytes, window: Window) -> tuple[list[Point], Window]:
+    """The points of a page not given before (``next_window``), every line read."""
+    return next_window(window, await parsed(reply), MAX_HISTORY_LIMIT)
+
+
+async def fresh_lines(reply: bytes, window: Window) -> tuple[bytes, Window]:
+    """The lines of a page's points not given before, each with its newline: only the points
+    at either end of the page are read (``window_after``); whoever writes the lines reads
+    the rest, as exactly."""
+    try:
+        page = LinePoints(answer_body(reply))
+        kept, rest, window = window_after(window, page, MAX_HISTORY_LIMIT)
+    except BadAnswer as exc:
+        raise HerdUnavailable(str(exc)) from None
+    return b"".join([*(page.line(i) for i in kept), page.lines_from(rest)]), window
 
 
 def history_records(reply: bytes) -> list[Record]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -32,18 +32,22 @@ from backend.protocol import History as HistoryCommand
 
 from .herd_answers import (
     PARSE_BYTES,
+    HerdRefused,
     HerdUnavailable,
     area_line,
+    fresh_lines,
+    fresh_points,
     history_records,
     in_line,
     json_answer,
+    paged,
     parsed,
     point_lines,
     record_of,
     through_end,
 )
 from .history.lines import Point
-from .history.reading import Window, next_window
+from .history.reading import Window
 from .history.templates import JsonRecords
 from .records import herd_json
 from .rules import Box
@@ -75,10 +79,6 @@ PIPELINE_DEPTH = 64
 
 # What a dead, slow or rude herd server makes a request fail with.
 HERD_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
-
-
-class HerdRefused(Exception):
-    """The herd answered ``? <line>``: the request was invalid (or named an unknown client)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,36 +324,31 @@ class HerdClient:
         MAX_HISTORY_LIMIT points (a page may be empty); the next page is asked for while the
         caller works through the one before, so memory is two pages. Raises what
         :meth:`history` raises; use inside ``contextlib.aclosing``."""
-        if since_ns > until_ns:
-            return
-        window = Window(since_ns, until_ns)
+        async with contextlib.aclosing(
+            paged(self._asker(client_id, points), client_id, since_ns, until_ns, fresh_points)
+        ) as pages:
+            async for page in pages:
+                yield page
 
-        def ask(window: Window) -> asyncio.Future[bytes]:
-            return asyncio.ensure_future(
-                self._history(
-                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points
-                )
+    async def history_lines(
+        self, client_id: str, since_ns: int, until_ns: int
+    ) -> AsyncGenerator[bytes, None]:
+        """:meth:`history_pages` of points with their attributes, as the lines of the herd's
+        answers (``herd_answers.fresh_lines``), for a caller that writes them from the text
+        (``GpxWriter.add_lines``, which reads them as :meth:`history_pages` does)."""
+        async with contextlib.aclosing(
+            paged(self._asker(client_id, True), client_id, since_ns, until_ns, fresh_lines)
+        ) as pages:
+            async for page in pages:
+                yield page
+
+    def _asker(self, client_id: str, points: bool) -> Callable[[Window], Awaitable[bytes]]:
+        def ask(window: Window) -> Awaitable[bytes]:
+            return self._history(
+                client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points
             )
 
-        pending: asyncio.Future[bytes] | None = ask(window)
-        try:
-            while pending is not None:
-                page = await parsed(await pending)
-                skipped = window.skipped_ns
-                fresh, window = next_window(window, page, MAX_HISTORY_LIMIT)
-                if window.skipped_ns > skipped:
-                    log.warning(
-                        "history of %r: %d points or more at one time; any more are not read",
-                        client_id,
-                        MAX_HISTORY_LIMIT,
-                    )
-                pending = None if window.done else ask(window)
-                yield fresh
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, HerdUnavailable, HerdRefused):
-                    await pending
+        return ask
 
     async def area(self, box: Box, since_ns: int, until_ns: int, limit: int) -> list[Point]:
         """The points in ``box`` (west <= east) in the window, by client then time, with their

@@ -26,9 +26,11 @@ None for a body with such a line, and the caller reads that body the per-line wa
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import repeat
+from operator import floordiv, itemgetter, mod
+from typing import Any, TypeVar
 
 import orjson
 
@@ -46,14 +48,15 @@ _SAFE = rb'[^\x00-\x20"\\\x7f]'
 
 
 def _coordinate(whole: bytes, name: str) -> bytes:
-    """A latitude's or longitude's number, as ``lines._LINE`` takes it and narrowed to those
-    a float prints as written: ``<name>_neg`` is the minus sign, ``<name>`` the digits a
-    float prints (whole degrees with no leading zero, a point, the decimals to the last
-    nonzero one; at most 15 significant digits, which a double holds exactly enough that the
-    shortest text that reads back as it is those digits), then zeros up to 58 decimals."""
+    """A latitude's or longitude's number as ``lines._LINE`` takes it, narrowed to those a
+    float prints as written; the group ``name`` is the text it prints: the number less a
+    ``+``, to its last nonzero decimal. Whole degrees have no leading zero and a fraction a
+    nonzero decimal; at most 15 significant digits, which a double tells apart from any other
+    such decimal, so the shortest text that reads back as the float (what repr and orjson
+    print) is those digits; and no exponent, at 0.1 or more. Zeros after, to 58 decimals."""
     return (
-        rb"(?:\+|(?P<" + name.encode() + rb"_neg>-))(?P<" + name.encode() + rb">"
-        rb"(?:" + whole + rb")\.[0-9]{0,11}[1-9]|0\.[1-9](?:[0-9]{0,10}[1-9])?)0{0,46}"
+        rb"(?:\+(?=[0-9])|(?=-))(?P<" + name.encode() + rb">-?(?:"
+        rb"(?:" + whole + rb")\.[0-9]{0,11}[1-9]|0\.[1-9](?:[0-9]{0,10}[1-9])?))0{0,46}"
     )
 
 
@@ -63,50 +66,114 @@ _ATTRIBUTES = rb"(?(p) (?P<attributes>\{" + _F + rb"{0,%d}))\n" % (MAX_ATTRIBUTE
 
 
 def _line(field: bytes, time: bytes) -> re.Pattern[bytes]:
-    return re.compile(
-        rb"^(?:AT|(?P<p>P)OINT) "
-        rb"(?P<body>(?P<server>" + field + rb"{1,%d}) " % MAX_SERVER_ID_BYTES + rb""
-        rb"(?P<diff>[+-][0-9]{1,15}\.[0-9]{1,15}) "
-        rb"(?P<client>" + field + rb"{1,%d}) " % MAX_CLIENT_ID_BYTES + rb""
-        rb"(?P<location>" + _LAT + _LON + rb") " + time + rb")" + _ATTRIBUTES,
-        re.MULTILINE,
-    )
+    """``lines._LINE`` with the given fields' characters and time."""
+    server = rb"(?P<server>%s{1,%d})" % (field, MAX_SERVER_ID_BYTES)
+    client = rb"(?P<client>%s{1,%d})" % (field, MAX_CLIENT_ID_BYTES)
+    diff = rb"(?P<diff>[+-][0-9]{1,15}\.[0-9]{1,15})"
+    body = rb"(?P<body>%s %s %s (?P<location>%s%s) %s)" % (server, diff, client, _LAT, _LON, time)
+    return re.compile(rb"^(?:AT|(?P<p>P)OINT) " + body + _ATTRIBUTES, re.MULTILINE)
+
+
+# A template: constants, groups of the pattern (by name), and what is made of them, each
+# made once per distinct value (by name, in ``_Made``).
+_Piece = bytes | str | tuple[str, str]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _rewrite(
+    pattern: re.Pattern[bytes],
+    template: list[_Piece],
+    body: bytes,
+    makers: dict[str, Callable[[bytes], bytes | None]],
+) -> tuple[list[bytes], dict[str, tuple[bytes, ...]]] | None:
+    """The pieces of ``template`` for each line of ``body``, in order (a piece no maker
+    makes is left empty), and the pattern's groups, each a column; None if the pattern does
+    not take every line, or a maker says None."""
+    if not body.endswith(b"\n") or not _utf8(body):
+        return None
+    rows = pattern.findall(body)
+    if len(rows) != body.count(b"\n"):
+        return None
+    columns = list(zip(*rows, strict=True))
+    groups = {name: columns[number - 1] for name, number in pattern.groupindex.items()}
+    pieces: list[bytes] = [piece if isinstance(piece, bytes) else b"" for piece in template]
+    pieces *= len(rows)
+    for i, piece in enumerate(template):
+        if isinstance(piece, str):
+            pieces[i :: len(template)] = groups[piece]
+        elif isinstance(piece, tuple) and piece[0] in makers:
+            made = _lookup(groups[piece[1]], makers[piece[0]])
+            if made is None:
+                return None
+            pieces[i :: len(template)] = made
+    return pieces, groups
+
+
+def _lookup(keys: Sequence[K], make: Callable[[K], V | None]) -> list[V] | None:
+    """``make`` of each key, made once per distinct key; None if it is None for one."""
+    made: dict[K, V] = {}
+    for key in set(keys):
+        value = make(key)
+        if value is None:
+            return None
+        made[key] = value
+    return list(map(made.__getitem__, keys))
+
+
+def _utf8(body: bytes) -> bool:
+    if body.isascii():
+        return True
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _shown(raw: bytes) -> dict[str, Any] | None:
+    """Attributes as ``lines.read_body`` reads them ({} for none), or None if not JSON."""
+    if not raw:
+        return {}
+    try:
+        shown: dict[str, Any] = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if _LONG_NUMBER.search(text := raw.decode()):
+        shown = _read_long(text)
+    return shown
 
 
 # -- JSON ----------------------------------------------------------------------------------
 
 _JSON_LINE = _line(_SAFE, rb"(?P<time>[0-9]{1,11}(?:\.[0-9]{1,52})?)")
-# ``orjson.dumps(point_json(point))`` with a comma after it, as pieces: the constants, and the
-# numbers of the pattern's groups (``_GROUPS``) or of what is made of them (``_TIME``: the
-# time as a float, ``_SHOWN``: the attributes as shown).
-_TIME, _SHOWN = -1, -2
-_GROUPS = {name: number - 1 for name, number in _JSON_LINE.groupindex.items()}
-_RECORD: list[bytes | int] = [
+# ``orjson.dumps(point_json(point))`` and a comma. The time is made a float (below).
+_RECORD: list[_Piece] = [
     b'{"client_id":"',
-    _GROUPS["client"],
+    "client",
     b'","lat":',
-    _GROUPS["lat_neg"],
-    _GROUPS["lat"],
+    "lat",
     b',"lon":',
-    _GROUPS["lon_neg"],
-    _GROUPS["lon"],
+    "lon",
     b',"location":"',
-    _GROUPS["location"],
+    "location",
     b'","client_time":"',
-    _GROUPS["time"],
+    "time",
     b'","time":',
-    _TIME,
+    b"",
     b',"server":"',
-    _GROUPS["server"],
+    "server",
     b'","time_diff":"',
-    _GROUPS["diff"],
+    "diff",
     b'","at":"AT ',
-    _GROUPS["body"],
+    "body",
     b'","attributes":',
-    _SHOWN,
+    ("json", "attributes"),
     b"},",
 ]
 _STRIDE = len(_RECORD)
+_TIME = _RECORD.index("time")
+_FLOAT = _TIME + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,117 +197,88 @@ def json_records(body: bytes) -> JsonRecords | None:
     """The records of ``body`` (lines of AT or POINT, each with its newline), or None if some
     line is one a template does not take, or its JSON is not orjson's (an integer past 64
     bits in its attributes): the caller then reads the body the per-line way."""
-    if not body.endswith(b"\n") or not _utf8(body):
+    rewritten = _rewrite(_JSON_LINE, _RECORD, body, {"json": _json})
+    if rewritten is None:
         return None
-    rows = _JSON_LINE.findall(body)
-    if len(rows) != body.count(b"\n"):
-        return None
-    columns = list(zip(*rows, strict=True))
-    shown = _lookup(columns[_GROUPS["attributes"]], _shown)
-    if shown is None:
-        return None
-    times = list(columns[_GROUPS["time"]])
+    pieces = rewritten[0]
+    times = pieces[_TIME::_STRIDE]
     # Every time has at most 11 digits of seconds: none is past the herd's latest (null).
-    made = {_TIME: orjson.dumps(list(map(float, times)))[1:-1].split(b","), _SHOWN: shown}
-    pieces = [b"" if isinstance(piece, int) else piece for piece in _RECORD] * len(rows)
-    for i, piece in enumerate(_RECORD):
-        if isinstance(piece, int):
-            pieces[i::_STRIDE] = made[piece] if piece < 0 else columns[piece]
+    pieces[_FLOAT::_STRIDE] = orjson.dumps(list(map(float, times)))[1:-1].split(b",")
     return JsonRecords(pieces, times)
 
 
-def _shown(raw: bytes) -> bytes | None:
-    """Attributes as ``point_json`` shows them, in orjson's JSON (``{}`` for none); None for
-    any orjson does not read, or reads to what it cannot write."""
-    if not raw:
-        return b"{}"
+def _json(raw: bytes) -> bytes | None:
+    """Attributes as ``point_json`` shows them, in orjson's JSON; None for any orjson does not
+    read, or reads to what it cannot write."""
+    shown = _shown(raw)
     try:
-        shown = orjson.loads(raw)
-        if _LONG_NUMBER.search(text := raw.decode()):
-            shown = _read_long(text)
-        return orjson.dumps(shown)
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None if shown is None else orjson.dumps(shown)
+    except orjson.JSONEncodeError:
         return None
-
-
-def _lookup(keys: Sequence[bytes], make: Callable[[bytes], Any]) -> list[Any] | None:
-    """``make`` of each key, made once per distinct key; None if it is None for one."""
-    made = {}
-    for key in set(keys):
-        value = make(key)
-        if value is None:
-            return None
-        made[key] = value
-    return list(map(made.__getitem__, keys))
-
-
-def _utf8(body: bytes) -> bool:
-    if body.isascii():
-        return True
-    try:
-        body.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 # -- GPX -----------------------------------------------------------------------------------
 
-# The time's whole seconds, and its decimals to the last nonzero one of the first nine (the
-# nanoseconds ``export.point_time`` writes), of up to 52 decimals in all.
+# The time's whole seconds, and its fraction: a point and the decimals to the last nonzero
+# one of the first nine (the nanoseconds ``export.point_time`` writes), or nothing; of up to
+# 52 decimals in all.
 _GPX_LINE = _line(
     _F,
     rb"(?P<seconds>[0-9]{1,11})"
-    rb"(?:\.(?=[0-9]{1,52}[ \n])(?P<fraction>[0-9]{0,8}[1-9])?[0-9]*)?",
+    rb"(?:(?=\.[0-9]{1,52}[ \n])(?P<fraction>\.[0-9]{0,8}[1-9])?\.?[0-9]*)?",
 )
-# ``<trkpt>``, less what NUL marks: the attributes (made into what goes before the time, and
-# after it), the seconds (made into ISO 8601 to the second). An empty fraction leaves ".Z".
-_GPX_POINT = (
-    rb'<trkpt lat="\g<lat_neg>\g<lat>" lon="\g<lon_neg>\g<lon>">'
-    rb"\x00\g<attributes>\x00\g<seconds>\x00.\g<fraction>Z</time>\x00\g<attributes>\x00"
-).replace(rb"\x00", b"\x00")
-_GPX_STRIDE = 5
+# ``GpxWriter.add_points``' ``<trkpt>``: what goes before the time (made of the attributes,
+# with ``<time>``), the time's minute and second (made of its seconds), its fraction, and
+# what goes after (made of the attributes too).
+_TRKPT: list[_Piece] = [
+    b'<trkpt lat="',
+    "lat",
+    b'" lon="',
+    "lon",
+    b'">',
+    ("before", "attributes"),
+    ("minute", "seconds"),
+    ("second", "seconds"),
+    "fraction",
+    b"Z</time>",
+    ("after", "attributes"),
+]
+_GPX_STRIDE = len(_TRKPT)
+_BEFORE = _TRKPT.index(("before", "attributes"))
+_MINUTE = _TRKPT.index(("minute", "seconds"))
+_AFTER = _TRKPT.index(("after", "attributes"))
+_SECONDS = [b"%02d" % second for second in range(60)]
 
 
 def gpx_text(
     body: bytes,
     elements: Callable[[dict[str, Any]], tuple[str, str]],
-    stamp: Callable[[int], str],
+    minute: Callable[[int], str],
 ) -> tuple[bytes, int] | None:
     """The ``<trkpt>`` elements of ``body`` and how many, if a template takes every line, else
     None: ``elements(attributes)`` is what goes before a point's ``<time>`` and after its
-    ``</time>``, ``stamp(seconds)`` the ISO 8601 time of a second up to its seconds."""
-    if not body or not _utf8(body):
+    ``</time>``, ``minute(n)`` the ISO 8601 time of the n-th minute since 1970 up to its
+    seconds (``1970-01-01T00:00:``)."""
+    rewritten = _rewrite(_GPX_LINE, _TRKPT, body, {})
+    if rewritten is None:
         return None
-    text, count = _GPX_LINE.subn(_GPX_POINT, body)
-    if count != body.count(b"\n") or not body.endswith(b"\n"):
-        return None
-    parts = text.split(b"\x00")
-    raws = parts[1::_GPX_STRIDE]
-    made = _lookup(raws, lambda raw: _elements(raw, elements))
+    pieces, groups = rewritten
+
+    def around(raw: bytes) -> tuple[bytes, bytes] | None:
+        shown = _shown(raw)
+        if shown is None:
+            return None
+        before, after = elements(shown)
+        return (before + "<time>").encode("utf-8", "replace"), after.encode("utf-8", "replace")
+
+    made = _lookup(groups["attributes"], around)
     if made is None:
         return None
-    parts[1::_GPX_STRIDE] = [before for before, _ in made]
-    parts[4::_GPX_STRIDE] = [after for _, after in made]
-    seconds = parts[2::_GPX_STRIDE]
-    stamps = _lookup(seconds, lambda second: stamp(int(second)).encode())
-    assert stamps is not None  # stamp makes one of every second
-    parts[2::_GPX_STRIDE] = stamps
-    return b"".join(parts).replace(b".Z</time>", b"Z</time>"), count
-
-
-def _elements(
-    raw: bytes, elements: Callable[[dict[str, Any]], tuple[str, str]]
-) -> tuple[bytes, bytes] | None:
-    """What goes around the time for these attributes (read as ``lines.read_body`` reads
-    them); None for attributes that are not JSON."""
-    shown: dict[str, Any] = {}
-    if raw:
-        try:
-            shown = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        if _LONG_NUMBER.search(text := raw.decode()):
-            shown = _read_long(text)
-    before, after = elements(shown)
-    return (before + "<time>").encode("utf-8", "replace"), after.encode("utf-8", "replace")
+    pieces[_BEFORE::_GPX_STRIDE] = map(itemgetter(0), made)
+    pieces[_AFTER::_GPX_STRIDE] = map(itemgetter(1), made)
+    seconds = list(map(int, groups["seconds"]))
+    minutes = _lookup(list(map(floordiv, seconds, repeat(60))), lambda m: minute(m).encode())
+    assert minutes is not None  # minute makes one of each
+    pieces[_MINUTE::_GPX_STRIDE] = minutes
+    pieces[_MINUTE + 1 :: _GPX_STRIDE] = map(_SECONDS.__getitem__, map(mod, seconds, repeat(60)))
+    return b"".join(pieces), len(seconds)
