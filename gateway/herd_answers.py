@@ -72,12 +72,14 @@ async def through_end(reader: asyncio.StreamReader, first: bytes) -> bytes:
     page is 10,000 lines). Only an END line follows a line break with ``END ``: no other
     line starts so, and no field holds a line break."""
     reply = bytearray(first)
-    searched = 0
+    searched = 0  # where "\nEND " may start, in what was read
     while True:
-        end = reply.find(b"\nEND ", searched)
-        if end >= 0 and reply.endswith(b"\n"):
-            return bytes(reply)
-        searched = max(0, len(reply) - 4) if end < 0 else end
+        if reply.endswith(b"\n"):
+            # The usual end: the last line is END. Only else is the rest searched, once.
+            last = reply.rfind(b"\n", 0, len(reply) - 1)
+            if reply.startswith(b"\nEND ", last) or reply.find(b"\nEND ", searched) >= 0:
+                return bytes(reply)
+            searched = max(0, len(reply) - 4)
         if len(reply) > MAX_HISTORY_REPLY:
             raise HerdUnavailable(f"a history answer past {MAX_HISTORY_REPLY} bytes")
         piece = await reader.read(READ_PIECE)

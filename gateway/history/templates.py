@@ -190,7 +190,14 @@ class JsonRecords:
     def json(self, start: int, stop: int) -> bytes:
         """The records of points ``start`` to ``stop`` as the items of a JSON array: what
         ``orjson.dumps`` writes between its brackets for their ``point_json``."""
-        return b"".join(self.pieces[start * _STRIDE : stop * _STRIDE])[:-1]
+        return b"".join(self.items(start, stop))
+
+    def items(self, start: int, stop: int) -> list[bytes]:
+        """:meth:`json` as pieces, to join with what goes around them."""
+        items = self.pieces[start * _STRIDE : stop * _STRIDE]
+        if items:
+            items[-1] = items[-1][:-1]  # the comma after the last record
+        return items
 
 
 def json_records(body: bytes) -> JsonRecords | None:
