@@ -20,9 +20,10 @@ from test_history_lines import _attributes, answer, fake_herd, random_line, refe
 
 from bench.history_data import TRAIL, DataSet
 from gateway.history import GpxWriter
+from gateway.history.export import _minute, around_time
 from gateway.history.lines import BadAnswer, LinePoints, read_body
 from gateway.history.reading import Window, next_window, window_after
-from gateway.history.templates import _LAT, _LON, json_records
+from gateway.history.templates import _LAT, _LON, gpx_text, json_records
 from gateway.keys import HERD
 from gateway.records import point_json, records_body
 
@@ -115,9 +116,6 @@ def test_random_lines_as_gpx_are_the_gpx_written_per_line(
 
 
 def _gpx_takes(line: bytes) -> bool:
-    from gateway.history.export import _minute, around_time
-    from gateway.history.templates import gpx_text
-
     return gpx_text(line, around_time, _minute) is not None
 
 

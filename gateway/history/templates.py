@@ -1,12 +1,14 @@
-"""A HISTORY answer rewritten whole into JSON records or GPX ``<trkpt>`` elements by regular
-expression templates, with no I/O and no Python work per line.
+"""A HISTORY answer written whole as JSON records or GPX ``<trkpt>`` elements from its text,
+with no I/O and no Python work per line.
 
-Reading each line into a :class:`~.lines.Point` and writing it out again costs some 4 us a
-point in Python. Most lines need neither: ``re.sub`` with a *template* (not a function)
-rewrites every line of an answer in C, the fields copied as the herd wrote them, and what a
-template cannot copy is put between NUL markers and filled in after, a list at a time (the
-times as floats, written by orjson; a time as ISO 8601 and the attributes' elements, made once
-per distinct second and per distinct attributes).
+Reading each line into a :class:`~.lines.Point` and writing it out again costs some 4-8 us a
+point in Python. Most lines need neither: one regular expression takes every line of a slice
+at once (``findall``, in C), and the output is put together from its columns (``zip``) and a
+template's constants by slice assignment and one ``bytes.join``, the fields copied as the herd
+wrote them. What a template cannot copy is made a list at a time, once per distinct value:
+the times as floats (one ``orjson.dumps`` of the list), the attributes as orjson writes them
+or as GPX elements, the ISO 8601 text of a minute (``re.sub`` with a template would do it in
+one call, but Python 3.11 expands templates in Python, per match).
 
 A template takes only lines whose output it writes exactly as the per-line path does
 (:func:`~gateway.records.point_json` then orjson, or ``GpxWriter.add_points``): the pattern is
@@ -16,7 +18,7 @@ A template takes only lines whose output it writes exactly as the per-line path 
 - coordinates written as floats print them: a nonzero last decimal, no leading zero, at most
   15 significant digits (so the float prints as those digits, with no exponent), the sign
   dropped if ``+``;
-- attributes that orjson writes back as they are (JSON), or that it reads (GPX).
+- attributes orjson reads, and (JSON) can write back.
 
 Any other line is left to the per-line path: :func:`json_records` and :func:`gpx_text` return
 None for a body with such a line, and the caller reads that body the per-line way
