@@ -1,10 +1,12 @@
 """``GET /api/v1/clients/{id}/history``: a client's points oldest first, as JSON pages, or the
 whole window streamed as one GPX or GeoJSON document; simplified with ``simplify=<metres>``.
 
-The JSON answer reads one HISTORY of the herd. An export pages through the window with
-HISTORY ... POINTS (``HerdClient.history_pages``) and writes each page through the formats of
-``gateway/history`` as it comes, so it holds about two pages (20,000 points) whatever the
-window's size. Its status is sent before the points: a herd that fails before the first
+The JSON answer reads one HISTORY of the herd, written as JSON from its text where the
+templates take it (``gateway.history.templates``). An export pages through the window with
+HISTORY ... POINTS (``HerdClient.history_lines`` for GPX, written from the herd's text;
+``HerdClient.history_pages`` for GeoJSON and simplified trails) and writes each page through
+the formats of ``gateway/history`` as it comes, so it holds about two pages (20,000 points)
+whatever the window's size. Its status is sent before the points: a herd that fails before the first
 page is answered 503, but one that fails later can only cut the answer short, which an HTTP
 client sees as a body that ends before its last chunk (docs/gateway.md).
 """
