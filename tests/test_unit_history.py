@@ -4,15 +4,12 @@ digests anti-entropy compares, and reads (backend/history)."""
 from __future__ import annotations
 
 import asyncio
-import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from backend.history import History, Row, bucket_of, fill, identity_hash
-from backend.history.buffers import Buffer
-from backend.history.pending import Pending, snapshot
 from backend.history.points import (
     DAY_NS,
     SPREAD,
@@ -319,49 +316,6 @@ async def test_a_copy_is_known_from_its_line_before_it_is_parsed(history: Histor
         await history.wait_saved()
     for junk in (b"", b"AT Riley", b"PUT point " + at, at.replace(b".", b"x"), b"AT \xff" + at):
         assert not history.holds_line(junk)
-
-
-def test_digests_of_uncommitted_points_kept_between_asks_stay_exact() -> None:
-    """``Pending`` hashes each list of uncommitted points once and later only what was
-    appended; whatever the buffers do between asks (points appended, copies within a list
-    and across lists, chunks taken and committed, lists replaced by a deletion), each ask
-    equals the digests computed afresh, each identity of a client once."""
-    rng = random.Random(7)
-    buffers = {c: Buffer(c) for c in ("kiwi", "lime", "fig")}
-    pending = Pending()
-    made: list[Row] = []
-    low, high = 0, 10**15
-    for step in range(400):
-        buffer = rng.choice(list(buffers.values()))
-        roll = rng.random()
-        if roll < 0.6 or not made:
-            fresh = row(buffer.client_id, NOW - rng.randrange(0, 3 * 3600, 7))
-            made.append(fresh)
-            buffer.append(fresh)
-        elif roll < 0.75:
-            buffer.append(rng.choice([p for p in made if p.client_id == buffer.client_id] or made))
-        elif roll < 0.85 and buffer.items:
-            buffer.take()
-        elif roll < 0.92 and buffer.sent:
-            buffer.committed()
-        else:
-            buffer.items = buffer.items[: len(buffer.items) // 2]  # as a deletion does
-        if step % 9 == 0:
-            whole = rng.random() < 0.5
-            asked = list(buffers.values()) if whole else [buffer]
-            got = pending.digests(snapshot(asked), low, high, whole=whole)
-            assert got == afresh(asked, low, high)
-
-
-def afresh(buffers: list[Buffer], low: int, high: int) -> dict[int, tuple[int, int]]:
-    digests: dict[int, tuple[int, int]] = {}
-    for b in buffers:
-        for ns, location in {(p.ns, p.location) for p in b.every() if isinstance(p, Row)}:
-            bucket = hour_bucket_of(b.client_id, ns)
-            if low <= bucket < high:
-                count, xor = digests.get(bucket, (0, 0))
-                digests[bucket] = (count + 1, xor ^ identity_hash(b.client_id, ns, location))
-    return digests
 
 
 async def test_days_hours_digests_and_buckets_agree(history: History) -> None:

@@ -23,9 +23,8 @@ from pathlib import Path
 
 from ..files import private_dir
 from ..protocol import Record
-from .buffers import Buffer
+from .buffers import Buffer, digests_of
 from .held import HeldIndex, line_held
-from .pending import Pending, snapshot
 from .points import (
     DAY_NS,
     HOURS,
@@ -94,7 +93,6 @@ class History:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._lookup: sqlite3.Connection | None = None
         self._held: HeldIndex | None = None  # what the database holds, for ``offer``
-        self._pending = Pending()  # digests of uncommitted points, kept between asks
         self._writer: Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick: asyncio.TimerHandle | None = None
@@ -208,7 +206,7 @@ class History:
             # there are written before the deletion, which removes them.
             kept = [p for p in buffer.items if ns_of(p) > until_ns]
             self._open_points -= len(buffer.items) - len(kept)
-            buffer.items, buffer.keys = kept, None
+            buffer.replace(kept)
         self._put(Forget(client_id, until_ns), None)
         return True
 
@@ -356,12 +354,9 @@ class History:
         """Every non-empty bucket of the days ``first_day`` to ``last_day``, uncommitted
         points included."""
         low, high = first_day * HOURS * SPREAD, (last_day + 1) * HOURS * SPREAD
-        found = snapshot(self._open.values())
+        parts = [b.parts() for b in self._open.values()]
         stored, extra = await asyncio.to_thread(
-            lambda: (
-                self.reads.digests(first_day, last_day),
-                self._pending.digests(found, low, high, whole=True),
-            )
+            lambda: (self.reads.digests(first_day, last_day), digests_of(parts, low, high))
         )
         return _merged(stored, ((day_bucket(b), d) for b, d in extra.items()))
 
@@ -372,12 +367,9 @@ class History:
         only the buckets of those slices are exact (the uncommitted points of the others
         are not hashed: a second look at a few leaves costs only theirs)."""
         low, high = day * HOURS * SPREAD, (day + 1) * HOURS * SPREAD
-        found = snapshot(b for b in self._open.values() if slices is None or b.piece in slices)
+        parts = [b.parts() for b in self._open.values() if slices is None or b.piece in slices]
         stored, extra = await asyncio.to_thread(
-            lambda: (
-                self.reads.hours(day),
-                self._pending.digests(found, low, high, whole=slices is None),
-            )
+            lambda: (self.reads.hours(day), digests_of(parts, low, high))
         )
         return _merged(stored, extra.items())
 
