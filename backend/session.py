@@ -60,6 +60,7 @@ class ClientSession:
         self._eof = False
         self._batch: Lines = []
         self._at = 0
+        self._flush = self.flush  # bound once: registered with the outbox for every reply
 
     # -- what the transport tells -------------------------------------------------------------
 
@@ -264,7 +265,7 @@ class ClientSession:
     def send(self, reply: bytes) -> None:
         """Queue a whole reply; the outbox writes it after the journal and the peer links."""
         if not self.out:
-            self.outbox.later(Outbox.CLIENTS, self.flush)
+            self.outbox.later(Outbox.CLIENTS, self._flush)
         self.out.append(reply)
         self.outbox.log(self.tag_out, reply)
 
