@@ -206,32 +206,30 @@ def parse_fields(line: bytes) -> Command | None:
     return parser(fields)
 
 
-_NUMBER = rb"[0-9]+(?:\.[0-9]+)?"
+# A location whose range the pattern itself proves: a latitude of at most two integer digits,
+# the first 0-8 (so strictly inside +-90), and a longitude under 180 (at most 179 and
+# decimals). Any other location (on an edge, or written with leading zeros) fails to match
+# and goes the general way, which checks it exactly.
+_LOCATION_INSIDE = (
+    rb"[+-][0-8]?[0-9](?:\.[0-9]+)?[+-](?:1[0-7][0-9]|[0-9]?[0-9])(?:\.[0-9]+)?"
+)
 _IAMAT = re.compile(
-    rb"IAMAT\s+(\S+)\s+(([+-]"
-    + _NUMBER
-    + rb")([+-]"
-    + _NUMBER
-    + rb"))\s+(([0-9]+)(?:\.([0-9]+))?)\s*"
+    rb"IAMAT\s+(\S+)\s+(" + _LOCATION_INSIDE + rb")\s+(([0-9]+)(?:\.([0-9]+))?)\s*"
 )
 # Peers write AT lines with single spaces and a newline: the record's line is the match less
 # its terminator.
 _AT = re.compile(
-    rb"(AT (\S+) ([+-][0-9]+\.[0-9]+) (\S+) (([+-]"
-    + _NUMBER
-    + rb")([+-]"
-    + _NUMBER
-    + rb")) (([0-9]+)(?:\.([0-9]+))?))\r?\n?"
+    rb"(AT (\S+) ([+-][0-9]+\.[0-9]+) (\S+) ("
+    + _LOCATION_INSIDE
+    + rb") (([0-9]+)(?:\.([0-9]+))?))\r?\n?"
 )
 
 
 def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
-    client, location, lat, lng, stamp, sec, frac = m.groups()
+    client, location, stamp, sec, frac = m.groups()
     # In a line this short no field can be past its bound (most real lines are).
     if m.end() > _SHORT_IAMAT and not _within_bounds(client, location, stamp):
         return None  # the general way gives the precise error
-    if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
-        return None  # on or past the edge: the exact check decides
     seconds = int(sec)
     if seconds > MAX_TIME_S:
         return None
@@ -269,7 +267,7 @@ def _within_bounds(client: bytes, location: bytes, stamp: bytes) -> bool:
 
 
 def _fast_at(m: re.Match[bytes]) -> At | None:
-    line, server, diff, client, location, lat, lng, stamp, sec, frac = m.groups()
+    line, server, diff, client, location, stamp, sec, frac = m.groups()
     if (
         len(server) > MAX_SERVER_ID_BYTES
         or len(diff) > MAX_TIME_DIFF_BYTES
@@ -277,8 +275,6 @@ def _fast_at(m: re.Match[bytes]) -> At | None:
         or len(location) > MAX_LOCATION_BYTES
         or len(stamp) > MAX_TIME_BYTES
     ):
-        return None
-    if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None
     server_id = _text(server)
     sec_key = _key_of(sec, frac)
@@ -292,7 +288,8 @@ def _fast_at(m: re.Match[bytes]) -> At | None:
 
 
 # The first three bytes of a line, to its fast path: the pattern, and what makes the command
-# from a match (None where the general way must decide: a location on the edge of its range).
+# from a match (None where the general way must decide: a field past its bound, a time past
+# MAX_TIME_S, bytes that are not UTF-8).
 _FAST: dict[bytes, tuple[re.Pattern[bytes], Callable[[re.Match[bytes]], Command | None]]] = {
     b"IAM": (_IAMAT, _fast_iamat),
     b"AT ": (_AT, _fast_at),
