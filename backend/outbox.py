@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import os
 import time
 from collections.abc import Callable
+from itertools import repeat
 from pathlib import Path
 
 from .config import LogRotation
@@ -116,7 +116,8 @@ class TrafficLog:
         # dearer than the count of LFs it replaces). Otherwise each entry is made one log line
         # with its line breaks and unsafe bytes escaped (a WHATSAT reply, a CRLF line, an
         # escape sequence in a client ID).
-        if not (all(map(_ends_line, lines)) and len(text.translate(None, _PLAIN)) == len(lines)):
+        ends = all(map(bytes.endswith, lines, repeat(b"\n", len(lines))))
+        if not (ends and len(text.translate(None, _PLAIN)) == len(lines)):
             text = head.join(map(_one_line, lines))
         lines.clear()
         try:
@@ -171,9 +172,6 @@ class TrafficLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-_ends_line = operator.methodcaller("endswith", b"\n")
 
 
 # Bytes that go into a log line as they are: printable ASCII.

@@ -42,6 +42,7 @@ class ClientSession:
         self.limits = server.limits
         self.commands = server.commands
         self.handlers = server.commands.handlers
+        self.refuse = server.commands.refuse
         self.line_limit = server.commands.line_limit
         self.max_invalid = server.limits.max_invalid_lines
         self.transport = LineTransport(server.limits.max_line_bytes)
@@ -147,7 +148,7 @@ class ClientSession:
                 raise ProtocolError(
                     f"over {self.limits.lines_per_address:g} lines/s from {self.host}"
                 )
-            reply = self.handlers.get(type(command), self.commands.refuse)(command, self)
+            reply = self.handlers.get(type(command), self.refuse)(command, self)
         except ProtocolError as exc:
             reply = self._invalid(line, exc)
         except Exception:

@@ -17,14 +17,11 @@ def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
     ns = cmd.time_ns
     if ns is None:
         ns = _key_ns(sec, frac)
-    # format_time_diff, inline (it runs for every IAMAT): sign, seconds, nine decimals.
+    # format_time_diff, inline (it runs for every IAMAT): sign, seconds, nine decimals, with
+    # %-formatting (an f-string's format spec took a fifth longer, measured).
     ns = received_ns - ns
-    if ns >= 0:
-        whole, part = divmod(ns, 1_000_000_000)
-        diff = f"+{whole}.{part:09d}"
-    else:
-        whole, part = divmod(-ns, 1_000_000_000)
-        diff = f"-{whole}.{part:09d}"
+    sign = "+" if ns >= 0 else "-"
+    diff = sign + "%d.%09d" % divmod(abs(ns), 1_000_000_000)  # noqa: UP031
     client_id, location, client_time = cmd.client_id, cmd.location, cmd.client_time
     line = f"AT {server_id} {diff} {client_id} {location} {client_time}".encode()
     return Record(
