@@ -10,10 +10,12 @@ version of the herd made it readable. Directories that exist already are left as
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import subprocess
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "open_private", "private_dir"]
+__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "build_once", "open_private", "private_dir"]
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -41,3 +43,16 @@ def open_private(path: Path, flags: int) -> int:
     with contextlib.suppress(OSError):  # someone else's file: keep its mode, still write
         os.fchmod(fd, PRIVATE_FILE)
     return fd
+
+
+def build_once(path: Path, command: list[str]) -> str | None:
+    """Run ``command`` (a process that writes ``path``) unless ``path`` exists: one builder per
+    machine, the others wait on a lock file beside it (no GIL held while waiting). None once
+    ``path`` is there; the end of the builder's stderr if it failed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return None
+        built = subprocess.run(command, capture_output=True, text=True)
+        return None if built.returncode == 0 else built.stderr[-500:] or "no output"

@@ -27,7 +27,7 @@ from .history import Simplifier
 from .history.reading import group_by_client, merge_areas, trail_point
 from .history_api import LATEST_NS, history_off
 from .keys import CONFIG, HERD
-from .records import records_json, records_response
+from .records import point_json, records_response
 
 __all__ = ["TRAIL_READERS", "get_area_history", "get_trails"]
 
@@ -64,8 +64,8 @@ async def get_area_history(request: web.Request) -> web.Response:
         answers.append((records, len(records) == ask))
     found, cut = merge_areas(answers)
     clients = [
-        {"client_id": client_id, "points": records_json(records)}
-        for client_id, records in group_by_client(found[:limit])
+        {"client_id": client_id, "points": [point_json(p) for p in points]}
+        for client_id, points in group_by_client(found[:limit])
     ]
     return records_response(
         {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["HERD_HISTORY", "IMPORT_RESULTS", "POINT_OUTCOMES", "Metrics", "herd_history"]
 
@@ -31,71 +31,67 @@ class Metrics:
     def render(self, followed: tuple[str, dict[str, int]] | None = None) -> str:
         """The metrics as Prometheus text; ``followed``: the name of the server the gateway
         follows and its STATUS ``history`` figures (``herd_history``), when it has them."""
+        requests = (
+            (f'method="{method}",route="{_escape(route)}",status="{status}"', n)
+            for (method, route, status), n in sorted(self.requests.items())
+        )
+        skipped = (
+            (f'app="{app}",reason="{reason}"', n)
+            for (app, reason), n in sorted(self.phone_skipped.items())
+        )
+        heartbeats = ((f'app="{app}"', n) for app, n in sorted(self.phone_heartbeats.items()))
         lines = [
-            "# HELP herd_gateway_requests_total HTTP requests served, by route and status.",
-            "# TYPE herd_gateway_requests_total counter",
+            *_family("herd_gateway_requests_total", REQUESTS_HELP, requests),
+            *_family("herd_gateway_updates_pushed_total", PUSHED_HELP, [("", self.updates_pushed)]),
+            *_family("herd_gateway_phone_entries_skipped_total", SKIPPED_HELP, skipped),
+            *_family("herd_gateway_phone_heartbeats_stored_total", HEARTBEATS_HELP, heartbeats),
+            *self._history_lines(followed),
         ]
-        for (method, route, status), n in sorted(self.requests.items()):
-            lines.append(
-                f'herd_gateway_requests_total{{method="{method}",route="{_escape(route)}",'
-                f'status="{status}"}} {n}'
-            )
-        lines += [
-            "# HELP herd_gateway_updates_pushed_total Location updates sent to WebSocket clients.",
-            "# TYPE herd_gateway_updates_pushed_total counter",
-            f"herd_gateway_updates_pushed_total {self.updates_pushed}",
-        ]
-        lines += [
-            "# HELP herd_gateway_phone_entries_skipped_total Phone-upload entries not stored, "
-            "by app and reason.",
-            "# TYPE herd_gateway_phone_entries_skipped_total counter",
-        ]
-        for (app, reason), n in sorted(self.phone_skipped.items()):
-            lines.append(
-                f'herd_gateway_phone_entries_skipped_total{{app="{app}",reason="{reason}"}} {n}'
-            )
-        lines += [
-            "# HELP herd_gateway_phone_heartbeats_stored_total Heartbeats without a fix stored "
-            "at the client's held position, by app.",
-            "# TYPE herd_gateway_phone_heartbeats_stored_total counter",
-        ]
-        for app, n in sorted(self.phone_heartbeats.items()):
-            lines.append(f'herd_gateway_phone_heartbeats_stored_total{{app="{app}"}} {n}')
-        lines += self._history_lines(followed)
         for name, (help, read) in self.gauges.items():
-            kind = "counter" if name.endswith("_total") else "gauge"
-            lines += [f"# HELP {name} {help}", f"# TYPE {name} {kind}", f"{name} {read():g}"]
+            lines += _family(name, help, [("", read())])
         return "\n".join(lines) + "\n"
 
     def _history_lines(self, followed: tuple[str, dict[str, int]] | None) -> list[str]:
+        imports = ((f'result="{r}"', n) for r, n in sorted(self.history_imports.items()))
+        points = ((f'outcome="{o}"', n) for o, n in sorted(self.history_points.items()))
+        deletions = [("", self.history_deletions)]
         lines = [
-            "# HELP herd_gateway_history_imports_total History files posted, by result: "
-            "imported, or refused (400, 408, 413, 415: nothing imported).",
-            "# TYPE herd_gateway_history_imports_total counter",
-        ]
-        for result, n in sorted(self.history_imports.items()):
-            lines.append(f'herd_gateway_history_imports_total{{result="{result}"}} {n}')
-        lines += [
-            "# HELP herd_gateway_history_import_points_total Points of imported files, by "
-            "outcome: imported, duplicate (held already, or repeated in the file), not_kept "
-            "(answered but not kept: at or before a deletion).",
-            "# TYPE herd_gateway_history_import_points_total counter",
-        ]
-        for outcome, n in sorted(self.history_points.items()):
-            lines.append(f'herd_gateway_history_import_points_total{{outcome="{outcome}"}} {n}')
-        lines += [
-            "# HELP herd_gateway_history_deletions_total History deletions done (DELETE "
-            "/api/v1/clients/{id}/history answered 200).",
-            "# TYPE herd_gateway_history_deletions_total counter",
-            f"herd_gateway_history_deletions_total {self.history_deletions}",
+            *_family("herd_gateway_history_imports_total", IMPORTS_HELP, imports),
+            *_family("herd_gateway_history_import_points_total", IMPORT_POINTS_HELP, points),
+            *_family("herd_gateway_history_deletions_total", DELETIONS_HELP, deletions),
         ]
         if followed is not None:
             server, figures = followed
+            label = f'server="{_escape(server)}"'
             for key, (name, help) in HERD_HISTORY.items():
-                kind = "counter" if name.endswith("_total") else "gauge"
-                lines += [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
-                lines.append(f'{name}{{server="{_escape(server)}"}} {figures[key]}')
+                lines += _family(name, help, [(label, figures[key])])
         return lines
+
+
+def _family(name: str, help: str, samples: Iterable[tuple[str, float]]) -> list[str]:
+    """One metric's HELP and TYPE lines and its samples, each ``(labels, value)``; a name
+    ending ``_total`` is a counter."""
+    kind = "counter" if name.endswith("_total") else "gauge"
+    lines = [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        # Counts exactly; a float gauge in the shortest form.
+        text = str(value) if isinstance(value, int) else f"{value:g}"
+        lines.append(f"{name}{{{labels}}} {text}" if labels else f"{name} {text}")
+    return lines
+
+
+REQUESTS_HELP = "HTTP requests served, by route and status."
+PUSHED_HELP = "Location updates sent to WebSocket clients."
+SKIPPED_HELP = "Phone-upload entries not stored, by app and reason."
+HEARTBEATS_HELP = "Heartbeats without a fix stored at the client's held position, by app."
+IMPORTS_HELP = (
+    "History files posted, by result: imported, or refused (400, 408, 413, 415: nothing imported)."
+)
+IMPORT_POINTS_HELP = (
+    "Points of imported files, by outcome: imported, duplicate (held already, or repeated in "
+    "the file), not_kept (answered but not kept: at or before a deletion)."
+)
+DELETIONS_HELP = "History deletions done (DELETE /api/v1/clients/{id}/history answered 200)."
 
 
 # What a posted history file became, and what became of its points.

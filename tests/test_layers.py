@@ -28,8 +28,9 @@ PURE = (
 )
 IO_MODULES = ("asyncio", "socket", "subprocess", "aiohttp", "uvloop", "ssl", "selectors")
 # What the gateway may use of the herd's package: it talks to the herd over TCP only, so it
-# needs the wire format, the config and the rate limiter, never a server's insides.
-GATEWAY_MAY_USE = ("backend.protocol", "backend.config", "backend.ratelimit")
+# needs the wire format, the config and the rate limiter, never a server's insides; and the
+# files helpers (private files, a cache built once per machine) that its place labels share.
+GATEWAY_MAY_USE = ("backend.protocol", "backend.config", "backend.ratelimit", "backend.files")
 
 
 def module_name(path: Path) -> str:

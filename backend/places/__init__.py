@@ -106,31 +106,12 @@ def _pretty(value: Any, newline: str, out: list[str]) -> None:
             text = value.texts[newline] = "".join(parts)
         out.append(text)
     elif isinstance(value, dict):
-        if not value:
-            out.append("{}")
-            return
-        inner = newline + "   "
-        out.append("{")
-        separator = inner
-        for key, item in value.items():
-            out.append(separator)
-            out.append(_encode_str(key if isinstance(key, str) else _key(key)))
-            out.append(" : ")
-            _pretty(item, inner, out)
-            separator = "," + inner
-        out.append(newline + "}")
+        members = [
+            (_encode_str(k if isinstance(k, str) else _key(k)) + " : ", v) for k, v in value.items()
+        ]
+        _container("{", "}", members, newline, out)
     elif isinstance(value, list | tuple):
-        if not value:
-            out.append("[]")
-            return
-        inner = newline + "   "
-        out.append("[")
-        separator = inner
-        for item in value:
-            out.append(separator)
-            _pretty(item, inner, out)
-            separator = "," + inner
-        out.append(newline + "]")
+        _container("[", "]", [("", item) for item in value], newline, out)
     elif value is None or isinstance(value, bool):
         out.append(_SCALARS[value])
     elif type(value) is float and math.isfinite(value):
@@ -139,6 +120,24 @@ def _pretty(value: Any, newline: str, out: list[str]) -> None:
         out.append(int.__repr__(value))
     else:
         out.append(json.dumps(value))
+
+
+def _container(
+    opening: str, closing: str, members: list[tuple[str, Any]], newline: str, out: list[str]
+) -> None:
+    """An object's or an array's members, each after its prefix (a key and " : ", or none),
+    one per line at the next indent."""
+    if not members:
+        out.append(opening + closing)
+        return
+    inner = newline + "   "
+    out.append(opening)
+    separator = inner
+    for prefix, item in members:
+        out.append(separator + prefix)
+        _pretty(item, inner, out)
+        separator = "," + inner
+    out.append(newline + closing)
 
 
 def _key(key: Any) -> str:

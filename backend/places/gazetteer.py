@@ -8,14 +8,12 @@ compact arrays plus a k-d tree over 3-D unit vectors, so that a radius query is 
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import importlib.metadata
 import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import numpy.typing as npt
 from openlocationcode import openlocationcode as olc
 from scipy.spatial import cKDTree
 
+from backend.files import build_once
 from backend.places import SharedResult
 
 __all__ = ["ATTRIBUTION", "DEFAULT_GAZETTEER", "PlaceIndex", "load_index", "search"]
@@ -173,19 +172,12 @@ def cache_file(gazetteer: str, cache_dir: Path) -> Path:
 
 def _load_cached(gazetteer: str, cache_dir: Path) -> PlaceIndex:
     path = cache_file(gazetteer, cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # One builder per machine: the others wait on the lock (no GIL held while waiting).
-    with open(cache_dir / f"{gazetteer}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            built = subprocess.run(
-                [sys.executable, "-m", "backend.places.gazetteer", gazetteer, str(path)],
-                capture_output=True,
-                text=True,
-            )
-            if built.returncode != 0:
-                log.warning("places: cache build failed, building here: %s", built.stderr[-500:])
-                return _build(gazetteer)
+    failed = build_once(
+        path, [sys.executable, "-m", "backend.places.gazetteer", gazetteer, str(path)]
+    )
+    if failed is not None:
+        log.warning("places: cache build failed, building here: %s", failed)
+        return _build(gazetteer)
     return _read_saved(path)
 
 

@@ -1,5 +1,6 @@
 """A client's history in and out of the gateway, with no I/O: streaming GPX and GeoJSON
-exports of shown points (:mod:`.export`), GPX and GeoJSON uploads read into points, all or
+exports of shown points or of the points read from the herd (:mod:`.lines`, :mod:`.export`,
+:mod:`.export_geojson`), GPX and GeoJSON uploads read into points, all or
 nothing (:mod:`.imports`), and simplified trails for the map (:mod:`.trails`).
 
 The formats, the extension namespace and the limits are in docs/history-formats.md.
@@ -13,12 +14,11 @@ from .export import (
     GPXTPX_NAMESPACE,
     HERD_NAMESPACE,
     ExportStats,
-    GeoJsonWriter,
     GpxWriter,
-    geojson_chunks,
     gpx_chunks,
     iso_time,
 )
+from .export_geojson import GeoJsonWriter, geojson_chunks
 from .imports import (
     MAX_IMPORT_POINTS,
     ImportedPoint,

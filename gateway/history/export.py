@@ -1,10 +1,13 @@
-"""A client's points as GPX 1.1 or GeoJSON, written as a stream of byte chunks.
+"""A client's points as GPX 1.1 (here) or GeoJSON (:mod:`.export_geojson`), written as a
+stream of byte chunks.
 
 Both writers take points as the gateway shows them (``records.record_json``: ``lat``,
-``lon``, ``client_time``, ``time``, ``server``, ``time_diff``, ``attributes``) and yield
-chunks of about :data:`CHUNK_BYTES`; neither holds more than one chunk and one point, so an
-export of any size streams in bounded memory. A point with no location (``lat``/``lon`` null)
-or no time a date can show is left out and counted in :class:`ExportStats`.
+``lon``, ``client_time``, ``time``, ``server``, ``time_diff``, ``attributes``), or, a page at
+a time, straight from the fields of the points read from the herd (``lines.Point``: the same
+output, without the shown record), and yield chunks of about :data:`CHUNK_BYTES`; neither
+holds more than one chunk and one page, so an export of any size streams in bounded memory. A
+point with no location (``lat``/``lon`` null) or no time a date can show is left out and
+counted in :class:`ExportStats`.
 
 The shapes (the ``herd`` extension namespace, the GeoJSON properties) are those of
 docs/history-formats.md; :mod:`.imports` reads both back.
@@ -13,17 +16,16 @@ docs/history-formats.md; :mod:`.imports` reads both back.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-import orjson
-
 from backend.protocol import MAX_TIME_BYTES, MAX_TIME_S
+
+from .lines import Point
 
 __all__ = [
     "CHUNK_BYTES",
@@ -31,11 +33,10 @@ __all__ = [
     "GPX_NAMESPACE",
     "HERD_NAMESPACE",
     "ExportStats",
-    "GeoJsonWriter",
     "GpxWriter",
-    "geojson_chunks",
     "gpx_chunks",
     "iso_time",
+    "point_time",
 ]
 
 # A chunk is one write to the HTTP response: 64 KiB amortises the per-write cost (a few
@@ -61,8 +62,6 @@ _XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quo
 _XML_NAME = re.compile(r"(?!xml)[A-Za-z_][A-Za-z0-9_.-]{0,63}", re.IGNORECASE)
 # Written in <ele> and Garmin's extension rather than ours.
 _GPX_ELEMENTS = {"altitude", "speed", "heading"}
-# Shown keys a point's GeoJSON properties carry besides its attributes.
-_RECORD_KEYS = ("client_time", "server", "time_diff")
 
 
 @dataclass(slots=True)
@@ -92,13 +91,33 @@ def iso_time(point: Mapping[str, Any]) -> str | None:
         if micro == 1_000_000:
             whole, micro = whole + 1, 0
         fraction = f"{micro:06d}".rstrip("0")
+    return _iso(whole, fraction)
+
+
+def point_time(client_time: str) -> str | None:
+    """``iso_time`` of a point's exact time, one the herd took (``gateway.history.lines``:
+    digits, perhaps a point and more digits)."""
+    whole, _, fraction = client_time.partition(".")
+    return _iso(int(whole), fraction[:_TIME_DECIMALS].rstrip("0"))
+
+
+def _iso(whole: int, fraction: str) -> str | None:
     if whole > MAX_TIME_S:
         return None
-    day, second = divmod(whole, 86_400)
-    hour, second = divmod(second, 3600)
-    minute, second = divmod(second, 60)
-    stamp = f"{_date(day)}T{hour:02d}:{minute:02d}:{second:02d}"
+    stamp = _minute(whole // 60) + _SECONDS[whole % 60]
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
+
+
+_SECONDS = [f"{second:02d}" for second in range(60)]
+
+
+@functools.lru_cache(maxsize=256)
+def _minute(minute: int) -> str:
+    """``1970-01-01T00:00:``, the date and time of a minute since 1970 up to its seconds; a
+    point a second makes each one 60 times in a row."""
+    day, minute = divmod(minute, 1440)
+    hour, minute = divmod(minute, 60)
+    return f"{_date(day)}T{hour:02d}:{minute:02d}:"
 
 
 @functools.lru_cache(maxsize=64)
@@ -139,8 +158,21 @@ class _Chunks:
 
     def add(self, text: str) -> bytes | None:
         """Adds ``text``; returns a full chunk to yield, or None."""
+        self.put(text)
+        return self.full()
+
+    def add_all(self, texts: list[str]) -> bytes | None:
+        """Adds each of ``texts``; returns a chunk to yield if they filled one, or None."""
+        self.parts += texts
+        self.size += sum(map(len, texts))
+        return self.full()
+
+    def put(self, text: str) -> None:
         self.parts.append(text)
         self.size += len(text)
+
+    def full(self) -> bytes | None:
+        """A chunk to yield if there is one's worth, else None."""
         return self.take() if self.size >= CHUNK_BYTES else None
 
     def take(self) -> bytes:
@@ -170,11 +202,12 @@ def _xml_value(value: object) -> str | None:
 
 
 def _number(value: object) -> str | None:
-    if type(value) is not float:
-        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**1000:
-            return None
-        value = float(value)
-    return repr(value) if math.isfinite(value) else None
+    if type(value) is float:  # the usual kind first
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**1000:
+        return None
+    number = float(value)
+    return repr(number) if math.isfinite(number) else None
 
 
 def _herd_elements(attributes: Mapping[str, Any]) -> list[str]:
@@ -182,9 +215,17 @@ def _herd_elements(attributes: Mapping[str, Any]) -> list[str]:
     (a transition) as the element's XML attributes."""
     out: list[str] = []
     for key, value in attributes.items():
-        if key in _GPX_ELEMENTS or not isinstance(key, str) or not _XML_NAME.fullmatch(key):
+        if not _herd_key(key):
             continue
-        if isinstance(value, list):
+        kind = type(value)  # the usual kinds first, as _xml_value writes them
+        if kind is float:
+            if math.isfinite(value):
+                out.append(f"<herd:{key}>{value!r}</herd:{key}>")
+        elif kind is str:
+            out.append(f"<herd:{key}>{_xml_text(value)}</herd:{key}>")
+        elif kind is bool:
+            out.append(f"<herd:{key}>{'true' if value else 'false'}</herd:{key}>")
+        elif isinstance(value, list):
             items = (_xml_value(item) for item in value)
             out.extend(f"<herd:{key}>{text}</herd:{key}>" for text in items if text is not None)
         elif isinstance(value, Mapping):
@@ -200,32 +241,47 @@ def _herd_elements(attributes: Mapping[str, Any]) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _herd_key(key: object) -> bool:
+    """Whether an attribute is written as ``<herd:KEY>``: an XML name, not one of GPX's own
+    elements. Points repeat the same few keys."""
+    return isinstance(key, str) and key not in _GPX_ELEMENTS and bool(_XML_NAME.fullmatch(key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _xml_text(text: str) -> str:
+    """``_xml`` of a text attribute; their values repeat (a trigger, a motion, a region)."""
+    return _xml(text)
+
+
 def _gpx_point(point: Mapping[str, Any]) -> str | None:
     where, when = _location(point), iso_time(point)
     if where is None or when is None:
         return None
-    attributes = _attributes(point)
-    parts = [f'<trkpt lat="{where[0]!r}" lon="{where[1]!r}">']
-    if (ele := _number(attributes.get("altitude"))) is not None:
-        parts.append(f"<ele>{ele}</ele>")
-    parts.append(f"<time>{when}</time>")
-    garmin = []
+    return _trkpt(where[0], where[1], when, _attributes(point))
+
+
+def _trkpt(lat: float, lon: float, when: str, attributes: Mapping[str, Any]) -> str:
+    """A point's ``<trkpt>`` element, with its newline."""
+    get = attributes.get
+    head = f'<trkpt lat="{lat!r}" lon="{lon!r}">'
+    if (ele := _number(get("altitude"))) is not None:
+        head += f"<ele>{ele}</ele>"
+    head += f"<time>{when}</time>"
     # TrackPointExtension v2's sequence order: speed before course.
-    if (speed := _number(attributes.get("speed"))) is not None:
-        garmin.append(f"<gpxtpx:speed>{speed}</gpxtpx:speed>")
-    if (course := _number(attributes.get("heading"))) is not None:
-        garmin.append(f"<gpxtpx:course>{course}</gpxtpx:course>")
+    speed, course = _number(get("speed")), _number(get("heading"))
     ours = _herd_elements(attributes)
-    if garmin or ours:
-        parts.append("<extensions>")
-        if garmin:
-            parts.append(
-                f"<gpxtpx:TrackPointExtension>{''.join(garmin)}</gpxtpx:TrackPointExtension>"
-            )
-        parts.extend(ours)
-        parts.append("</extensions>")
-    parts.append("</trkpt>\n")
-    return "".join(parts)
+    if speed is None and course is None and not ours:
+        return f"{head}</trkpt>\n"
+    garmin = ""
+    if speed is not None or course is not None:
+        garmin = "<gpxtpx:TrackPointExtension>"
+        if speed is not None:
+            garmin += f"<gpxtpx:speed>{speed}</gpxtpx:speed>"
+        if course is not None:
+            garmin += f"<gpxtpx:course>{course}</gpxtpx:course>"
+        garmin += "</gpxtpx:TrackPointExtension>"
+    return f"{head}<extensions>{garmin}{''.join(ours)}</extensions></trkpt>\n"
 
 
 def _gpx_header(client_id: str) -> str:
@@ -261,6 +317,20 @@ class GpxWriter:
         self.stats.written += 1
         return self._out.add(text)
 
+    def add_points(self, points: Iterable[Point]) -> bytes | None:
+        """Writes points read from the herd (the next oldest), straight from their fields; the
+        same elements :meth:`add` writes for them as ``records.record_json`` shows them. A
+        chunk to send if they filled one, or None."""
+        texts = []
+        for point in points:
+            when = point_time(point.client_time)
+            if when is None:  # pragma: no cover - the herd takes no time past MAX_TIME_S
+                self.stats.skipped += 1
+                continue
+            texts.append(_trkpt(float(point.lat), float(point.lon), when, point.shown))
+        self.stats.written += len(texts)
+        return self._out.add_all(texts)
+
     def close(self) -> bytes:
         """The document's last chunk, which closes it."""
         self._out.add("</trkseg></trk>\n")
@@ -284,135 +354,5 @@ def gpx_chunks(
     writer = GpxWriter(client_id, stats)
     for point in points:
         if (chunk := writer.add(point)) is not None:
-            yield chunk
-    yield writer.close()
-
-
-# -- GeoJSON ---------------------------------------------------------------------------------
-
-
-def _json(value: object) -> str:
-    try:
-        return orjson.dumps(value).decode()  # NaN and infinity become null
-    except orjson.JSONEncodeError:
-        # An integer past 64 bits or a lone surrogate: json writes both.
-        return json.dumps(_finite(value), default=str, allow_nan=False)
-
-
-def _finite(value: object) -> object:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _position(where: tuple[float, float]) -> str:
-    return f"[{where[1]!r},{where[0]!r}]"  # GeoJSON is longitude first (RFC 7946, 3.1.1)
-
-
-def _feature(point: Mapping[str, Any]) -> str | None:
-    where, when = _location(point), iso_time(point)
-    if where is None or when is None:
-        return None
-    properties: dict[str, Any] = {"time": when}
-    properties.update((key, point[key]) for key in _RECORD_KEYS if key in point)
-    for key, value in _attributes(point).items():
-        properties.setdefault(key, value)  # a record key wins over an attribute of its name
-    return (
-        f',\n{{"type":"Feature","properties":{_json(properties)},'
-        f'"geometry":{{"type":"Point","coordinates":{_position(where)}}}}}'
-    )
-
-
-class GeoJsonWriter:
-    """A GeoJSON FeatureCollection written a point at a time (what :func:`geojson_chunks`
-    writes), in two passes over the same points, oldest first: each one to
-    :meth:`add_trail`, then :meth:`end_trail`, then each one again to :meth:`add_point`, then
-    :meth:`close`. Each call may return a chunk of about CHUNK_BYTES to send."""
-
-    def __init__(self, client_id: str, stats: ExportStats | None = None) -> None:
-        self.client_id = client_id
-        self.stats = stats if stats is not None else ExportStats()
-        self._out = _Chunks()
-        self._out.add(f'{{"type":"FeatureCollection","client_id":{_json(client_id)},"features":[')
-        # The trail's first positions, held until there are two (RFC 7946: a LineString has
-        # two or more positions); then the LineString feature is begun.
-        self._first: list[str] = []
-        self._trail_ended = False
-        self._features = False  # a feature was begun: the next one follows a comma
-
-    def add_trail(self, point: Mapping[str, Any]) -> bytes | None:
-        """The first pass: the point's position in the LineString (if it can be shown)."""
-        if self._trail_ended:
-            raise ValueError("the trail is ended: the second pass has begun")
-        where = _location(point)
-        if where is None or iso_time(point) is None:
-            return None
-        if len(self._first) >= 2:
-            return self._out.add(f",{_position(where)}")
-        self._first.append(_position(where))
-        if len(self._first) < 2:
-            return None
-        self._features = True
-        properties = _json({"client_id": self.client_id, "herd": "trail"})
-        return self._out.add(
-            f'\n{{"type":"Feature","properties":{properties},'
-            f'"geometry":{{"type":"LineString","coordinates":[{",".join(self._first)}'
-        )
-
-    def end_trail(self) -> bytes | None:
-        """Between the passes: closes the LineString, if one was begun."""
-        self._trail_ended = True
-        return self._out.add("]}}") if len(self._first) >= 2 else None
-
-    def add_point(self, point: Mapping[str, Any]) -> bytes | None:
-        """The second pass: the point's Point feature, with its properties."""
-        if not self._trail_ended:
-            raise ValueError("end_trail() comes before the points")
-        feature = _feature(point)
-        if feature is None:
-            self.stats.skipped += 1
-            return None
-        if not self._features:  # the first feature has no comma before it
-            feature, self._features = feature[1:], True
-        self.stats.written += 1
-        return self._out.add(feature)
-
-    def close(self) -> bytes:
-        """The document's last chunk, which closes it."""
-        self._out.add(f'\n],"skipped":{self.stats.skipped}}}\n')
-        return self._out.take()
-
-
-def geojson_chunks(
-    client_id: str,
-    points: Callable[[], Iterable[Mapping[str, Any]]],
-    stats: ExportStats | None = None,
-) -> Iterator[bytes]:
-    """The points as one GeoJSON FeatureCollection (RFC 7946): first a LineString feature of
-    the whole trail (properties ``{"client_id", "herd": "trail"}``), then one Point feature
-    per point with its properties (``time`` in ISO 8601 UTC, ``client_time``, ``server``,
-    ``time_diff``, then its attributes); the collection's foreign members ``client_id`` and,
-    at the end, ``skipped``.
-
-    ``points`` returns a fresh iterator of the same points (oldest first) each time it is
-    called; it is called twice, once for the LineString and once for the Points, because the
-    LineString comes first and holding every coordinate for it would not be bounded memory.
-    Yields UTF-8 chunks of about CHUNK_BYTES."""
-    writer = GeoJsonWriter(client_id, stats)
-    first = points()
-    for point in first:
-        if (chunk := writer.add_trail(point)) is not None:
-            yield chunk
-    if (chunk := writer.end_trail()) is not None:
-        yield chunk
-    second = points()
-    if second is first and not isinstance(first, list | tuple):
-        raise ValueError("points() must return a fresh iterator each time it is called")
-    for point in second:
-        if (chunk := writer.add_point(point)) is not None:
             yield chunk
     yield writer.close()

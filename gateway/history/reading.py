@@ -12,10 +12,31 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from backend.protocol import ProtocolError, Record, time_to_ns
+from backend.protocol import ProtocolError, time_to_ns
 
-__all__ = ["Window", "group_by_client", "merge_areas", "next_window", "trail_point"]
+__all__ = ["HeldPoint", "Window", "group_by_client", "merge_areas", "next_window", "trail_point"]
+
+
+class HeldPoint(Protocol):
+    """What paging and merging read of a point: a ``backend.protocol.Record``, or a
+    ``lines.Point`` read from an answer."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def location(self) -> str: ...
+
+    @property
+    def client_time(self) -> str: ...
+
+    @property
+    def lat_lng(self) -> tuple[float, float]: ...
+
+
+P = TypeVar("P", bound=HeldPoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +53,7 @@ class Window:
     skipped_ns: int = 0
 
 
-def next_window(window: Window, page: Sequence[Record], asked: int) -> tuple[list[Record], Window]:
+def next_window(window: Window, page: Sequence[P], asked: int) -> tuple[list[P], Window]:
     """The points of ``page`` (the herd's answer to ``asked`` points of ``window``) not given
     before, and the window left after them.
 
@@ -65,11 +86,11 @@ def next_window(window: Window, page: Sequence[Record], asked: int) -> tuple[lis
     return fresh, Window(last_ns, window.until_ns, frozenset(given), skipped_ns=window.skipped_ns)
 
 
-def _ns(record: Record) -> int:
+def _ns(record: HeldPoint) -> int:
     return time_to_ns(record.client_time)
 
 
-def merge_areas(parts: Sequence[tuple[Sequence[Record], bool]]) -> tuple[list[Record], bool]:
+def merge_areas(parts: Sequence[tuple[Sequence[P], bool]]) -> tuple[list[P], bool]:
     """The answers to several AREAs (the halves of a box across the antimeridian), each its
     points by client then time and whether it was cut at its limit, as one answer in the same
     order, and whether it is cut: where a part was cut after client C, the others' points of
@@ -87,9 +108,9 @@ def merge_areas(parts: Sequence[tuple[Sequence[Record], bool]]) -> tuple[list[Re
     return merged, bool(cut)
 
 
-def group_by_client(records: Iterable[Record]) -> list[tuple[str, list[Record]]]:
+def group_by_client(records: Iterable[P]) -> list[tuple[str, list[P]]]:
     """Records in client order as (client ID, its records), in the same order."""
-    groups: list[tuple[str, list[Record]]] = []
+    groups: list[tuple[str, list[P]]] = []
     for record in records:
         if not groups or groups[-1][0] != record.client_id:
             groups.append((record.client_id, []))
@@ -97,7 +118,7 @@ def group_by_client(records: Iterable[Record]) -> list[tuple[str, list[Record]]]
     return groups
 
 
-def trail_point(record: Record) -> tuple[float, float, float] | None:
+def trail_point(record: HeldPoint) -> tuple[float, float, float] | None:
     """``(lat, lon, seconds)`` of a point for a trail, or None if it cannot be drawn (a
     location that does not parse, which only a server older than the herd's bounds sends)."""
     try:
