@@ -207,9 +207,10 @@ def parse_fields(line: bytes) -> Command | None:
 
 
 # A location whose range the pattern itself proves: a latitude of at most two integer digits,
-# the first 0-8 (so strictly inside +-90), and a longitude under 180 (at most 179 and
-# decimals). Any other location (on an edge, or written with leading zeros) fails to match
-# and goes the general way, which checks it exactly.
+# the first of two 0-8 (at most 89 and decimals: strictly inside +-90), and a longitude of at
+# most 179 and decimals (strictly inside +-180). Any other location (90 or 180 themselves,
+# more integer digits, a malformed one) fails to match and goes the general way, which checks
+# it exactly, as it does past any bound.
 _LOCATION_INSIDE = (
     rb"[+-][0-8]?[0-9](?:\.[0-9]+)?[+-](?:1[0-7][0-9]|[0-9]?[0-9])(?:\.[0-9]+)?"
 )
