@@ -33,6 +33,22 @@ from .load import time_text
 from .net import ask, converse, free_ports, listening, listening_async, poll, poll_async
 from .procs import Proc, Procs
 
+# The checkout this launcher belongs to: its servers and gateway run from another directory,
+# where a relative PYTHONPATH (or none, with an editable install of another checkout) would
+# import some other copy of the code than the one under test.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def code_path() -> str:
+    """PYTHONPATH for what the launcher starts: this checkout first, then the caller's entries
+    made absolute."""
+    entries = [str(CHECKOUT)]
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if entry and str(Path(entry).resolve()) not in entries:
+            entries.append(str(Path(entry).resolve()))
+    return os.pathsep.join(entries)
+
+
 __all__ = ["NAMES", "SECRET", "Herd", "HerdError"]
 
 # A herd secret as strong as the config demands (32+ printable characters).
@@ -89,7 +105,7 @@ class Herd:
         self.links = [(a, b) for a, b in links]
         *ports, self.gateway_port = free_ports(len(self.names) + 1)
         self.ports = dict(zip(self.names, ports, strict=True))
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "PYTHONPATH": code_path(), **(env or {})}
         self.processes = Procs(root) if processes is None else processes
         self.servers: dict[str, Proc] = {}
         self.gateway: Proc | None = None

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,28 +20,41 @@ from typing import Any
 from backend.config import ServerAddress
 from backend.protocol import (
     MAX_HISTORY_LIMIT,
-    MAX_POINT_LINE,
-    At,
     Forget,
-    In,
-    ProtocolError,
     Record,
     Status,
     WhatsAt,
     WhereIs,
     parse_invalid_reply,
-    parse_line,
     parse_status,
 )
 from backend.protocol import History as HistoryCommand
 
-from .history.lines import BadAnswer, Point, answer_body, answer_lines, read_body
-from .history.reading import Window, next_window
+from .herd_answers import (
+    PARSE_BYTES,
+    HerdRefused,
+    HerdUnavailable,
+    area_line,
+    fresh_lines,
+    fresh_points,
+    history_records,
+    in_line,
+    json_answer,
+    paged,
+    parsed,
+    point_lines,
+    record_of,
+    through_end,
+)
+from .history.lines import Point
+from .history.reading import Window
+from .history.templates import JsonRecords
 from .records import herd_json
 from .rules import Box
 
 __all__ = [
     "HERD_ERRORS",
+    "PARSE_BYTES",
     "PIPELINE_DEPTH",
     "HerdClient",
     "HerdRefused",
@@ -63,24 +76,9 @@ MAX_REPLY_BYTES = 4 * 1024 * 1024
 # an import, and fewer than the herd's default max_invalid_lines (100), so a group it refuses
 # whole (a budget) never makes it hang up.
 PIPELINE_DEPTH = 64
-# Bytes of a history page parsed between two turns of the event loop: some 1,400 POINT
-# lines or 3,000 AT lines (``gateway.history.lines``: 2-3 us a line), a few ms of work.
-PARSE_BYTES = 256 * 1024
-# A HISTORY or AREA answer: at most MAX_HISTORY_LIMIT lines of at most MAX_POINT_LINE bytes,
-# and its END line; read READ_PIECE bytes at a time.
-MAX_HISTORY_REPLY = MAX_HISTORY_LIMIT * MAX_POINT_LINE + 64
-READ_PIECE = 256 * 1024
 
 # What a dead, slow or rude herd server makes a request fail with.
 HERD_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
-
-
-class HerdUnavailable(Exception):
-    """No herd server answered."""
-
-
-class HerdRefused(Exception):
-    """The herd answered ``? <line>``: the request was invalid (or named an unknown client)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +182,7 @@ class HerdClient:
             return first + await conn.reader.readuntil(b"\n\n")
         if line.startswith((b"HISTORY ", b"AREA ")) and not first.startswith((b"END ", b"? ")):
             if not pipelined:
-                return await _through_end(conn.reader, first)
+                return await through_end(conn.reader, first)
             lines = [first]
             while not lines[-1].startswith(b"END "):
                 lines.append(await conn.reader.readuntil(b"\n"))
@@ -262,14 +260,14 @@ class HerdClient:
     async def iamat(self, line: bytes, attributes: bytes = b"") -> Record:
         """Send an IAMAT (or a REPORT carrying ``attributes``); the record the herd made. Its
         reply is IAMAT's AT line, so the attributes sent are put back on the record."""
-        record = _record(await self.request(line))
+        record = record_of(await self.request(line))
         record.attributes = attributes
         return record
 
     async def whereis(self, client_id: str) -> Record | None:
         """A client's current record, attributes included (WHEREIS ... POINTS)."""
         try:
-            return _record(await self.request(WhereIs(client_id, points=True).encode()))
+            return record_of(await self.request(WhereIs(client_id, points=True).encode()))
         except HerdRefused:
             return None
 
@@ -278,7 +276,7 @@ class HerdClient:
     ) -> tuple[Record, dict[str, Any]]:
         reply = await self.request(WhatsAt(client_id, Decimal(radius_km), limit).encode())
         at, _, places = reply.partition(b"\n")
-        record = _record(at + b"\n")
+        record = record_of(at + b"\n")
         try:
             found = herd_json(places)
         except ValueError:  # not JSON, or an integer past Python's digit limit
@@ -294,14 +292,24 @@ class HerdClient:
         POINTS) or without (``points=False``: AT lines, less to read); raises HerdRefused
         where history is off."""
         reply = await self._history(client_id, since_ns, until_ns, limit, points)
-        return [_record(line) for line in _lines(reply)]
+        return [record_of(line) for line in point_lines(reply)]
 
     async def history_points(
         self, client_id: str, since_ns: int, until_ns: int, limit: int, *, points: bool = True
     ) -> list[Point]:
         """:meth:`history` as points read in bulk (``gateway.history.lines``): what the REST
         API shows and exports, for half the cost of parsing each line to a Record."""
-        return await _parsed(await self._history(client_id, since_ns, until_ns, limit, points))
+        return await parsed(await self._history(client_id, since_ns, until_ns, limit, points))
+
+    async def history_json(
+        self, client_id: str, since_ns: int, until_ns: int, limit: int
+    ) -> JsonRecords | list[Point]:
+        """:meth:`history_points` as the JSON records the REST API shows, written from the
+        answer by templates (``gateway.history.templates``) when they take every line; else
+        the points, read the per-line way."""
+        reply = await self._history(client_id, since_ns, until_ns, limit, True)
+        records = await json_answer(reply)
+        return await parsed(reply) if records is None else records
 
     async def _history(
         self, client_id: str, since_ns: int, until_ns: int, limit: int, points: bool
@@ -316,48 +324,44 @@ class HerdClient:
         MAX_HISTORY_LIMIT points (a page may be empty); the next page is asked for while the
         caller works through the one before, so memory is two pages. Raises what
         :meth:`history` raises; use inside ``contextlib.aclosing``."""
-        if since_ns > until_ns:
-            return
-        window = Window(since_ns, until_ns)
+        async with contextlib.aclosing(
+            paged(self._asker(client_id, points), client_id, since_ns, until_ns, fresh_points)
+        ) as pages:
+            async for page in pages:
+                yield page
 
-        def ask(window: Window) -> asyncio.Future[bytes]:
-            return asyncio.ensure_future(
-                self._history(
-                    client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points
-                )
+    async def history_lines(
+        self, client_id: str, since_ns: int, until_ns: int
+    ) -> AsyncGenerator[bytes, None]:
+        """:meth:`history_pages` of points with their attributes, as the lines of the herd's
+        answers (``herd_answers.fresh_lines``), for a caller that writes them from the text
+        (``GpxWriter.add_lines``, which reads them as :meth:`history_pages` does)."""
+        async with contextlib.aclosing(
+            paged(self._asker(client_id, True), client_id, since_ns, until_ns, fresh_lines)
+        ) as pages:
+            async for page in pages:
+                yield page
+
+    def _asker(self, client_id: str, points: bool) -> Callable[[Window], Awaitable[bytes]]:
+        def ask(window: Window) -> Awaitable[bytes]:
+            return self._history(
+                client_id, window.since_ns, window.until_ns, MAX_HISTORY_LIMIT, points
             )
 
-        pending: asyncio.Future[bytes] | None = ask(window)
-        try:
-            while pending is not None:
-                page = await _parsed(await pending)
-                skipped = window.skipped_ns
-                fresh, window = next_window(window, page, MAX_HISTORY_LIMIT)
-                if window.skipped_ns > skipped:
-                    log.warning(
-                        "history of %r: %d points or more at one time; any more are not read",
-                        client_id,
-                        MAX_HISTORY_LIMIT,
-                    )
-                pending = None if window.done else ask(window)
-                yield fresh
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, HerdUnavailable, HerdRefused):
-                    await pending
+        return ask
 
     async def area(self, box: Box, since_ns: int, until_ns: int, limit: int) -> list[Point]:
         """The points in ``box`` (west <= east) in the window, by client then time, with their
         attributes (AREA ... POINTS); raises HerdRefused where history is off."""
-        line = _area_line(box, since_ns, until_ns, limit, "POINTS")
-        return await _parsed(await self.request(line))
+        line = area_line(box, since_ns, until_ns, limit, "POINTS")
+        return await parsed(await self.request(line))
 
     async def area_clients(self, box: Box, since_ns: int, until_ns: int, limit: int) -> list[str]:
         """The clients with a point in ``box`` (west <= east) in the window, by client ID
         (AREA ... CLIENTS); raises HerdRefused where history is off."""
-        lines = _lines(await self.request(_area_line(box, since_ns, until_ns, limit, "CLIENTS")))
-        return [_in(line).client_id for line in lines]
+        reply = await self.request(area_line(box, since_ns, until_ns, limit, "CLIENTS"))
+        lines = point_lines(reply)
+        return [in_line(line).client_id for line in lines]
 
     async def forget(self, client_id: str, until_ns: int) -> str:
         """Delete a client's points at or before ``until_ns`` on every server (FORGET); the
@@ -376,87 +380,3 @@ class HerdClient:
         except HERD_ERRORS:
             return None
         return parse_status(reply)
-
-
-async def _through_end(reader: asyncio.StreamReader, first: bytes) -> bytes:
-    """The rest of a HISTORY or AREA answer after its ``first`` line: points (or AREA ...
-    CLIENTS' IN lines), then ``END <n>``; read in large pieces, not a line at a time (a
-    page is 10,000 lines). Only an END line follows a line break with ``END ``: no other
-    line starts so, and no field holds a line break."""
-    reply = bytearray(first)
-    searched = 0
-    while True:
-        end = reply.find(b"\nEND ", searched)
-        if end >= 0 and reply.endswith(b"\n"):
-            return bytes(reply)
-        searched = max(0, len(reply) - 4) if end < 0 else end
-        if len(reply) > MAX_HISTORY_REPLY:
-            raise HerdUnavailable(f"a history answer past {MAX_HISTORY_REPLY} bytes")
-        piece = await reader.read(READ_PIECE)
-        if not piece:
-            raise asyncio.IncompleteReadError(bytes(reply), None)
-        reply += piece
-
-
-async def _parsed(reply: bytes) -> list[Point]:
-    """The points of a whole answer to HISTORY or AREA, read PARSE_BYTES at a time: a page of
-    10,000 takes some 25 ms to read, which the event loop's other work should not wait for.
-    Raises HerdUnavailable for an answer that is not points then ``END <n>``."""
-    points: list[Point] = []
-    try:
-        body = answer_body(reply)
-        start = 0
-        while start < len(body):
-            if start:
-                await asyncio.sleep(0)
-            end = body.find(b"\n", start + PARSE_BYTES) + 1 or len(body)
-            points += read_body(body[start:end])
-            start = end
-    except BadAnswer as exc:
-        raise HerdUnavailable(str(exc)) from None
-    return points
-
-
-def history_records(reply: bytes) -> list[Record]:
-    """The points of a whole reply to HISTORY (AT or POINT lines, then ``END <n>``)."""
-    return [_record(line) for line in _lines(reply)]
-
-
-def _lines(reply: bytes) -> list[bytes]:
-    """The lines of a HISTORY or AREA answer before its ``END <n>``."""
-    try:
-        return answer_lines(reply)
-    except BadAnswer as exc:
-        raise HerdUnavailable(str(exc)) from None
-
-
-def _area_line(box: Box, since_ns: int, until_ns: int, limit: int, variant: str) -> bytes:
-    # The box as the client gave it (exact decimals, which the herd reads), not as floats:
-    # repr(1e-05) is no decimal the herd takes.
-    window = f"{_seconds(since_ns)} {_seconds(until_ns)}"
-    return f"AREA {box.fields()} {window} {limit} {variant}\n".encode()
-
-
-def _seconds(ns: int) -> str:
-    whole, fraction = divmod(ns, 1_000_000_000)
-    return f"{whole}.{fraction:09d}".rstrip("0") if fraction else str(whole)
-
-
-def _in(line: bytes) -> In:
-    try:
-        command = parse_line(line)
-    except ProtocolError:
-        command = None
-    if not isinstance(command, In):
-        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
-    return command
-
-
-def _record(line: bytes) -> Record:
-    try:
-        command = parse_line(line)
-    except ProtocolError:
-        command = None
-    if not isinstance(command, At):
-        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
-    return command.record

@@ -1,10 +1,12 @@
 """``GET /api/v1/clients/{id}/history``: a client's points oldest first, as JSON pages, or the
 whole window streamed as one GPX or GeoJSON document; simplified with ``simplify=<metres>``.
 
-The JSON answer reads one HISTORY of the herd. An export pages through the window with
-HISTORY ... POINTS (``HerdClient.history_pages``) and writes each page through the formats of
-``gateway/history`` as it comes, so it holds about two pages (20,000 points) whatever the
-window's size. Its status is sent before the points: a herd that fails before the first
+The JSON answer reads one HISTORY of the herd, written as JSON from its text where the
+templates take it (``gateway.history.templates``). An export pages through the window with
+HISTORY ... POINTS (``HerdClient.history_lines`` for GPX, written from the herd's text;
+``HerdClient.history_pages`` for GeoJSON and simplified trails) and writes each page through
+the formats of ``gateway/history`` as it comes, so it holds about two pages (20,000 points)
+whatever the window's size. Its status is sent before the points: a herd that fails before the first
 page is answered 503, but one that fails later can only cut the answer short, which an HTTP
 client sees as a body that ends before its last chunk (docs/gateway.md).
 """
@@ -15,8 +17,10 @@ import asyncio
 import contextlib
 import logging
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TypeVar
 
+import orjson
 from aiohttp import hdrs, web
 
 from backend.protocol import MAX_HISTORY_LIMIT, MAX_TIME_S, time_to_ns
@@ -25,7 +29,8 @@ from . import phones, rules
 from .errors import ApiError
 from .herd_client import HerdClient, HerdRefused, HerdUnavailable
 from .history import GeoJsonWriter, GpxWriter, Simplifier, simplify
-from .history.lines import Point
+from .history.lines import BadAnswer, Point
+from .history.templates import JsonRecords
 from .keys import HERD
 from .records import point_json, records_response
 
@@ -33,11 +38,17 @@ __all__ = ["attachment", "get_history", "history_off"]
 
 log = logging.getLogger("herd.gateway.history")
 
+T = TypeVar("T")
+
 # The herd's last time, in nanoseconds: a later end of a window reads the same.
 LATEST_NS = MAX_TIME_S * 1_000_000_000
 # Points of a page written between two turns of the event loop: 500 points are 170 KB of GPX
 # or 180 KB of GeoJSON, a few ms of work.
 EXPORT_SLICE = 500
+# Bytes of the herd's lines written as GPX between two turns of the event loop, when written
+# from the text (``GpxWriter.add_lines``, some 3 us a point): 256 KB are some 1,400 points,
+# 500 KB of GPX, a few ms of work.
+EXPORT_BYTES = 256 * 1024
 # What each export is sent as, and the extension of its file.
 EXPORTS = {
     "gpx": ("application/gpx+xml", ".gpx"),
@@ -69,20 +80,49 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     if since_ns > until_ns:  # an empty window
         return records_response({"client_id": client_id, "points": [], "next_cursor": None})
     ask = min(limit + skip, MAX_HISTORY_LIMIT)
+    herd = request.app[HERD]
     try:
-        records = await request.app[HERD].history_points(client_id, since_ns, until_ns, ask)
+        if metres or not _json_text(client_id):
+            records: JsonRecords | list[Point] = await herd.history_points(
+                client_id, since_ns, until_ns, ask
+            )
+        else:
+            records = await herd.history_json(client_id, since_ns, until_ns, ask)
     except HerdRefused as exc:
         raise history_off(exc) from None
-    page = records[skip : skip + limit]
+    page_end = min(len(records), skip + limit)
     next_cursor = None
-    if page and len(records) == ask:
-        last = time_to_ns(page[-1].client_time)
-        at_last = sum(1 for r in records[: skip + len(page)] if time_to_ns(r.client_time) == last)
-        next_cursor = f"{last}:{at_last}"
+    if page_end > skip and len(records) == ask:
+        if isinstance(records, JsonRecords):
+            times = [t.decode() for t in records.times[:page_end]]
+        else:
+            times = [r.client_time for r in records[:page_end]]
+        last = time_to_ns(times[-1])
+        next_cursor = f"{last}:{sum(1 for t in times if time_to_ns(t) == last)}"
+    if isinstance(records, JsonRecords):
+        return _json_page(client_id, records.items(skip, page_end), next_cursor)
+    page = records[skip:page_end]
     # A simplified page keeps the points that shape it; the cursor goes on after the page.
     kept = simplify(page, metres, lat_lon=lat_lon) if metres else page
     points = [point_json(p) for p in kept]
     return records_response({"client_id": client_id, "points": points, "next_cursor": next_cursor})
+
+
+def _json_text(client_id: str) -> bool:
+    """Whether orjson writes this client ID (not one with a lone surrogate)."""
+    try:
+        orjson.dumps(client_id)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+def _json_page(client_id: str, points: list[bytes], next_cursor: str | None) -> web.Response:
+    """``records_response`` of a page whose points are JSON already (``JsonRecords.items``):
+    orjson's document."""
+    head = [orjson.dumps({"client_id": client_id})[:-1], b',"points":[']
+    tail = [b'],"next_cursor":', orjson.dumps(next_cursor), b"}"]
+    return web.Response(body=b"".join(head + points + tail), content_type="application/json")
 
 
 def _cursor(raw: str | None) -> tuple[int, int] | None:
@@ -133,27 +173,58 @@ async def _export(
             hdrs.CONTENT_DISPOSITION: attachment(client_id, extension),
         }
     )
+
+    async def gpx_lines(first: bytes | None, rest: AsyncGenerator[bytes, None]) -> None:
+        gpx = GpxWriter(client_id)
+        body = first
+        while body is not None:
+            start = 0
+            while start < len(body):
+                end = body.find(b"\n", start + EXPORT_BYTES) + 1 or len(body)
+                await _send(response, gpx.add_lines(body[start:end]))
+                start = end
+            body = await anext(rest, None)
+        await _send(response, gpx.close())
+
+    async def gpx(first: list[Point] | None, rest: AsyncGenerator[list[Point], None]) -> None:
+        gpx = GpxWriter(client_id)
+        await _write(response, gpx.add_points, first or [], rest)
+        await _send(response, gpx.close())
+
+    async def geojson(first: list[Point] | None, rest: AsyncGenerator[list[Point], None]) -> None:
+        writer = GeoJsonWriter(client_id)
+        await _write(response, writer.add_trail_points, first or [], rest)
+        await _send(response, writer.end_trail())
+        async with contextlib.aclosing(pages(True)) as second_pass:
+            await _write(response, writer.add_points, [], second_pass)
+        await _send(response, writer.close())
+
+    if export == "gpx" and not metres:
+        lines = herd.history_lines(client_id, since_ns, until_ns)
+        return await _stream(request, response, client_id, lines, gpx_lines)
+    write = gpx if export == "gpx" else geojson
+    return await _stream(request, response, client_id, pages(export == "gpx"), write)
+
+
+async def _stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    client_id: str,
+    pages: AsyncGenerator[T, None],
+    write: Callable[[T | None, AsyncGenerator[T, None]], Awaitable[None]],
+) -> web.StreamResponse:
+    """``response``, written by ``write`` from the first of ``pages`` and the rest."""
     # The first page is read before the status is sent: a dead herd, or one with history
     # off, is still a 503 here.
-    async with contextlib.aclosing(pages(export == "gpx")) as first_pass:
+    async with contextlib.aclosing(pages) as first_pass:
         try:
-            first: list[Point] = await anext(first_pass, [])
+            first = await anext(first_pass, None)
         except HerdRefused as exc:
             raise history_off(exc) from None
         await response.prepare(request)
         try:
-            if export == "gpx":
-                gpx = GpxWriter(client_id)
-                await _write(response, gpx.add_points, first, first_pass)
-                await _send(response, gpx.close())
-            else:
-                writer = GeoJsonWriter(client_id)
-                await _write(response, writer.add_trail_points, first, first_pass)
-                await _send(response, writer.end_trail())
-                async with contextlib.aclosing(pages(True)) as second_pass:
-                    await _write(response, writer.add_points, [], second_pass)
-                await _send(response, writer.close())
-        except (HerdUnavailable, HerdRefused) as exc:
+            await write(first, first_pass)
+        except (HerdUnavailable, HerdRefused, BadAnswer) as exc:
             # The status is sent: all that is left is to end the answer short of its last
             # chunk, so the client sees an incomplete body, never a whole-looking document.
             log.warning("export of %r cut short: the herd failed mid-stream (%s)", client_id, exc)

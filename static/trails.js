@@ -74,6 +74,8 @@ window.HerdTrails = (() => {
     let loaded = null; // {box: L.LatLngBounds, zoom} of the last load
     let request = null; // the load in flight: {controller, extra: [[id, point]]}
     let timer = 0;
+    const redraw = new Set(); // client_ids whose trails are drawn again at the next frame
+    let redrawFrame = 0;
     const state = { loads: 0, loading: false, truncated: false, error: null };
     let selected = null;
     let windowChanged = () => {};
@@ -225,7 +227,8 @@ window.HerdTrails = (() => {
     }
 
     // A reply's trails replace the ones held for those clients; the points that came live
-    // while it was on its way are put back in.
+    // while it was on its way are put back in (by place, not insert: insert would keep each
+    // aside again in the very list being walked, which then never ends).
     function apply(body, extra) {
       for (const trail of Array.isArray(body?.trails) ? body.trails : []) {
         if (!trail || typeof trail.client_id !== "string") continue;
@@ -235,15 +238,21 @@ window.HerdTrails = (() => {
         else trails.set(trail.client_id, { points, line: null });
         draw(trail.client_id);
       }
-      for (const [id, point] of extra) insert(id, point);
+      for (const [id, point] of extra) place(id, point);
     }
 
     // -- live records and late points ------------------------------------------------------
 
-    // A point into its client's trail at its time (once: a copy of a point held is skipped).
+    // A point that came live or late, into its client's trail; kept aside too while a load
+    // is on its way, whose answer will replace the trail.
     function insert(id, point) {
       if (!within(point[2])) return;
       if (request) request.extra.push([id, point]);
+      place(id, point);
+    }
+
+    // A point into its client's trail at its time (once: a copy of a point held is skipped).
+    function place(id, point) {
       let trail = trails.get(id);
       if (!trail) trails.set(id, (trail = { points: [], line: null }));
       const points = trail.points;
@@ -252,12 +261,26 @@ window.HerdTrails = (() => {
         if (points[i][0] === point[0] && points[i][1] === point[1]) return;
       }
       points.splice(at, 0, point);
-      if (at === points.length - 1 && trail.line) {
+      if (at === points.length - 1 && trail.line && !redraw.has(id)) {
         trail.line.addLatLng(point); // the usual case: the newest point, at the end
         trim(id, trail);
       } else {
-        draw(id);
+        drawSoon(id);
       }
+    }
+
+    // A trail whose points changed other than at its end is drawn again at the next frame,
+    // once: a phone's queue comes as a late point a message, and redrawing a long trail for
+    // each (setLatLngs re-projects every point) kept the page busy for seconds.
+    function drawSoon(id) {
+      redraw.add(id);
+      if (!redrawFrame) redrawFrame = requestAnimationFrame(drawChanged);
+    }
+
+    function drawChanged() {
+      redrawFrame = 0;
+      for (const id of redraw) draw(id);
+      redraw.clear();
     }
 
     // Points that fell out of a relative window leave in one go, not one by one.
@@ -267,7 +290,7 @@ window.HerdTrails = (() => {
       const { since } = range();
       if (probe && probe[2] < since) {
         trail.points = points.filter((p) => p[2] >= since);
-        draw(id);
+        drawSoon(id);
       }
     }
 

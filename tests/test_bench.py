@@ -59,10 +59,9 @@ def _quick(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict[str, A
 @pytest.mark.slow
 @pytest.mark.timeout(260)
 def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
-    # The shared herd with history off: with it on, the map workload's page stalls under its
-    # live load (a known defect of the map's history trails, docs/performance.md, "The live
-    # map with history on"); the history workload runs servers of its own, history on.
-    table, document = _quick(tmp_path, "--history", "off", timeout=240)
+    # The shared herd with the config's own [history] (on), as a herd runs by default.
+    table, document = _quick(tmp_path, timeout=240)
+    assert document["history"] == "default"
     assert document["mode"] == "quick"
     machine = document["machine"]
     for key in ("nproc", "cpu_model", "python", "uvloop", "node", "git_commit", "timestamp"):

@@ -18,6 +18,7 @@ PURE = (
     "backend.framing",
     "backend.store",
     "backend.history.points",
+    "backend.history.columns",
     "backend.ratelimit",
     "gateway.errors",
     "gateway.numbers",

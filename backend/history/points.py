@@ -160,8 +160,9 @@ def lat_lng(location: str) -> tuple[float, float]:
 
 
 def box_of(locations: list[str]) -> tuple[float, float, float, float]:
-    """South, west, north and east of checked locations (one regex pass over them all)."""
-    numbers = [float(n) for n in _NUMBER.findall(" ".join(locations))]
+    """South, west, north and east of checked locations (one regex pass over the distinct
+    ones: a client standing still repeats one)."""
+    numbers = list(map(float, _NUMBER.findall(" ".join(set(locations)))))
     lats, lngs = numbers[0::2], numbers[1::2]
     return min(lats), min(lngs), max(lats), max(lngs)
 

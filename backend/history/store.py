@@ -192,7 +192,7 @@ class History:
             # there are written before the deletion, which removes them.
             kept = [p for p in buffer.items if ns_of(p) > until_ns]
             self._open_points -= len(buffer.items) - len(kept)
-            buffer.items, buffer.keys = kept, None
+            buffer.replace(kept)
         self._put(Forget(client_id, until_ns), None)
         return True
 
@@ -361,18 +361,18 @@ class History:
         """Every non-empty bucket of the days ``first_day`` to ``last_day``, uncommitted
         points included."""
         low, high = first_day * HOURS * SPREAD, (last_day + 1) * HOURS * SPREAD
-        pieces = [(b.piece, b.every()) for b in self._open.values()]
+        parts = [b.parts() for b in self._open.values()]
         stored, extra = await asyncio.to_thread(
-            lambda: (self.reads.digests(first_day, last_day), digests_of(pieces, low, high))
+            lambda: (self.reads.digests(first_day, last_day), digests_of(parts, low, high))
         )
         return _merged(stored, ((day_bucket(b), d) for b, d in extra.items()))
 
     async def read_hours(self, day: int) -> dict[int, Digest]:
         """Every non-empty hour bucket of a day, uncommitted points included."""
         low, high = day * HOURS * SPREAD, (day + 1) * HOURS * SPREAD
-        pieces = [(b.piece, b.every()) for b in self._open.values()]
+        parts = [b.parts() for b in self._open.values()]
         stored, extra = await asyncio.to_thread(
-            lambda: (self.reads.hours(day), digests_of(pieces, low, high))
+            lambda: (self.reads.hours(day), digests_of(parts, low, high))
         )
         return _merged(stored, extra.items())
 

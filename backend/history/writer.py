@@ -15,9 +15,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .changes import Changes
+from .columns import Columns, columns_of, identity_xor
 from .points import (
     DAY_NS,
     HOUR_NS,
@@ -25,15 +27,16 @@ from .points import (
     SPREAD,
     Point,
     Row,
-    as_row,
     box_of,
     chunk_keys,
     decode_chunk,
-    encode_chunk,
     identity_hash,
     slice_of,
 )
 from .schema import converted
+
+if TYPE_CHECKING:
+    from .buffers import Tally
 
 __all__ = ["Chunk", "Expire", "Forget", "Writer"]
 
@@ -42,9 +45,11 @@ log = logging.getLogger("herd.history")
 # Items (chunks, deletions) per transaction, at most: a commit of 2,000 chunks of a few
 # hundred points writes some 10 MB, a fraction of a second's work.
 BATCH = 2_000
-# How long the thread lets work gather before it writes (sooner when a reader waits, or a
-# batch is full): the points are already gathered into chunks on the loop, so this only
-# bounds how many commits a burst of chunks costs.
+# How long the thread lets work gather once some is queued, before it writes (sooner when a
+# reader waits, or a batch is full): the points are already gathered into chunks on the
+# loop, so this only bounds how many commits a burst of chunks costs. With nothing queued
+# the thread sleeps until something is: a thread that woke to poll would take the GIL from
+# the loop 50 times a second for nothing.
 IDLE_S = 0.02
 # After a failed write (disk full), wait this long before trying the same batch again.
 RETRY_S = 1.0
@@ -72,11 +77,15 @@ class Chunk:
 
     client_id: str
     items: list[Point]
+    # The digests of its points, as far as anti-entropy has asked (buffers.py; not written).
+    tally: Tally | None = field(default=None, compare=False)
 
 
 Work = Chunk | Forget | Expire
 
 _INSERT = "INSERT INTO chunks VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Client IDs looked up per query (SQLite allows 32,766 parameters since 3.32).
+_IN = 500
 
 
 class Writer:
@@ -96,6 +105,7 @@ class Writer:
         self.on_saved = on_saved
         self.queue: collections.deque[Work] = collections.deque()
         self.wake = threading.Event()
+        self.urgent = False  # write what is queued without waiting for more (a reader waits)
         self.stopping = False
         self._thread: threading.Thread | None = None
         # Points in the database (read once at start, then kept by this thread).
@@ -106,6 +116,11 @@ class Writer:
         self._counts: dict[int, int] = {}
         self._floors: dict[int, int] = {}
         self._slices: dict[int, int] = {}
+        # Client -> at least the latest time of its chunks (-1: none), when known: a chunk
+        # that starts after it holds no point already held, and costs no query.
+        self._newest: dict[int, int] = {}
+        # Chunk rows of the transaction not yet inserted (``_write_rows``).
+        self._rows: list[tuple[object, ...]] = []
         # Points of days before this are past retention: dropped, even from queued chunks.
         self.first_day = 0
         self._forget_caches()
@@ -116,11 +131,12 @@ class Writer:
 
     def put(self, item: Work) -> None:
         self.queue.append(item)  # deque.append is atomic: no lock on the loop's side
-        if len(self.queue) == BATCH:
-            self.wake.set()
+        if len(self.queue) in (1, BATCH):
+            self.wake.set()  # the first wakes the thread; a full batch is written at once
 
     def hurry(self) -> None:
         """Write what is queued now (a reader is waiting for it)."""
+        self.urgent = True
         self.wake.set()
 
     def stop(self) -> None:
@@ -130,11 +146,23 @@ class Writer:
         if self._thread is not None:
             self._thread.join()
 
+    def _wait(self) -> None:
+        """Until something is queued, then up to IDLE_S for more to gather (not when a batch
+        is full, a reader waits or the thread stops). Each wait clears the event and looks
+        again before it sleeps, so a ``put`` or ``hurry`` in between is never missed."""
+        if not self.queue and not self.stopping:
+            self.wake.clear()
+            if not self.queue and not self.stopping:
+                self.wake.wait()
+        if len(self.queue) < BATCH and not (self.urgent or self.stopping):
+            self.wake.clear()
+            if len(self.queue) < BATCH and not (self.urgent or self.stopping):
+                self.wake.wait(IDLE_S)
+        self.urgent = False
+
     def _run(self) -> None:
         while True:
-            if len(self.queue) < BATCH:
-                self.wake.wait(IDLE_S)
-            self.wake.clear()
+            self._wait()
             batch = self._take()
             if not batch:
                 if self.stopping:
@@ -174,6 +202,8 @@ class Writer:
         self._ids.clear()
         self._slices.clear()
         self._counts.clear()
+        self._newest.clear()
+        self._rows.clear()
         self._floors = dict(
             self.conn.execute("SELECT id, floor FROM clients WHERE floor IS NOT NULL")
         )
@@ -182,6 +212,7 @@ class Writer:
         """Write ``batch`` in one transaction; return the client floors it changed."""
         changes = Changes()
         self.conn.execute("BEGIN IMMEDIATE")
+        self._known([item.client_id for item in batch if not isinstance(item, Expire)])
         for item in batch:
             if isinstance(item, Chunk):
                 self._insert(item, changes)
@@ -190,6 +221,7 @@ class Writer:
             else:
                 self._expire(item.first_day, changes)
         self._trim(changes)
+        self._write_rows()
         changes.write(self.conn)
         self.conn.execute("COMMIT")
         self._floors.update(changes.floors)
@@ -197,6 +229,32 @@ class Writer:
         for cid, delta in changes.deltas.items():
             self._counts[cid] = self._counts.get(cid, 0) + delta
         return {changes.names[cid]: ns for cid, ns in changes.floors.items()}
+
+    def _known(self, names: list[str]) -> None:
+        """Every client of ``names`` in the caches, made if new: a query per ``_IN`` names,
+        not one or two per client."""
+        wanted = list({n: None for n in names if n not in self._ids})
+        for i in range(0, len(wanted), _IN):
+            self._fetch(wanted[i : i + _IN])
+        new = [n for n in wanted if n not in self._ids]
+        if new:
+            self.conn.executemany(
+                "INSERT INTO clients (name, slice) VALUES (?, ?)", [(n, slice_of(n)) for n in new]
+            )
+            for i in range(0, len(new), _IN):
+                for cid in self._fetch(new[i : i + _IN]):
+                    self._newest[cid] = -1  # no chunk yet
+
+    def _fetch(self, names: list[str]) -> list[int]:
+        marks = ", ".join("?" * len(names))
+        found = self.conn.execute(
+            f"SELECT id, points, slice, name FROM clients WHERE name IN ({marks})", names
+        ).fetchall()
+        for cid, points, piece, name in found:
+            self._ids[name] = cid
+            self._counts[cid] = points
+            self._slices[cid] = piece
+        return [row[0] for row in found]
 
     def client(self, name: str) -> int:
         """The integer ID of a client, made on first use."""
@@ -220,39 +278,43 @@ class Writer:
     def _insert(self, chunk: Chunk, changes: Changes) -> None:
         """Keep the chunk's points that are above the floor, within retention and not held
         already, a chunk row per hour (so a chunk lies in one hour bucket)."""
-        cid = self.client(chunk.client_id)
-        changes.names[cid] = chunk.client_id
+        name = chunk.client_id
+        cid = self.client(name)
+        changes.names[cid] = name
         floor = self.floor(cid, changes)
         low = max(self.first_day * DAY_NS, -1 if floor is None else floor + 1)
-        rows = _sorted_rows(chunk.items)
-        hashes = [identity_hash(r.client_id, r.ns, r.location) for r in rows]
-        hour = rows[0].ns // HOUR_NS
-        if rows[0].ns >= low and rows[-1].ns // HOUR_NS == hour:
-            self._insert_hour(cid, hour, rows, hashes, changes)  # the usual case
-            return
-        hours: dict[int, list[int]] = {}
-        for i, row in enumerate(rows):
-            if row.ns >= low:
-                hours.setdefault(row.ns // HOUR_NS, []).append(i)
-        for hour, picked in hours.items():
-            self._insert_hour(
-                cid, hour, [rows[i] for i in picked], [hashes[i] for i in picked], changes
-            )
+        columns = columns_of(chunk.items)
+        if columns.ns:
+            for hour, part in columns.hour_groups(low):
+                self._insert_hour(cid, name, hour, part, changes)
 
     def _insert_hour(
-        self, cid: int, hour: int, rows: list[Row], hashes: list[int], changes: Changes
+        self, cid: int, name: str, hour: int, part: Columns, changes: Changes
     ) -> None:
-        held = self._held(cid, rows[0].ns, rows[-1].ns)
+        held = self._held(cid, part.ns[0], part.ns[-1])
         if held:
-            kept = [i for i, r in enumerate(rows) if (r.ns, r.location) not in held]
-            rows, hashes = [rows[i] for i in kept], [hashes[i] for i in kept]
-        if rows:
-            self._store(cid, rows)
-            changes.count(hour * SPREAD + self._slices[cid], cid, len(rows), hashes)
+            keys = zip(part.ns, part.locations(), strict=True)
+            part = part.pick([i for i, key in enumerate(keys) if key not in held])
+        if part.ns:
+            self._store(cid, part)
+            xor = identity_xor(name, part.ns, part.locations())
+            changes.count(hour * SPREAD + self._slices[cid], cid, len(part.ns), [xor])
 
     def _held(self, cid: int, first: int, last: int) -> set[tuple[int, str]]:
-        """The (time, location) of the client's points held between ``first`` and ``last``."""
+        """The (time, location) of the client's points held between ``first`` and ``last``:
+        none, with no query, when ``first`` is after every chunk the client has (a newest
+        record's chunk, the usual case)."""
+        newest = self._newest.get(cid)
+        if newest is None:
+            self._write_rows()
+            (newest,) = self.conn.execute(
+                "SELECT coalesce(max(last), -1) FROM chunks WHERE client = ?", (cid,)
+            ).fetchone()
+            self._newest[cid] = newest
         held: set[tuple[int, str]] = set()
+        if first > newest:
+            return held
+        self._write_rows()
         for (data,) in self.conn.execute(
             "SELECT data FROM chunks WHERE client = ? AND last >= ? AND first <= ?",
             (cid, first, last),
@@ -260,29 +322,29 @@ class Writer:
             held |= chunk_keys(data)
         return held
 
-    def _store(self, cid: int, rows: list[Row]) -> None:
-        """One chunk row of sorted points of one client and one hour; no digest changes."""
-        day = rows[0].ns // DAY_NS
-        south, west, north, east = box_of([r.location for r in rows])
-        self.conn.execute(
-            _INSERT,
-            (
-                cid,
-                day,
-                rows[0].ns,
-                rows[-1].ns,
-                len(rows),
-                south,
-                west,
-                north,
-                east,
-                encode_chunk(rows),
-            ),
+    def _store(self, cid: int, part: Columns) -> None:
+        """One chunk row of sorted points of one client and one hour; no digest changes. The
+        row is written with the others of the batch (``_write_rows``)."""
+        ns = part.ns
+        south, west, north, east = box_of(part.locations())
+        self._rows.append(
+            (cid, ns[0] // DAY_NS, ns[0], ns[-1], len(ns), south, west, north, east, part.encode())
         )
+        newest = self._newest.get(cid)
+        if newest is not None and ns[-1] > newest:
+            self._newest[cid] = ns[-1]
+
+    def _write_rows(self) -> None:
+        """The chunk rows stored so far, into the database in one statement (before anything
+        reads or deletes chunks, and before the commit)."""
+        if self._rows:
+            self.conn.executemany(_INSERT, self._rows)
+            self._rows.clear()
 
     def _delete(self, cid: int, name: str, until_ns: int, changes: Changes) -> None:
         """Delete a client's points at or before ``until_ns``, updating the digests; a chunk
         that straddles the time keeps its later points."""
+        self._write_rows()
         found = self.conn.execute(
             "SELECT id, first, data FROM chunks WHERE client = ? AND first <= ?", (cid, until_ns)
         ).fetchall()
@@ -294,7 +356,7 @@ class Writer:
             changes.count(first // HOUR_NS * SPREAD + piece, cid, -len(gone), hashes)
             self.conn.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
             if len(gone) < len(rows):
-                self._store(cid, [r for r in rows if r.ns > until_ns])
+                self._store(cid, columns_of([r for r in rows if r.ns > until_ns]))
 
     def floor(self, cid: int, changes: Changes) -> int | None:
         return changes.floors.get(cid, self._floors.get(cid))
@@ -327,6 +389,7 @@ class Writer:
     def _nth_time(self, cid: int, name: str, n: int) -> int:
         """The time of the client's ``n``th oldest point (chunks may overlap in time, so a
         chunk's points count only once no later chunk can start before them)."""
+        self._write_rows()
         times: list[int] = []
         for first, data in self.conn.execute(
             "SELECT first, data FROM chunks WHERE client = ? ORDER BY first", (cid,)
@@ -338,6 +401,7 @@ class Writer:
 
     def _expire(self, first_day: int, changes: Changes) -> None:
         """Drop whole days before ``first_day``: their chunks, digests, deletions."""
+        self._write_rows()
         self.first_day = max(self.first_day, first_day)
         before = first_day * DAY_NS
         for cid, name, count in self.conn.execute(
@@ -376,20 +440,11 @@ class Writer:
             for row in rows:
                 hours.setdefault(row.ns // HOUR_NS, []).append(row)
             for hour, found in hours.items():
-                hashes = [identity_hash(name, r.ns, r.location) for r in found]
-                self._insert_hour(cid, hour, found, hashes, changes)
+                self._insert_hour(cid, name, hour, columns_of(found), changes)
+        self._write_rows()
         changes.write(self.conn)
         converted(self.conn)
         self.conn.execute("COMMIT")
         self.stored = sum(changes.deltas.values())
         self._forget_caches()
 
-
-def _sorted_rows(items: list[Point]) -> list[Row]:
-    """The items as rows in (time, location) order, each point once."""
-    rows = sorted(map(as_row, items), key=lambda r: (r.ns, r.location))
-    return [
-        r
-        for i, r in enumerate(rows)
-        if i == 0 or (rows[i - 1].ns, rows[i - 1].location) != (r.ns, r.location)
-    ]

@@ -42,6 +42,9 @@ POST_BATCH = 1000  # reports per POST while loading the clients
 LIVE_BATCH = 100  # reports per POST of the live updates (the issue's)
 SHOWN_WITHIN = 1.0  # seconds: an update shown later than this counts as late
 LOAD_TIMEOUT = 60.0
+# A page that takes longer than this to answer a question has stalled (its main thread stuck
+# in a task): the workload says so, rather than waiting for the page to crash, if it ever does.
+ANSWER_TIMEOUT = 30.0
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 # Installed before any script of the page runs: every long task (over 50 ms) it has.
@@ -207,13 +210,22 @@ async def _open(browser: Any, url: str, done: str, n: int) -> tuple[Any, float]:
     await page.goto(url)
     deadline = time.monotonic() + LOAD_TIMEOUT
     while True:
-        shown = await page.evaluate(done, n)
+        shown = await _ask(page, done, n)
         if shown is not None:
             return page, float(shown)
         if time.monotonic() > deadline:
             await page.close()
             raise RuntimeError(f"{url}: not every one of {n:,} clients shown in {LOAD_TIMEOUT} s")
         await asyncio.sleep(0.02)
+
+
+async def _ask(page: Any, expression: str, arg: Any = None) -> Any:
+    """``page.evaluate``, bounded: Playwright waits as long as the page's main thread is busy."""
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            return await page.evaluate(expression, arg)
+    except TimeoutError:
+        raise RuntimeError(f"the page did not answer in {ANSWER_TIMEOUT:g} s: stalled") from None
 
 
 async def _heap_mb(page: Any) -> float:
@@ -226,15 +238,15 @@ async def _heap_mb(page: Any) -> float:
 
 
 async def _longest(page: Any, reset: bool = False) -> float:
-    tasks = await page.evaluate("window.__longTasks.slice()")
+    tasks = await _ask(page, "window.__longTasks.slice()")
     if reset:
-        await page.evaluate("window.__longTasks.length = 0")
+        await _ask(page, "window.__longTasks.length = 0")
     # No task over 50 ms (the Long Tasks API's threshold): the longest was shorter.
     return max(tasks, default=50.0)
 
 
 async def _load_figures(page: Any, done: str, n: int) -> LoadRound:
-    load_ms = float(await page.evaluate(done, n))
+    load_ms = float(await _ask(page, done, n))
     return LoadRound(load_ms, await _longest(page, reset=True), await _heap_mb(page))
 
 
@@ -265,7 +277,7 @@ async def _live(
         while not stop.is_set() or sent:
             if sent:
                 items = list(sent.items())
-                shown = await page.evaluate(check, [[c, lat] for c, (_, lat) in items])
+                shown = await _ask(page, check, [[c, lat] for c, (_, lat) in items])
                 now = time.perf_counter()
                 for (client, (t, _)), ok in zip(items, shown, strict=True):
                     if ok:

@@ -25,7 +25,8 @@ from typing import Any
 
 from backend.protocol import MAX_TIME_BYTES, MAX_TIME_S
 
-from .lines import Point
+from .lines import Point, read_body
+from .templates import gpx_text
 
 __all__ = [
     "CHUNK_BYTES",
@@ -167,6 +168,10 @@ class _Chunks:
         self.size += sum(map(len, texts))
         return self.full()
 
+    def add_encoded(self, data: bytes) -> bytes:
+        """Adds text already encoded, and returns it as a chunk with what was held."""
+        return self.take() + data if self.parts else data
+
     def put(self, text: str) -> None:
         self.parts.append(text)
         self.size += len(text)
@@ -263,16 +268,21 @@ def _gpx_point(point: Mapping[str, Any]) -> str | None:
 
 def _trkpt(lat: float, lon: float, when: str, attributes: Mapping[str, Any]) -> str:
     """A point's ``<trkpt>`` element, with its newline."""
+    before, after = around_time(attributes)
+    return f'<trkpt lat="{lat!r}" lon="{lon!r}">{before}<time>{when}</time>{after}'
+
+
+def around_time(attributes: Mapping[str, Any]) -> tuple[str, str]:
+    """What a ``<trkpt>`` holds for its attributes: before its ``<time>`` (``<ele>``), and
+    from its ``</time>`` on (the extensions, the end tag and a newline)."""
     get = attributes.get
-    head = f'<trkpt lat="{lat!r}" lon="{lon!r}">'
-    if (ele := _number(get("altitude"))) is not None:
-        head += f"<ele>{ele}</ele>"
-    head += f"<time>{when}</time>"
+    ele = _number(get("altitude"))
+    before = "" if ele is None else f"<ele>{ele}</ele>"
     # TrackPointExtension v2's sequence order: speed before course.
     speed, course = _number(get("speed")), _number(get("heading"))
     ours = _herd_elements(attributes)
     if speed is None and course is None and not ours:
-        return f"{head}</trkpt>\n"
+        return before, "</trkpt>\n"
     garmin = ""
     if speed is not None or course is not None:
         garmin = "<gpxtpx:TrackPointExtension>"
@@ -281,7 +291,7 @@ def _trkpt(lat: float, lon: float, when: str, attributes: Mapping[str, Any]) -> 
         if course is not None:
             garmin += f"<gpxtpx:course>{course}</gpxtpx:course>"
         garmin += "</gpxtpx:TrackPointExtension>"
-    return f"{head}<extensions>{garmin}{''.join(ours)}</extensions></trkpt>\n"
+    return before, f"<extensions>{garmin}{''.join(ours)}</extensions></trkpt>\n"
 
 
 def _gpx_header(client_id: str) -> str:
@@ -330,6 +340,18 @@ class GpxWriter:
             texts.append(_trkpt(float(point.lat), float(point.lon), when, point.shown))
         self.stats.written += len(texts)
         return self._out.add_all(texts)
+
+    def add_lines(self, body: bytes) -> bytes | None:
+        """Writes the points of ``body``, lines of a HISTORY answer (the next oldest), as
+        :meth:`add_points` writes them once read: by templates over the whole text
+        (:func:`.templates.gpx_text`), or if they do not take every line, read the per-line
+        way. Raises BadAnswer for a line that is no point. A chunk to send, or None."""
+        made = gpx_text(body, around_time, _minute)
+        if made is None:
+            return self.add_points(read_body(body))
+        text, count = made
+        self.stats.written += count
+        return self._out.add_encoded(text)
 
     def close(self) -> bytes:
         """The document's last chunk, which closes it."""

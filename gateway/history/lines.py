@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, overload
 
 import orjson
 
@@ -36,6 +37,7 @@ from backend.protocol import (
 
 __all__ = [
     "BadAnswer",
+    "LinePoints",
     "Point",
     "answer_body",
     "answer_lines",
@@ -225,6 +227,62 @@ def from_record(record: Record) -> Point:
         raw,
         shown,
     )
+
+
+class LinePoints(Sequence[Point]):
+    """The lines of an answer's ``body`` (``answer_body``) as a sequence of points, each line
+    read (:func:`point_of`) only when asked for: paging a GPX export looks at the points at
+    either end of a page, and writes the rest from the text. Raises BadAnswer for a line
+    read that is no point."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self._count = body.count(b"\n") + (not body.endswith(b"\n") and bool(body))
+        self._starts = [0]  # where lines 0, 1, ... start, found from the front
+        self._ends = [len(body)]  # where lines n-1, n-2, ... end, found from the back
+        self._read: dict[int, Point] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> Point: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Point]: ...
+
+    def __getitem__(self, i: int | slice) -> Point | list[Point]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._count))]
+        start, end = self._span(i)
+        if start not in self._read:
+            self._read[start] = point_of(self.body[start:end])
+        return self._read[start]
+
+    def line(self, i: int) -> bytes:
+        """The i-th line, with its newline."""
+        start, end = self._span(i)
+        return self.body[start:end]
+
+    def lines_from(self, i: int) -> bytes:
+        """The lines from the i-th on."""
+        return self.body[self._span(i)[0] :] if i < self._count else b""
+
+    def _span(self, i: int) -> tuple[int, int]:
+        n = self._count
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        if i < n - i:  # nearer the front
+            starts = self._starts
+            while len(starts) <= i + 1:
+                starts.append(self.body.find(b"\n", starts[-1]) + 1 or len(self.body))
+            return starts[i], starts[i + 1]
+        ends, k = self._ends, n - 1 - i
+        while len(ends) <= k + 1:
+            ends.append(self.body.rfind(b"\n", 0, ends[-1] - 1) + 1)
+        return ends[k + 1], ends[k]
 
 
 # -- attributes ----------------------------------------------------------------------------

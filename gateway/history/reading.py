@@ -16,7 +16,15 @@ from typing import Protocol, TypeVar
 
 from backend.protocol import ProtocolError, time_to_ns
 
-__all__ = ["HeldPoint", "Window", "group_by_client", "merge_areas", "next_window", "trail_point"]
+__all__ = [
+    "HeldPoint",
+    "Window",
+    "group_by_client",
+    "merge_areas",
+    "next_window",
+    "trail_point",
+    "window_after",
+]
 
 
 class HeldPoint(Protocol):
@@ -61,29 +69,48 @@ def next_window(window: Window, page: Sequence[P], asked: int) -> tuple[list[P],
     time already given (``asked`` points or more at one nanosecond, which paging by time
     cannot get past) is left behind: the window goes on from the next nanosecond and counts
     it in ``skipped_ns`` (any points at that time past the first ``asked`` are not read)."""
-    fresh = list(page)
+    kept, rest, after = window_after(window, page, asked)
+    return [page[i] for i in kept] + list(page[rest:]), after
+
+
+def window_after(
+    window: Window, page: Sequence[HeldPoint], asked: int
+) -> tuple[list[int], int, Window]:
+    """:func:`next_window` as where the fresh points are: those of the first points (at the
+    window's start) that are fresh, by index, and the index from which every point is; and
+    the window left. Only the points at either end of the page are looked at."""
     at_since = 0
-    while at_since < len(fresh) and _ns(fresh[at_since]) == window.since_ns:
+    while at_since < len(page) and _ns(page[at_since]) == window.since_ns:
         at_since += 1
-    if window.given and at_since:
-        fresh = [r for r in fresh[:at_since] if r.location not in window.given] + fresh[at_since:]
+    kept = [i for i in range(at_since) if page[i].location not in window.given]
     if len(page) < asked:
         end = window.until_ns + 1
-        return fresh, Window(end, window.until_ns, done=True, skipped_ns=window.skipped_ns)
+        return kept, at_since, Window(end, window.until_ns, done=True, skipped_ns=window.skipped_ns)
     last_ns = _ns(page[-1])
-    if last_ns == window.since_ns and not fresh:
+    if last_ns == window.since_ns and not kept and at_since == len(page):
         after = last_ns + 1
-        return fresh, Window(
-            after, window.until_ns, done=after > window.until_ns, skipped_ns=window.skipped_ns + 1
+        return (
+            kept,
+            at_since,
+            Window(
+                after,
+                window.until_ns,
+                done=after > window.until_ns,
+                skipped_ns=window.skipped_ns + 1,
+            ),
         )
     given = {page[-1].location}
-    for record in reversed(page[:-1]):
-        if _ns(record) != last_ns:
+    for i in range(len(page) - 2, -1, -1):
+        if _ns(page[i]) != last_ns:
             break
-        given.add(record.location)
+        given.add(page[i].location)
     if last_ns == window.since_ns:
         given |= window.given
-    return fresh, Window(last_ns, window.until_ns, frozenset(given), skipped_ns=window.skipped_ns)
+    return (
+        kept,
+        at_since,
+        Window(last_ns, window.until_ns, frozenset(given), skipped_ns=window.skipped_ns),
+    )
 
 
 def _ns(record: HeldPoint) -> int:
