@@ -33,8 +33,8 @@ from .protocol import (
     WhatsAt,
     WhereIs,
     format_status,
-    key_to_ns,
     make_record,
+    time_to_ns,
 )
 from .protocol import History as HistoryCommand
 from .ratelimit import RateLimiter
@@ -96,10 +96,10 @@ class Commands:
                 f"over {self.limits.reports_per_client:g} reports/s for this client"
             )
         now = time.time_ns()
-        latest = now + self.max_future_ns
-        key = command.time_key
-        # Whole seconds first: the exact nanoseconds only for a time within a second of it.
-        if key is not None and key[0] >= latest // 1_000_000_000 and key_to_ns(key) > latest:
+        client_ns = command.time_ns  # set by parse_line; from the time itself otherwise
+        if client_ns is None:
+            client_ns = time_to_ns(command.client_time)
+        if client_ns > now + self.max_future_ns:
             # Only here, where the client talks to the herd: a peer never refuses a record
             # for it (its clock may differ, and nothing it accepted may be refused).
             raise ProtocolError(f"time more than {self.limits.max_future:g} s ahead")

@@ -28,6 +28,11 @@ class LineBuffer:
         self._skipping = False  # inside a too-long line, dropping bytes up to its end
 
     def feed(self, data: bytes) -> list[bytes | TooLong]:
+        if not self._tail and not self._skipping:
+            # The common chunk, one whole line (a client waiting for each reply), as it came.
+            end = data.find(b"\n")
+            if 0 <= end == len(data) - 1 and end <= self.limit:
+                return [data]
         buffer = self._tail + data if self._tail else data
         items: list[bytes | TooLong] = []
         start = 0

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import os
 import time
 from collections.abc import Callable
+from itertools import repeat
 from pathlib import Path
 
 from .config import LogRotation
@@ -65,7 +65,8 @@ class TrafficLog:
         if path is not None:
             private_dir(path.parent)
             self._fd = self._open(path)
-        self._lines: list[bytes] = []
+        # Entries waiting (``tag + data``); the outbox appends to this list itself.
+        self.entries: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._big_bytes = 0  # bytes of big entries waiting (see LOG_BYTES)
         self._failing = False  # the last write failed (warned once until one succeeds)
@@ -78,26 +79,32 @@ class TrafficLog:
 
     def add(self, tag: bytes, data: bytes) -> None:
         """Log ``data`` (a line with its newline, or a multi-line reply) under ``tag``."""
-        if self._fd >= 0:
-            self._lines.append(tag + data)
-            if len(data) > BIG_ENTRY:
-                self._big_bytes += len(data)
+        self.entries.append(tag + data)
+        if len(data) > BIG_ENTRY:
+            self.big(len(data))
+
+    def big(self, size: int) -> None:
+        """Count an entry over BIG_ENTRY bytes just added to ``entries`` (see LOG_BYTES)."""
+        self._big_bytes += size
 
     def flush_soon(self) -> None:
         """Write within LOG_DELAY, or now if much is waiting: the log never delays a reply or
         a flood, and a busy server writes it in big pieces."""
-        if len(self._lines) >= LOG_BATCH or self._big_bytes >= LOG_BYTES:
+        if len(self.entries) >= LOG_BATCH or self._big_bytes >= LOG_BYTES:
             self.flush()
-        elif self._lines and self._timer is None:
+        elif self.entries and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(LOG_DELAY, self.flush)
 
     def flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        lines = self._lines
+        lines = self.entries
         self._big_bytes = 0
         if not lines:
+            return
+        if self._fd < 0:  # closed: what comes after is dropped
+            lines.clear()
             return
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
@@ -109,7 +116,8 @@ class TrafficLog:
         # dearer than the count of LFs it replaces). Otherwise each entry is made one log line
         # with its line breaks and unsafe bytes escaped (a WHATSAT reply, a CRLF line, an
         # escape sequence in a client ID).
-        if not (all(map(_ends_line, lines)) and len(text.translate(None, _PLAIN)) == len(lines)):
+        ends = all(map(bytes.endswith, lines, repeat(b"\n", len(lines))))
+        if not (ends and len(text.translate(None, _PLAIN)) == len(lines)):
             text = head.join(map(_one_line, lines))
         lines.clear()
         try:
@@ -166,9 +174,6 @@ class TrafficLog:
             self._fd = -1
 
 
-_ends_line = operator.methodcaller("endswith", b"\n")
-
-
 # Bytes that go into a log line as they are: printable ASCII.
 _PLAIN = bytes(range(0x20, 0x7F))
 # What a terminal could act on (an escape sequence that moves the cursor, retitles the window,
@@ -206,6 +211,7 @@ class Outbox:
 
     def __init__(self, traffic: TrafficLog) -> None:
         self.traffic = traffic
+        self._entries = traffic.entries
         self._stages: list[list[Callable[[], None]]] = [[] for _ in range(4)]
         self._scheduled: asyncio.Handle | None = None
 
@@ -217,7 +223,10 @@ class Outbox:
 
     def log(self, tag: bytes, data: bytes) -> None:
         """Log ``data`` under ``tag`` (see ``TrafficLog.tag``)."""
-        self.traffic.add(tag, data)
+        # TrafficLog.add, inline: every line in and out of the server comes here.
+        self._entries.append(tag + data)
+        if len(data) > BIG_ENTRY:
+            self.traffic.big(len(data))
         if self._scheduled is None:
             self._schedule()
 

@@ -50,6 +50,7 @@ class HerdServer:
         self.store = Store()
         self.journal = Journal(config.data_dir / name, fsync=config.durability.fsync)
         self.retention = config.durability.retention
+        self._compact_min = config.durability.compact_min
         self.history: History | None = None
         if config.history.enabled:
             self.history = History(
@@ -196,7 +197,7 @@ class HerdServer:
         sent back there. Returns whether the record was kept, and so journaled: as the
         newest record, or as a late point new to this server.
         """
-        if self._expired(record):
+        if self.retention and self._expired(record):
             return False
         if not self.store.offer(record):
             if self.history is None:
@@ -213,9 +214,11 @@ class HerdServer:
         wire = record.wire() + b"\n" if record.attributes else line
         # Into the kernel before its client has the reply (the journal's stage of the outbox
         # comes before the replies'): an acknowledged record survives kill -9.
-        if self.journal.append(wire):
-            self.outbox.later(Outbox.JOURNAL, self.journal.flush)
-        self._compact_if_due()
+        journal = self.journal
+        if journal.append(wire):
+            self.outbox.later(Outbox.JOURNAL, journal.flush)
+        if journal.appended > self._compact_min:  # never due below it: no call for the rest
+            self._compact_if_due()
         self.peers.flood(record, wire, source)
         if self._streams:
             # With the peer links: subscribers pass records on too (the gateway's map).

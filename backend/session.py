@@ -42,6 +42,7 @@ class ClientSession:
         self.limits = server.limits
         self.commands = server.commands
         self.handlers = server.commands.handlers
+        self.refuse = server.commands.refuse
         self.line_limit = server.commands.line_limit
         self.max_invalid = server.limits.max_invalid_lines
         self.transport = LineTransport(server.limits.max_line_bytes)
@@ -60,6 +61,7 @@ class ClientSession:
         self._eof = False
         self._batch: Lines = []
         self._at = 0
+        self._flush = self.flush  # bound once: registered with the outbox for every reply
 
     # -- what the transport tells -------------------------------------------------------------
 
@@ -146,7 +148,7 @@ class ClientSession:
                 raise ProtocolError(
                     f"over {self.limits.lines_per_address:g} lines/s from {self.host}"
                 )
-            reply = self.handlers.get(type(command), self.commands.refuse)(command, self)
+            reply = self.handlers.get(type(command), self.refuse)(command, self)
         except ProtocolError as exc:
             reply = self._invalid(line, exc)
         except Exception:
@@ -264,7 +266,7 @@ class ClientSession:
     def send(self, reply: bytes) -> None:
         """Queue a whole reply; the outbox writes it after the journal and the peer links."""
         if not self.out:
-            self.outbox.later(Outbox.CLIENTS, self.flush)
+            self.outbox.later(Outbox.CLIENTS, self._flush)
         self.out.append(reply)
         self.outbox.log(self.tag_out, reply)
 

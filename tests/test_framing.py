@@ -33,3 +33,15 @@ def test_chunking_never_changes_the_lines(parts: list[bytes], data: st.DataObjec
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     assert split(chunks, limit=64) == split([stream], limit=64)
     assert b"".join(x for x in split([stream], limit=64) if isinstance(x, bytes)) == stream
+
+
+def test_a_chunk_of_one_whole_line_is_bounded_like_any_other() -> None:
+    # Chunks of one line each (the common case, taken without splitting), around the limit.
+    for n in (15, 16, 17, 40):
+        line = b"x" * n + b"\n"
+        expected = [line] if n <= 16 else [TooLong(b"x" * 16)]
+        assert split([line, b"ok\n"]) == [*expected, b"ok\n"]
+    # The end of a long line that came before is skipped, even when it comes as one line.
+    assert split([b"x" * 40, b"yy\n", b"ok\n"]) == [TooLong(b"x" * 16), b"ok\n"]
+    # So is a line's start held back from the chunk before.
+    assert split([b"ab", b"c\n"]) == [b"abc\n"]

@@ -28,10 +28,12 @@ from backend.protocol import (
     IAmAt,
     ProtocolError,
     WhatsAt,
+    format_time_diff,
     invalid_reply,
     make_record,
     parse_fields,
     parse_line,
+    time_to_ns,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -58,7 +60,7 @@ def outcome(parse: object, line: bytes) -> object:
     if isinstance(command, At):
         return command, command.record.key, command.record.line
     if isinstance(command, IAmAt):
-        return command, command.time_key
+        return command, command.time_key, command.time_ns
     return command
 
 
@@ -144,7 +146,11 @@ def test_iamat_round_trips_into_an_at_line_that_parses_back(
     stamp = f"{seconds}.{fraction}" if fraction else str(seconds)
     command = parse_line(f"IAMAT {client} {location} {stamp}\n".encode())
     assert command == IAmAt(client, location, stamp)
+    # The nanoseconds the parse computes, and the time difference made from them, are the
+    # reference functions' exactly.
+    assert isinstance(command, IAmAt) and command.time_ns == time_to_ns(stamp)
     record = make_record("Riley", received, command)
+    assert record.time_diff == format_time_diff(received - time_to_ns(stamp))
     again = parse_line(record.line)
     assert isinstance(again, At) and again.record.line == record.line
     assert (again.record.client_id, again.record.location, again.record.client_time) == (

@@ -63,6 +63,9 @@ class IAmAt:
     # The exact sort key of client_time (see _time_key), computed once while parsing.
     time_key: tuple[int, str] | None = field(default=None, compare=False, repr=False)
     attributes: bytes = b""
+    # client_time in integer nanoseconds (rounded as ``time_to_ns``), also computed while
+    # parsing: the record's time difference and the max_future check need it.
+    time_ns: int | None = field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         """The line a client sends: IAMAT, or REPORT when there are attributes (as

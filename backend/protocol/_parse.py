@@ -35,6 +35,7 @@ from ._fields import (
     MAX_TIME_S,
     ProtocolError,
     _client_id,
+    _key_ns,
     _key_of,
     _text,
     _time_key,
@@ -56,7 +57,7 @@ def _parse_iamat(f: list[bytes]) -> IAmAt:
     client_id = _client_id(f[1])
     parse_location(f[2])
     key = _time_key(f[3])  # before decoding: it refuses anything but digits and a dot
-    return IAmAt(client_id, f[2].decode(), f[3].decode(), key)
+    return IAmAt(client_id, f[2].decode(), f[3].decode(), key, time_ns=_key_ns(*key))
 
 
 def _parse_whatsat(f: list[bytes]) -> WhatsAt:
@@ -206,36 +207,52 @@ def parse_fields(line: bytes) -> Command | None:
     return parser(fields)
 
 
-_NUMBER = rb"[0-9]+(?:\.[0-9]+)?"
+# A location whose range the pattern itself proves: a latitude of at most two integer digits,
+# the first of two 0-8 (at most 89 and decimals: strictly inside +-90), and a longitude of at
+# most 179 and decimals (strictly inside +-180). Any other location (90 or 180 themselves,
+# more integer digits, a malformed one) fails to match and goes the general way, which checks
+# it exactly, as it does past any bound.
+_LOCATION_INSIDE = (
+    rb"[+-][0-8]?[0-9](?:\.[0-9]+)?[+-](?:1[0-7][0-9]|[0-9]?[0-9])(?:\.[0-9]+)?"
+)
 _IAMAT = re.compile(
-    rb"IAMAT\s+(\S+)\s+(([+-]"
-    + _NUMBER
-    + rb")([+-]"
-    + _NUMBER
-    + rb"))\s+(([0-9]+)(?:\.([0-9]+))?)\s*"
+    rb"IAMAT\s+(\S+)\s+(" + _LOCATION_INSIDE + rb")\s+(([0-9]+)(?:\.([0-9]+))?)\s*"
 )
 # Peers write AT lines with single spaces and a newline: the record's line is the match less
 # its terminator.
 _AT = re.compile(
-    rb"(AT (\S+) ([+-][0-9]+\.[0-9]+) (\S+) (([+-]"
-    + _NUMBER
-    + rb")([+-]"
-    + _NUMBER
-    + rb")) (([0-9]+)(?:\.([0-9]+))?))\r?\n?"
+    rb"(AT (\S+) ([+-][0-9]+\.[0-9]+) (\S+) ("
+    + _LOCATION_INSIDE
+    + rb") (([0-9]+)(?:\.([0-9]+))?))\r?\n?"
 )
 
 
 def _fast_iamat(m: re.Match[bytes]) -> IAmAt | None:
-    client, location, lat, lng, stamp, sec, frac = m.groups()
+    client, location, stamp, sec, frac = m.groups()
     # In a line this short no field can be past its bound (most real lines are).
     if m.end() > _SHORT_IAMAT and not _within_bounds(client, location, stamp):
         return None  # the general way gives the precise error
-    if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
-        return None  # on or past the edge: the exact check decides
-    key = _key_of(sec, frac)
-    if key[0] > MAX_TIME_S:
+    seconds = int(sec)
+    if seconds > MAX_TIME_S:
         return None
-    return IAmAt(_text(client), location.decode(), stamp.decode(), key)
+    try:
+        client_id = client.decode()
+    except UnicodeDecodeError:
+        return None
+    # What _key_of and _key_ns make of the digits, without their calls: this runs for every
+    # IAMAT. The nanoseconds from the first nine decimals, rounded half up on the tenth.
+    if frac is None:
+        key, ns = (seconds, ""), seconds * _NS_PER_S
+    else:
+        nine = frac[:9]
+        ns = seconds * _NS_PER_S + int(nine) * _SCALE[len(nine)] + (frac[9:10] >= b"5")
+        key = (seconds, frac.rstrip(b"0").decode())
+    return IAmAt(client_id, location.decode(), stamp.decode(), key, b"", ns)
+
+
+_NS_PER_S = 1_000_000_000
+# A fraction of n decimals (n <= 9) to nanoseconds: times 10**(9 - n).
+_SCALE = tuple(10 ** (9 - n) for n in range(10))
 
 
 # No field of an IAMAT line of at most this many bytes is longer than the smallest bound.
@@ -252,7 +269,7 @@ def _within_bounds(client: bytes, location: bytes, stamp: bytes) -> bool:
 
 
 def _fast_at(m: re.Match[bytes]) -> At | None:
-    line, server, diff, client, location, lat, lng, stamp, sec, frac = m.groups()
+    line, server, diff, client, location, stamp, sec, frac = m.groups()
     if (
         len(server) > MAX_SERVER_ID_BYTES
         or len(diff) > MAX_TIME_DIFF_BYTES
@@ -260,8 +277,6 @@ def _fast_at(m: re.Match[bytes]) -> At | None:
         or len(location) > MAX_LOCATION_BYTES
         or len(stamp) > MAX_TIME_BYTES
     ):
-        return None
-    if not (-90 < float(lat) < 90 and -180 < float(lng) < 180):
         return None
     server_id = _text(server)
     sec_key = _key_of(sec, frac)
@@ -275,7 +290,8 @@ def _fast_at(m: re.Match[bytes]) -> At | None:
 
 
 # The first three bytes of a line, to its fast path: the pattern, and what makes the command
-# from a match (None where the general way must decide: a location on the edge of its range).
+# from a match (None where the general way must decide: a field past its bound, a time past
+# MAX_TIME_S, bytes that are not UTF-8).
 _FAST: dict[bytes, tuple[re.Pattern[bytes], Callable[[re.Match[bytes]], Command | None]]] = {
     b"IAM": (_IAMAT, _fast_iamat),
     b"AT ": (_AT, _fast_at),
