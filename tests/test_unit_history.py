@@ -259,7 +259,7 @@ async def test_fill_writes_a_history_a_server_then_reads(tmp_path: Path) -> None
 
 async def test_a_failed_write_is_retried_not_dropped(history: History, monkeypatch) -> None:
     """Disk full: the batch is written once there is room, and nothing is lost."""
-    monkeypatch.setattr("backend.history.writer.RETRY_S", 0.05)
+    monkeypatch.setattr("backend.history.batches.RETRY_S", 0.05)
     writer = history._writer
     assert writer is not None
     pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]

@@ -6,10 +6,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..files import private_dir
+from .batches import BATCH
 from .points import Point, Row
 from .schema import connect, create
 from .store import CHUNK_POINTS, FILE
-from .writer import BATCH, Chunk, Expire, Forget, Writer
+from .writer import Chunk, Expire, Forget, Writer
 
 __all__ = ["fill"]
 

@@ -99,20 +99,24 @@ class Reads:
         are merged (``window``)."""
         since_ns, until_ns = min(since_ns, MAX_NS), min(until_ns, MAX_NS)
         later = [r for r in sorted_rows(extra) if since_ns <= r.ns <= until_ns]
-        spans = self._conn().execute(
-            "SELECT x.id, x.first, x.last FROM chunks x JOIN clients c ON c.id = x.client "
-            "WHERE c.name = ? AND x.last >= ? AND x.first <= ? ORDER BY x.first",
-            (client_id, since_ns, until_ns),
-        ).fetchall()
+        spans = (
+            self._conn()
+            .execute(
+                "SELECT x.id, x.first, x.last FROM chunks x JOIN clients c ON c.id = x.client "
+                "WHERE c.name = ? AND x.last >= ? AND x.first <= ? ORDER BY x.first",
+                (client_id, since_ns, until_ns),
+            )
+            .fetchall()
+        )
         apart = all(a[2] < b[1] for a, b in pairwise(spans))
         if not apart or (spans and later and later[0].ns <= spans[-1][2]):
             rows = self.points(client_id, since_ns, until_ns, limit, later)
             return [_line(r.wire() if points else r.at_line()) for r in rows]
         found: list[str] = []
         for chunk_id, first, last in spans:
-            (data,) = self._conn().execute(
-                "SELECT data FROM chunks WHERE id = ?", (chunk_id,)
-            ).fetchone()
+            (data,) = (
+                self._conn().execute("SELECT data FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+            )
             whole = since_ns <= first and last <= until_ns
             found += chunk_lines(client_id, data, points, None if whole else (since_ns, until_ns))
             if len(found) >= limit:
@@ -231,8 +235,7 @@ def chunk_lines(
             continue
         if points and attributes:
             found.append(
-                f"POINT {server_id} {time_diff} {client_id} {location} {client_time} "
-                f"{attributes}\n"
+                f"POINT {server_id} {time_diff} {client_id} {location} {client_time} {attributes}\n"
             )
         else:
             found.append(f"AT {server_id} {time_diff} {client_id} {location} {client_time}\n")

@@ -9,15 +9,13 @@ its points are in the record journal, which is not compacted past them until the
 
 from __future__ import annotations
 
-import collections
 import logging
 import sqlite3
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .batches import BatchThread
 from .changes import Changes
 from .columns import Columns, columns_of, identity_xor
 from .points import (
@@ -41,18 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["Chunk", "Expire", "Forget", "Writer"]
 
 log = logging.getLogger("herd.history")
-
-# Items (chunks, deletions) per transaction, at most: a commit of 2,000 chunks of a few
-# hundred points writes some 10 MB, a fraction of a second's work.
-BATCH = 2_000
-# How long the thread lets work gather once some is queued, before it writes (sooner when a
-# reader waits, or a batch is full): the points are already gathered into chunks on the
-# loop, so this only bounds how many commits a burst of chunks costs. With nothing queued
-# the thread sleeps until something is: a thread that woke to poll would take the GIL from
-# the loop 50 times a second for nothing.
-IDLE_S = 0.02
-# After a failed write (disk full), wait this long before trying the same batch again.
-RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +74,10 @@ _INSERT = "INSERT INTO chunks VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _IN = 500
 
 
-class Writer:
+class Writer(BatchThread["Work"]):
     """Owns the write connection; ``start`` runs it on a thread of its own."""
+
+    retried = (sqlite3.Error,)  # a full disk, a locked file: the same batch again, later
 
     def __init__(
         self,
@@ -97,17 +85,13 @@ class Writer:
         max_points: int,
         on_saved: Callable[[int, dict[str, int], int], None],
     ) -> None:
+        super().__init__("herd-history")
         self.conn = conn
         self.max_points = max_points
         # Called on this thread after each commit with how many queued items it covered, the
         # floors that changed (client ID -> ns) and the change in points held: the owner
         # passes them to its loop.
         self.on_saved = on_saved
-        self.queue: collections.deque[Work] = collections.deque()
-        self.wake = threading.Event()
-        self.urgent = False  # write what is queued without waiting for more (a reader waits)
-        self.stopping = False
-        self._thread: threading.Thread | None = None
         # Points in the database (read once at start, then kept by this thread).
         total = conn.execute("SELECT coalesce(sum(points), 0) FROM clients").fetchone()
         self.stored: int = total[0]
@@ -125,78 +109,10 @@ class Writer:
         self.first_day = 0
         self._forget_caches()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="herd-history", daemon=True)
-        self._thread.start()
-
-    def put(self, item: Work) -> None:
-        self.queue.append(item)  # deque.append is atomic: no lock on the loop's side
-        if len(self.queue) in (1, BATCH):
-            self.wake.set()  # the first wakes the thread; a full batch is written at once
-
-    def hurry(self) -> None:
-        """Write what is queued now (a reader is waiting for it)."""
-        self.urgent = True
-        self.wake.set()
-
-    def stop(self) -> None:
-        """Write what is queued, then end the thread (blocking: call from a worker)."""
-        self.stopping = True
-        self.wake.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _wait(self) -> None:
-        """Until something is queued, then up to IDLE_S for more to gather (not when a batch
-        is full, a reader waits or the thread stops). Each wait clears the event and looks
-        again before it sleeps, so a ``put`` or ``hurry`` in between is never missed."""
-        if not self.queue and not self.stopping:
-            self.wake.clear()
-            if not self.queue and not self.stopping:
-                self.wake.wait()
-        if len(self.queue) < BATCH and not (self.urgent or self.stopping):
-            self.wake.clear()
-            if len(self.queue) < BATCH and not (self.urgent or self.stopping):
-                self.wake.wait(IDLE_S)
-        self.urgent = False
-
-    def _run(self) -> None:
-        while True:
-            self._wait()
-            batch = self._take()
-            if not batch:
-                if self.stopping:
-                    return
-                continue
-            while True:
-                try:
-                    before = self.stored
-                    floors = self.apply(batch)
-                    break
-                except sqlite3.Error as exc:
-                    self._roll_back()
-                    log.error("history write failed, retrying in %.0f s: %s", RETRY_S, exc)
-                    time.sleep(RETRY_S)
-                except Exception:
-                    # A bug, not a full disk: retrying would stall history for good. The
-                    # points are still in the record journal; a restart offers them again.
-                    self._roll_back()
-                    log.exception("history: a batch of %d could not be written", len(batch))
-                    floors = {}
-                    break
-            self.on_saved(len(batch), floors, self.stored - before)
-
-    def _roll_back(self) -> None:
+    def roll_back(self) -> None:
         if self.conn.in_transaction:
             self.conn.rollback()
         self._forget_caches()  # they may hold what was rolled back
-
-    def _take(self) -> list[Work]:
-        batch: list[Work] = []
-        queue = self.queue
-        while queue and len(batch) < BATCH:
-            batch.append(queue.popleft())
-        return batch
 
     def _forget_caches(self) -> None:
         self._ids.clear()
@@ -207,6 +123,16 @@ class Writer:
         self._floors = dict(
             self.conn.execute("SELECT id, floor FROM clients WHERE floor IS NOT NULL")
         )
+
+    def write(self, batch: list[Work]) -> None:
+        before = self.stored
+        floors = self.apply(batch)
+        self.on_saved(len(batch), floors, self.stored - before)
+
+    def dropped(self, batch: list[Work]) -> None:
+        # Rolled back: nothing saved, no floor moved. The points are still in the record
+        # journal; a restart offers them again.
+        self.on_saved(len(batch), {}, 0)
 
     def apply(self, batch: list[Work]) -> dict[str, int]:
         """Write ``batch`` in one transaction; return the client floors it changed."""
@@ -288,9 +214,7 @@ class Writer:
             for hour, part in columns.hour_groups(low):
                 self._insert_hour(cid, name, hour, part, changes)
 
-    def _insert_hour(
-        self, cid: int, name: str, hour: int, part: Columns, changes: Changes
-    ) -> None:
+    def _insert_hour(self, cid: int, name: str, hour: int, part: Columns, changes: Changes) -> None:
         held = self._held(cid, part.ns[0], part.ns[-1])
         if held:
             keys = zip(part.ns, part.locations(), strict=True)
@@ -447,4 +371,3 @@ class Writer:
         self.conn.execute("COMMIT")
         self.stored = sum(changes.deltas.values())
         self._forget_caches()
-
