@@ -234,10 +234,12 @@ class HerdServer:
             return False
         self.history.late += 1
         wire = record.wire() + b"\n"
-        if self.journal.append(wire):
-            self.outbox.later(Outbox.JOURNAL, self.journal.flush)
-        self._compact_if_due()
-        self.peers.flood(record, Put("point", wire[:-1]).encode(), source)
+        journal = self.journal
+        if journal.append(wire):
+            self.outbox.later(Outbox.JOURNAL, journal.flush)
+        if journal.appended > self._compact_min:  # as in accept: never due below it
+            self._compact_if_due()
+        self.peers.flood(record, b"PUT point " + wire, source)
         subscribers = self.state.subscribers
         if subscribers.late:
             subscribers.queue_late(record.line + b"\n", wire)

@@ -289,10 +289,21 @@ def _fast_at(m: re.Match[bytes]) -> At | None:
     return At(record)
 
 
+# Peers write PUT lines with single spaces (their payloads are AT or POINT lines, or a
+# deletion's two fields): the payload is the match's second group as the general way would
+# join its fields again. Any other spacing goes the general way.
+_PUT = re.compile(rb"PUT ([a-z][a-z0-9_-]{0,31}) (\S+(?: \S+)*)\r?\n?")
+
+
+def _fast_put(m: re.Match[bytes]) -> Put:
+    return Put(m[1].decode(), m[2])
+
+
 # The first three bytes of a line, to its fast path: the pattern, and what makes the command
 # from a match (None where the general way must decide: a field past its bound, a time past
 # MAX_TIME_S, bytes that are not UTF-8).
 _FAST: dict[bytes, tuple[re.Pattern[bytes], Callable[[re.Match[bytes]], Command | None]]] = {
     b"IAM": (_IAMAT, _fast_iamat),
     b"AT ": (_AT, _fast_at),
+    b"PUT": (_PUT, _fast_put),
 }
