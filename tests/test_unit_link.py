@@ -155,3 +155,25 @@ async def test_the_flood_skips_the_source_and_the_origin(
     relayed = at("theirs", origin="Juzang")
     peers.flood(record(relayed), relayed, "Jaquez")  # from Jaquez, made at Juzang
     assert sent == {"Jaquez": [mine], "Juzang": [mine], "Bernard": [mine, relayed]}
+
+
+@pytest.mark.parametrize("late_line", [True, False])
+async def test_a_silent_link_is_dropped_unless_a_line_was_waiting(
+    tmp_path: Path, outbox: Outbox, monkeypatch: pytest.MonkeyPatch, late_line: bool
+) -> None:
+    """Three heartbeats without a line drop the link, but only once the loop had a chance to
+    read what was waiting: a loop held past its timers sees the silence before the reads."""
+    config = herd_config(
+        tmp_path, ("Riley", "Jaquez"), (("Riley", "Jaquez"),), "[peers]\nheartbeat = 0.05\n"
+    )
+    monkeypatch.setattr(link_module, "CONFIRM_SILENCE_S", 0.5)
+    link = riley_link(config, outbox)
+    async with Up(link) as up:
+        link._last_line -= 10  # as after a held loop
+        await asyncio.sleep(0.2)  # the heartbeat saw the silence, and waits to confirm it
+        assert link.up
+        if late_line:
+            up.conn.data_received(b"PING\n")
+        await asyncio.sleep(0.45)
+        assert link.up is late_line
+

@@ -57,6 +57,10 @@ WRITE_HIGH_WATER = 1024 * 1024
 FLUSH_BATCH = 512
 
 PING_LINE = Ping().encode()
+# Seconds a link that looks silent waits before it is dropped, so that lines already in its
+# socket are read (a timer due after a held loop runs before the reads): long enough for one
+# pass of the loop, nothing next to the three heartbeats of silence it confirms.
+CONFIRM_SILENCE_S = 0.1
 # Acceptor handshakes waiting for PROOF per neighbour: a neighbour dials one at a time, so two
 # cover a redial that overtakes a stale attempt. Anyone can send PEER with a neighbour's name;
 # a newer handshake ends the oldest, so stalled ones cannot pile up or lock the neighbour out.
@@ -352,11 +356,18 @@ class PeerLink:
             await asyncio.sleep(timings.heartbeat)
             if self._conn is not conn:
                 return
-            if time.monotonic() - self._last_line > 3 * timings.heartbeat:
-                # Three heartbeats of silence: the peer (or the path to it) is gone.
-                log.warning("link to %s dropped: silent for too long", self.name)
-                conn.abort()
-                return
+            last = self._last_line
+            if time.monotonic() - last > 3 * timings.heartbeat:
+                # A loop that was held (a saturated CPU) runs its due timers before it reads
+                # its sockets: the peer's lines may be waiting unread. Read them first.
+                await asyncio.sleep(CONFIRM_SILENCE_S)
+                if self._conn is not conn:
+                    return
+                if self._last_line == last:
+                    # Three heartbeats of silence: the peer (or the path to it) is gone.
+                    log.warning("link to %s dropped: silent for too long", self.name)
+                    conn.abort()
+                    return
             if loop.time() >= next_sync:
                 next_sync = loop.time() + timings.sync_interval
                 self._say(conn, format_digests(self.store.digests))
