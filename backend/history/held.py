@@ -14,11 +14,12 @@ from __future__ import annotations
 import collections
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 from ..protocol import key_to_ns
 from .buffers import Buffer
-from .points import HOUR_NS, Point, chunk_keys, ns_of
+from .columns import times_of
+from .points import HOUR_NS, Point, chunk_keys
 
 __all__ = ["HELD_KEYS", "HeldIndex", "line_held", "line_identity"]
 
@@ -76,15 +77,15 @@ class HeldIndex:
             self._sets.move_to_end(key)
         return (ns, location) in found
 
-    def committed(self, client_id: str, points: Iterable[Point]) -> None:
+    def committed(self, client_id: str, points: Sequence[Point]) -> None:
         """``points`` of ``client_id`` are in the database now (copies among them are not)."""
         if client_id not in self._clients:
             return  # the usual case: nothing of the client is kept
-        for point in points:
-            ns = ns_of(point)
-            found = self._sets.get((client_id, ns // HOUR_NS))
-            if found is not None and (ns, point.location) not in found:
-                found.add((ns, point.location))
+        sets = self._sets
+        for ns, location in zip(times_of(points), [p.location for p in points], strict=True):
+            found = sets.get((client_id, ns // HOUR_NS))
+            if found is not None and (ns, location) not in found:
+                found.add((ns, location))
                 self.size += 1
 
     def drop(self, client_id: str | None = None) -> None:
