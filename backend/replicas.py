@@ -25,6 +25,7 @@ __all__ = [
     "TOP",
     "Children",
     "Deletions",
+    "PointHandler",
     "Points",
     "PutHandler",
     "Replica",
@@ -37,6 +38,8 @@ TOP = "*"
 T = TypeVar("T")
 # What applies a neighbour's object: its payload and the neighbour's name.
 PutHandler = Callable[[bytes, str], object]
+# ... a point's, told too whether history was just found not to hold it (``unheld``).
+PointHandler = Callable[[bytes, str, bool], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,7 @@ class Points:
     points' AT or POINT lines. Leaves of an hour keep what a difference costs small: the
     points of one hour of one slice travel, not a day's."""
 
-    def __init__(self, history: History, on_put: PutHandler) -> None:
+    def __init__(self, history: History, on_put: PointHandler) -> None:
         self.history = history
         self._on_put = on_put
         self._asked: Shared[Children | None] = Shared()
@@ -104,9 +107,11 @@ class Points:
     def put(self, payload: bytes, source: str) -> object:
         # A flood brings each point by every path, and a partition's repair by both ends of
         # the cut: a copy of a point held here is dropped before it is parsed as a record.
-        if self.history.holds_line(payload):
+        held = self.history.holds_line(payload)
+        if held:
             return None
-        return self._on_put(payload, source)
+        # Found not held: the offer that follows it in this step need not look again.
+        return self._on_put(payload, source, held is False)
 
     async def children(self, scope: str, only: Collection[int] | None = None) -> Children | None:
         if only is not None and scope.isdigit():

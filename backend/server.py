@@ -189,13 +189,14 @@ class HerdServer:
 
     # -- the store ---------------------------------------------------------------------------
 
-    def accept(self, record: Record, source: str | None) -> bool:
+    def accept(self, record: Record, source: str | None, *, unheld: bool = False) -> bool:
         """Store ``record`` if newer, then flood it and push it to subscribers; with history
         on, keep an older one as a late point (``_late``).
 
         ``source`` is the neighbour it came from (None for a client's IAMAT): it is never
-        sent back there. Returns whether the record was kept, and so journaled: as the
-        newest record, or as a late point new to this server.
+        sent back there; ``unheld``: history was just found not to hold its point
+        (``History.holds_line``). Returns whether the record was kept, and so journaled: as
+        the newest record, or as a late point new to this server.
         """
         if self.retention and self._expired(record):
             return False
@@ -205,7 +206,9 @@ class HerdServer:
             held = self.store.get(record.client_id)
             # A flood brings each record by every path: a copy of the newest is no news, and
             # costs no lookup.
-            return (held is None or held.key != record.key) and self._late(record, source)
+            if held is not None and held.key == record.key:
+                return False
+            return self._late(record, source, unheld)
         if self.history is not None:
             self.history.add(record)
         line = record.line + b"\n"
@@ -225,12 +228,12 @@ class HerdServer:
             self.state.subscribers.queue(line, wire)
         return True
 
-    def _late(self, record: Record, source: str | None) -> bool:
+    def _late(self, record: Record, source: str | None, unheld: bool) -> bool:
         """A point older than its client's newest record: kept in history if new here,
         journaled like a record (so its acknowledgement survives kill -9) and passed on as
         ``PUT point`` (never as AT: the protocol forwards only newer records)."""
         assert self.history is not None
-        if not self.history.offer(record):
+        if not self.history.offer(record, unheld=unheld):
             return False
         self.history.late += 1
         wire = record.wire() + b"\n"
@@ -245,15 +248,16 @@ class HerdServer:
             subscribers.queue_late(record.line + b"\n", wire)
         return True
 
-    def _put_point(self, payload: bytes, source: str) -> None:
-        """A neighbour's ``PUT point``: the same as its AT or POINT line would be."""
+    def _put_point(self, payload: bytes, source: str, unheld: bool) -> None:
+        """A neighbour's ``PUT point`` (``unheld``: history was just found not to hold it,
+        ``replicas.Points.put``): the same as its AT or POINT line would be."""
         try:
             command = parse_line(payload)
         except ProtocolError as exc:
             log.warning("link to %s: invalid point (%s): %r", source, exc, payload[:200])
             return
         if isinstance(command, At):
-            self.accept(command.record, source)
+            self.accept(command.record, source, unheld=unheld)
         else:
             log.warning("link to %s: PUT point of a %s", source, type(command).__name__)
 

@@ -301,7 +301,8 @@ async def test_a_point_written_after_its_hour_was_looked_up_is_still_held(
 async def test_a_copy_is_known_from_its_line_before_it_is_parsed(history: History) -> None:
     """``holds_line`` (a neighbour's PUT of a point) finds a held point from its AT or POINT
     line, whether it is uncommitted or written, its time written with any trailing zeros;
-    another location or time is not held, and a line that is not plainly a point is not."""
+    another location or time is not held, and a line that is not plainly a point is not
+    looked up (None)."""
     loc = "+34.068930-118.445127"
     assert history.offer(row("kiwi", NOW - 100.5))
     at = f"AT Riley +0.100000000 kiwi {loc} {NOW - 100.5:.9f}".encode()
@@ -310,12 +311,24 @@ async def test_a_copy_is_known_from_its_line_before_it_is_parsed(history: Histor
         assert history.holds_line(at.replace(b"AT", b"POINT", 1) + b' {"battery":50}')
         assert history.holds_line(at + b"000")
         assert history.holds_line(at.replace(b"Riley +0.1", b"Jaquez -4.2"))  # another copy
-        assert not history.holds_line(at.replace(b"kiwi", b"lime"))
-        assert not history.holds_line(at.replace(loc.encode(), b"+34.068930-118.445128"))
-        assert not history.holds_line(at.replace(b".5000", b".5001"))
+        assert history.holds_line(at.replace(b"kiwi", b"lime")) is False
+        assert history.holds_line(at.replace(loc.encode(), b"+34.068930-118.445128")) is False
+        assert history.holds_line(at.replace(b".5000", b".5001")) is False
         await history.wait_saved()
     for junk in (b"", b"AT Riley", b"PUT point " + at, at.replace(b".", b"x"), b"AT \xff" + at):
-        assert not history.holds_line(junk)
+        assert history.holds_line(junk) is None  # not looked up: an offer must look
+
+
+async def test_an_unheld_offer_skips_the_lookup_but_not_the_floor(history: History) -> None:
+    """``offer(unheld=True)`` (its line was just found not held) keeps the point without
+    looking again; a point at or before its client's floor is refused all the same."""
+    assert history.offer(row("kiwi", NOW - 50), unheld=True)
+    assert history.stats()["points"] == 1
+    assert history.forget("kiwi", round((NOW - 40) * 1e9))
+    assert not history.offer(row("kiwi", NOW - 45), unheld=True)
+    assert history.offer(row("kiwi", NOW - 30), unheld=True)
+    await history.wait_saved()
+    assert [r.ns for r in history.points("kiwi", 0, 2**62, 10)] == [round((NOW - 30) * 1e9)]
 
 
 async def test_days_hours_digests_and_buckets_agree(history: History) -> None:

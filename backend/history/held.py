@@ -118,12 +118,12 @@ class HeldIndex:
             del self._clients[key[0]]
 
 
-def line_held(line: bytes, buffers: Mapping[str, Buffer], held: HeldIndex) -> bool:
+def line_held(line: bytes, buffers: Mapping[str, Buffer], held: HeldIndex) -> bool | None:
     """Whether the point of an AT or POINT line is among the uncommitted ``buffers`` or
-    ``held`` in the database (False when the line is not plainly one)."""
+    ``held`` in the database (None when the line is not plainly one: not looked up)."""
     found = line_identity(line)
     if found is None:
-        return False
+        return None
     client_id, time_key, location = found
     buffer = buffers.get(client_id)
     if buffer is not None:

@@ -141,14 +141,19 @@ class History(Asking):
         if self.wanted(point):
             self._append(self._open.get(point.client_id), point)
 
-    def offer(self, point: Point) -> bool:
-        """Keep ``point`` if this server does not hold it; True if it was new.
+    def offer(self, point: Point, *, unheld: bool = False) -> bool:
+        """Keep ``point`` if this server does not hold it; True if it was new. ``unheld``:
+        ``holds_line`` just said so of its line, in this same step of the loop (a
+        neighbour's PUT), and it is not looked up again.
 
         A point past retention or at or before its client's floor is not new: it is never
         stored, nor flooded on (so a deleted point does not come back from a peer)."""
         if not self.wanted(point):
             return False
         buffer = self._open.get(point.client_id)
+        if unheld:
+            self._append(buffer, point)
+            return True
         if buffer is not None:
             key = key_of(point)
             # Once a lookup built the buffer's identity set (kept current as points come
@@ -163,11 +168,12 @@ class History(Asking):
         self._append(buffer, point)
         return True
 
-    def holds_line(self, line: bytes) -> bool:
-        """Whether this server holds the point of an AT or POINT line (False when the line is
-        not plainly one): a copy is then dropped unparsed, as ``offer`` would drop it once
-        parsed, and its record is no news either (a held point's record was the newest once,
-        and a store only moves to newer records)."""
+    def holds_line(self, line: bytes) -> bool | None:
+        """Whether this server holds the point of an AT or POINT line (None when the line is
+        not plainly one: not looked up). A copy is then dropped unparsed, as ``offer`` would
+        drop it once parsed, and its record is no news either (a held point's record was the
+        newest once, and a store only moves to newer records); a point found not held is
+        offered ``unheld`` once parsed (the parse reads the same client, time and place)."""
         assert self._held is not None, "history is not open"
         return line_held(line, self._open, self._held)
 
