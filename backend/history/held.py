@@ -82,7 +82,16 @@ class HeldIndex:
         if client_id not in self._clients:
             return  # the usual case: nothing of the client is kept
         sets = self._sets
-        for ns, location in zip(times_of(points), [p.location for p in points], strict=True):
+        times = times_of(points)
+        keys = zip(times, [p.location for p in points], strict=True)
+        if times and min(times) // HOUR_NS == max(times) // HOUR_NS:  # a chunk's usual case
+            found = sets.get((client_id, times[0] // HOUR_NS))
+            if found is not None:
+                before = len(found)
+                found.update(keys)
+                self.size += len(found) - before
+            return
+        for ns, location in keys:
             found = sets.get((client_id, ns // HOUR_NS))
             if found is not None and (ns, location) not in found:
                 found.add((ns, location))
