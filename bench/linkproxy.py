@@ -17,65 +17,8 @@ from .herd import Herd
 
 __all__ = ["LinkProxy", "Links", "dialler_pairs"]
 
-class _Side(asyncio.Protocol):
-    """One end of a relayed connection: what it receives is written to the other end, and
-    reading pauses while the other end's socket is backed up (the kernel's buffers then
-    push back to the sender, as a plain link's would). Protocol callbacks rather than
-    streams: the relays carry every link's bytes, and the harness's CPU must not pace the
-    herd it measures."""
-
-    def __init__(self, proxy: LinkProxy, other: _Side | None = None) -> None:
-        self.proxy = proxy
-        self.other = other
-        self.transport: asyncio.Transport | None = None
-        self._early: list[bytes] = []  # bytes that came before the other end was connected
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.proxy.sides.add(self)
-        other = self.other
-        if other is not None:  # the acceptor's end, dialled for a dialler's end
-            if self.proxy.is_cut or other.transport is None or other.transport.is_closing():
-                transport.close()  # cut meanwhile, or the dialler gave up
-                return
-            other.other = self
-            other.connected(self)
-        elif self.proxy.is_cut:
-            transport.close()
-        else:
-            self.proxy.dial_for(self)
-
-    def connected(self, other: _Side) -> None:
-        assert other.transport is not None
-        if self._early:
-            other.transport.write(b"".join(self._early))
-            self._early.clear()
-
-    def data_received(self, data: bytes) -> None:
-        other = self.other
-        if other is None or other.transport is None:
-            self._early.append(data)
-        else:
-            other.transport.write(data)
-
-    def pause_writing(self) -> None:
-        if self.other is not None and self.other.transport is not None:
-            self.other.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.other is not None and self.other.transport is not None:
-            self.other.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.proxy.sides.discard(self)
-        other = self.other
-        if other is not None and other.transport is not None:
-            other.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+# Bytes read at once from either side of a relayed link.
+CHUNK = 65536
 
 
 class LinkProxy:
@@ -85,34 +28,41 @@ class LinkProxy:
         self.target = 0  # the acceptor's port, set once the herd has its ports
         self.is_cut = False
         self.port = 0
-        self.sides: set[_Side] = set()
+        self._pipes: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
-        self._dials: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Side(self), "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def dial_for(self, side: _Side) -> None:
-        task = asyncio.get_running_loop().create_task(self._dial(side))
-        self._dials.add(task)
-        task.add_done_callback(self._dials.discard)
-
-    async def _dial(self, side: _Side) -> None:
-        """Connect ``side`` (a dialler's end) to the acceptor, or close it."""
-        loop = asyncio.get_running_loop()
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            writer.close()
+            return
         try:
-            await loop.create_connection(lambda: _Side(self, side), "127.0.0.1", self.target)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
-            if side.transport is not None:
-                side.transport.close()
+            writer.close()
+            return
+        self._pipes |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(CHUNK):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, RuntimeError):
+            pass
+        finally:
+            self._pipes.discard(writer)
+            writer.close()
 
     def cut(self) -> None:
         self.is_cut = True
-        for side in list(self.sides):
-            side.abort()
-        self.sides.clear()
+        for writer in list(self._pipes):
+            writer.transport.abort()
+        self._pipes.clear()
 
     def heal(self) -> None:
         self.is_cut = False
