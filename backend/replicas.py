@@ -15,11 +15,17 @@ from collections.abc import Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from .history.points import HOURS, SPREAD, day_of, hash64, identity_hash
+from .history.points import HOURS, SPREAD, Row, day_of, hash64, identity_hash
 from .protocol import MAX_HAVE_ENTRIES, Forget, Have
 
 if TYPE_CHECKING:
     from .history import History
+
+# Seconds a leaf's objects, once listed, answer further asks: a leaf of 300,000 points comes
+# back as 100 IDS lines, each asking for the same leaf; listing it afresh for each (a read
+# and a hash of every point) made an exchange quadratic. A point that came meanwhile is
+# already on its way by the flood, or in the next exchange.
+LEAF_LINGER_S = 5.0
 
 __all__ = [
     "TOP",
@@ -59,8 +65,8 @@ class Replica(Protocol):
         ``only``, those children's are exact and the others' may be left out."""
 
     async def identities(self, scope: str, child: int) -> list[tuple[int, bytes]]:
-        """The objects of one leaf: each one's identity hash (unsigned 64 bits, the one its
-        leaf's digest XORs) and its payload."""
+        """The objects of one leaf, by identity: each one's identity hash (unsigned 64 bits,
+        the one its leaf's digest XORs) and its payload, in ascending order of identity."""
 
 
 def have_lines(kind: str, scope: str, children: Children) -> Iterator[bytes]:
@@ -99,7 +105,7 @@ class Points:
         self.history = history
         self._on_put = on_put
         self._asked: Shared[Children | None] = Shared()
-        self._leaves: Shared[list[tuple[int, bytes]]] = Shared()
+        self._leaves: Shared[list[tuple[int, bytes]]] = Shared(LEAF_LINGER_S)
 
     def put(self, payload: bytes, source: str) -> object:
         # A flood brings each point by every path, and a partition's repair by both ends of
@@ -144,24 +150,39 @@ class Points:
 
     async def _leaf(self, scope: str, child: int) -> list[tuple[int, bytes]]:
         rows = await self.history.read_bucket(int(scope) * HOURS * SPREAD + child)
-        return [(_unsigned(identity_hash(r.client_id, r.ns, r.location)), r.wire()) for r in rows]
+        # Off the loop: the current hour's leaf may hold hundreds of thousands of points, and
+        # hashing them on the loop held it for seconds (every reply and flood waited).
+        return await asyncio.to_thread(_identified, rows)
 
 
 class Shared(Generic[T]):
     """Asks for one scope's digests (or one leaf's objects) that come while one is being
     answered share its answer: a day's HAVE comes in four lines at once, and two links may
-    ask together, while the digests of uncommitted points cost a pass over them."""
+    ask together, while the digests of uncommitted points cost a pass over them. With
+    ``linger``, an answer also serves asks that come within that many seconds after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, linger: float = 0.0) -> None:
+        self.linger = linger
         self._running: dict[str, asyncio.Future[T]] = {}
 
     async def get(self, key: str, work: Callable[[], Coroutine[object, object, T]]) -> T:
         running = self._running.get(key)
         if running is None:
             running = self._running[key] = asyncio.ensure_future(work())
-            running.add_done_callback(lambda _: self._running.pop(key, None))
+            running.add_done_callback(lambda done: self._done(key, done))
         # One asker cancelled (its link went down) leaves the others their answer.
         return await asyncio.shield(running)
+
+    def _done(self, key: str, done: asyncio.Future[T]) -> None:
+        if self.linger > 0 and not done.cancelled() and done.exception() is None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.linger, self._forget, key, done)
+        else:
+            self._forget(key, done)
+
+    def _forget(self, key: str, done: asyncio.Future[T]) -> None:
+        if self._running.get(key) is done:
+            del self._running[key]
 
 
 class Deletions:
@@ -183,7 +204,14 @@ class Deletions:
 
     async def identities(self, scope: str, child: int) -> list[tuple[int, bytes]]:
         found = await self.history.read_forgotten()
-        return [(_unsigned(hash64(p)), p) for p in _payloads(found)]
+        return sorted(((_unsigned(hash64(p)), p) for p in _payloads(found)), key=lambda x: x[0])
+
+
+def _identified(rows: list[Row]) -> list[tuple[int, bytes]]:
+    """Each point's identity hash (as the digests count it) and its line, by identity."""
+    found = [(_unsigned(identity_hash(r.client_id, r.ns, r.location)), r.wire()) for r in rows]
+    found.sort(key=lambda pair: pair[0])
+    return found
 
 
 def _unsigned(value: int) -> int:

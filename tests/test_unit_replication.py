@@ -10,7 +10,7 @@ from collections.abc import Collection
 
 import pytest
 
-from backend.history.points import DAY_NS, HOURS, SPREAD
+from backend.history.points import DAY_NS, HOURS, SPREAD, Row
 from backend.peers import replication
 from backend.protocol import MAX_IDS, Have, Ids, Put, parse_line
 from backend.replicas import TOP, Children, Points
@@ -173,3 +173,45 @@ def test_a_leafs_identities_are_listed_in_lines_whose_ranges_cover_them_all() ->
     assert Ids.lines("point", str(DAY), 3, []) == [
         Ids("point", str(DAY), 3, 0, 2**64 - 1, frozenset())
     ]
+
+
+class BucketHistory:
+    """What ``Points`` reads of a history for a leaf: one hour bucket's rows, counted."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.reads = 0
+
+    async def read_bucket(self, bucket: int) -> list[Row]:
+        self.reads += 1
+        return self.rows
+
+
+async def test_a_big_leaf_is_read_once_for_all_the_lines_that_list_it() -> None:
+    """A neighbour lists a leaf of 3 * MAX_IDS + 1 points in four IDS lines, lacking one point
+    in each: the leaf is read and hashed once for the four answers (not once a line), and
+    each answer sends exactly the one point its range lacks."""
+    rows = [
+        Row("kiwi", DAY * DAY_NS + i * 1_000, "1.0", "+1+1", "Riley", "+0.1", b"")
+        for i in range(3 * MAX_IDS + 1)
+    ]
+    history = BucketHistory(rows)
+    points = Points(history, lambda payload, source: None)  # type: ignore[arg-type]
+    ours = await points.identities(str(DAY), 7)
+    assert [i for i, _ in ours] == sorted(i for i, _ in ours)
+    lines = Ids.lines("point", str(DAY), 7, [i for i, _ in ours])
+    assert len(lines) == 4
+    said: list[bytes] = []
+    lacking: list[bytes] = []
+    for line in lines:
+        missing = min(line.ids)
+        lacking.append(dict(ours)[missing])
+        await replication.answer_ids(
+            Conn(),  # type: ignore[arg-type]
+            {"point": points},
+            Ids(line.kind, line.scope, line.child, line.low, line.high, line.ids - {missing}),
+            lambda _conn, put: said.append(put),
+            "Jaquez",
+        )
+    assert said == [Put("point", payload).encode() for payload in lacking]
+    assert history.reads == 1

@@ -6,6 +6,7 @@ objects of that leaf it does not list, as PUT lines. Only what one side lacks tr
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
@@ -130,11 +131,18 @@ async def answer_ids(
         log.warning("link to %s: IDS of an unknown kind: %s", name, ids.kind)
         return
     sent = 0
-    for identity, payload in await replica.identities(ids.scope, ids.child):
-        if ids.low <= identity <= ids.high and identity not in ids.ids:
+    objects = await replica.identities(ids.scope, ids.child)  # by identity
+    start = bisect.bisect_left(objects, ids.low, key=_identity)
+    end = bisect.bisect_right(objects, ids.high, key=_identity)
+    for identity, payload in objects[start:end]:
+        if identity not in ids.ids:
             say(conn, Put(ids.kind, payload).encode())
             sent += 1
     if sent and not conn.closing():
         log.info("sync with %s: sent %d %s objects it lacked", name, sent, ids.kind)
         with contextlib.suppress(ConnectionError):
             await conn.drain()
+
+
+def _identity(pair: tuple[int, bytes]) -> int:
+    return pair[0]
