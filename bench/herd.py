@@ -69,6 +69,9 @@ PLACES_TIMEOUT = 120.0
 # pause between two looks at the record counts.
 SETTLE_TIMEOUT = 120.0
 SETTLE_POLL = 0.25
+# Seconds one STATUS may take while settling: a server still taking a workload's floods in
+# answers late, which means "not settled yet", not a failure.
+SETTLE_ASK = 2.0
 
 
 class HerdError(RuntimeError):
@@ -384,18 +387,28 @@ class Herd:
             await asyncio.sleep(0.05)
 
     async def settle(self, timeout: float = SETTLE_TIMEOUT) -> str | None:
-        """Wait until every server holds the same number of records, twice in a row: the
-        floods of the last workload are over. Returns None, or what was still unsettled."""
+        """Wait until every server holds the same number of records and of history points,
+        twice in a row: the floods of the last workload (and the repairs after them) are
+        over. Returns None, or what was still unsettled."""
         deadline = time.monotonic() + timeout
-        last: dict[str, int] = {}
+        last: dict[str, tuple[int, int] | None] = {}
         while True:
-            counts = {n: int((await self.status_async(n))["records"]) for n in self.alive()}
-            if counts == last and len(set(counts.values())) == 1:
+            counts = {n: await self._settling(n) for n in self.alive()}
+            if counts == last and len(set(counts.values())) == 1 and None not in last.values():
                 return None
             if time.monotonic() > deadline:
-                return f"records per server after {timeout:g} s: {counts}"
+                return f"records (and history points) per server after {timeout:g} s: {counts}"
             last = counts
             await asyncio.sleep(SETTLE_POLL)
+
+    async def _settling(self, name: str) -> tuple[int, int] | None:
+        """A server's records and history points, or None while it is too busy to answer
+        STATUS (still taking the last workload's floods in)."""
+        try:
+            status = await self.status_async(name, SETTLE_ASK)
+        except (OSError, TimeoutError, HerdError):
+            return None
+        return int(status["records"]), int(status.get("history", {}).get("points", 0))
 
     async def warm_places(self, name: str) -> None:
         """Have ``name`` load its places now, while other workloads run: with ``preload``
