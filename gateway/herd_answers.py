@@ -118,7 +118,7 @@ async def json_answer(reply: bytes) -> JsonRecords | None:
     PARSE_BYTES at a time; None if some slice holds a line the templates do not take (the
     caller then reads the answer with :func:`parsed`). Raises HerdUnavailable for an answer
     that does not end with ``END <n>``."""
-    pieces: list[bytes] = []
+    made: list[bytes] = []
     times: list[bytes] = []
     try:
         for i, piece in enumerate(_slices(reply)):
@@ -127,11 +127,11 @@ async def json_answer(reply: bytes) -> JsonRecords | None:
             records = json_records(piece)
             if records is None:
                 return None
-            pieces += records.pieces
+            made += records.records
             times += records.times
     except BadAnswer as exc:
         raise HerdUnavailable(str(exc)) from None
-    return JsonRecords(pieces, times)
+    return JsonRecords(made, times)
 
 
 # -- paging ----------------------------------------------------------------------------------

@@ -148,6 +148,29 @@ def test_lines_the_templates_leave_to_the_per_line_way() -> None:
         GpxWriter("van").add_lines(b"POINT Riley +0.1 kiwi +34.5-118.5 1 {not json\n")
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"AT %s +0.1 kiwi +34.5-118.5 1\n" % (b"R" * 65),  # a server ID past its bound
+        b"AT Riley +0.1 %s +34.5-118.5 1\n" % (b"k" * 1025),  # a client ID past its bound
+        b"AT Ri\tley +0.1 kiwi +34.5-118.5 1\n",  # white space inside a field
+        b'POINT Riley +0.1 kiwi +34.5-118.5 1 {"a": 1}\n',  # a space in the attributes
+        b'POINT Riley +0.1 kiwi +34.5-118.5 1 {"a":"\x0b"}\n',
+        b'POINT Riley +0.1 kiwi +34.5-118.5 1 {"a":"%s"}\n' % (b"x" * 2042),  # 2,049 bytes
+    ],
+)
+def test_lines_no_server_writes_are_left_to_the_per_line_way(line: bytes) -> None:
+    """The JSON template takes IDs and attributes loosely, then holds each distinct one to its
+    exact form: a line outside it is left to the per-line way, which refuses it."""
+    assert json_records(line) is None
+    assert json_records(trail(3) + line) is None
+    with pytest.raises(BadAnswer):
+        read_body(line)
+    ok = line.replace(b"R" * 65, b"R" * 64).replace(b"k" * 1025, b"k" * 1024)
+    if ok != line:  # at its bound, the same line is taken
+        assert json_records(ok) is not None
+
+
 def _decimal(rng: random.Random, bound: int) -> str:
     whole = rng.choice([str(rng.randrange(bound)), "0", str(bound - 1), "1"])
     decimals = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 20)))

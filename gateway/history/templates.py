@@ -3,9 +3,10 @@ with no I/O and no Python work per line.
 
 Reading each line into a :class:`~.lines.Point` and writing it out again costs some 4-8 us a
 point in Python. Most lines need neither: one regular expression takes every line of a slice
-at once (``findall``, in C), and the output is put together from its columns (``zip``) and a
-template's constants by slice assignment and one ``bytes.join``, the fields copied as the herd
-wrote them. What a template cannot copy is made a list at a time, once per distinct value:
+at once (``findall``, in C), and the output is put together from its columns (``zip``): a JSON
+record by one ``%`` of a point's fields, a ``<trkpt>`` from a template's constants by slice
+assignment and one ``bytes.join``, the fields copied as the herd wrote them. What a template
+cannot copy is made a list at a time, once per distinct value:
 the times as floats (one ``orjson.dumps`` of the list), the attributes as orjson writes them
 or as GPX elements, the ISO 8601 text of a minute (``re.sub`` with a template would do it in
 one call, but Python 3.11 expands templates in Python, per match).
@@ -64,16 +65,24 @@ def _coordinate(whole: bytes, name: str) -> bytes:
 
 _LAT = _coordinate(rb"[1-8][0-9]|[1-9]", "lat")
 _LON = _coordinate(rb"1[0-7][0-9]|[1-9][0-9]?", "lon")
-_ATTRIBUTES = rb"(?(p) (?P<attributes>\{" + _F + rb"{0,%d}))\n" % (MAX_ATTRIBUTES_BYTES - 1)
+_ATTRIBUTES = rb"\{" + _F + rb"{0,%d}" % (MAX_ATTRIBUTES_BYTES - 1)
+_SERVER = rb"%s{1,%d}" % (_F, MAX_SERVER_ID_BYTES)
+_CLIENT = rb"%s{1,%d}" % (_F, MAX_CLIENT_ID_BYTES)
 
 
-def _line(field: bytes, time: bytes) -> re.Pattern[bytes]:
-    """``lines._LINE`` with the given fields' characters and time."""
-    server = rb"(?P<server>%s{1,%d})" % (field, MAX_SERVER_ID_BYTES)
-    client = rb"(?P<client>%s{1,%d})" % (field, MAX_CLIENT_ID_BYTES)
+def _line(server: bytes, client: bytes, time: bytes, attributes: bytes) -> re.Pattern[bytes]:
+    """``lines._LINE`` with the given fields."""
     diff = rb"(?P<diff>[+-][0-9]{1,15}\.[0-9]{1,15})"
-    body = rb"(?P<body>%s %s %s (?P<location>%s%s) %s)" % (server, diff, client, _LAT, _LON, time)
-    return re.compile(rb"^(?:AT|(?P<p>P)OINT) " + body + _ATTRIBUTES, re.MULTILINE)
+    body = rb"(?P<body>(?P<server>%s) %s (?P<client>%s) (?P<location>%s%s) %s)" % (
+        server,
+        diff,
+        client,
+        _LAT,
+        _LON,
+        time,
+    )
+    end = rb"(?(p) (?P<attributes>%s))\n" % attributes
+    return re.compile(rb"^(?:AT|(?P<p>P)OINT) " + body + end, re.MULTILINE)
 
 
 # A template: constants, groups of the pattern (by name), and what is made of them, each
@@ -148,42 +157,34 @@ def _shown(raw: bytes) -> dict[str, Any] | None:
 
 # -- JSON ----------------------------------------------------------------------------------
 
-_JSON_LINE = _line(_SAFE, rb"(?P<time>[0-9]{1,11}(?:\.[0-9]{1,52})?)")
-# ``orjson.dumps(point_json(point))`` and a comma. The time is made a float (below).
-_RECORD: list[_Piece] = [
-    b'{"client_id":"',
-    "client",
-    b'","lat":',
-    "lat",
-    b',"lon":',
-    "lon",
-    b',"location":"',
-    "location",
-    b'","client_time":"',
-    "time",
-    b'","time":',
-    b"",
-    b',"server":"',
-    "server",
-    b'","time_diff":"',
-    "diff",
-    b'","at":"AT ',
-    "body",
-    b'","attributes":',
-    ("json", "attributes"),
-    b"},",
-]
-_STRIDE = len(_RECORD)
-_TIME = _RECORD.index("time")
-_FLOAT = _TIME + 2
+# The JSON line takes its IDs as any run of bytes but a space and its attributes as the rest
+# of the line, which the regular expression engine walks a quarter faster than the exact
+# forms; each distinct ID and attribute text is then held to its exact form (``_SAFE_SERVER``
+# and the rest, below): an answer names one client and a few servers and attribute sets.
+# A match holds one line break (the caller checks there are as many matches as lines), so a
+# run of bytes but a space never spans two lines.
+_JSON_LINE = _line(rb"[^ ]+", rb"[^ ]+", rb"(?P<time>[0-9]{1,11}(?:\.[0-9]{1,52})?)", rb"\{.*")
+_SAFE_SERVER = re.compile(rb"%s{1,%d}" % (_SAFE, MAX_SERVER_ID_BYTES))
+_SAFE_CLIENT = re.compile(rb"%s{1,%d}" % (_SAFE, MAX_CLIENT_ID_BYTES))
+_ATTRIBUTES_TEXT = re.compile(_ATTRIBUTES)
+# ``orjson.dumps(point_json(point))`` and a comma, made by one ``%`` a point from the line's
+# fields, the time as a float (made below) and the attributes as orjson writes them.
+_RECORD = (
+    b'{"client_id":"%s","lat":%s,"lon":%s,"location":"%s","client_time":"%s","time":%s,'
+    b'"server":"%s","time_diff":"%s","at":"AT %s","attributes":%s},'
+)
+# The pattern's groups in the order of the record's fields (the float made of "time").
+_FIELDS = ("client", "lat", "lon", "location", "time", "time", "server", "diff", "body")
+_COLUMNS = itemgetter(*(_JSON_LINE.groupindex[name] - 1 for name in _FIELDS))
+_TIME = _FIELDS.index("time")
 
 
 @dataclass(frozen=True, slots=True)
 class JsonRecords:
-    """The points of a body as JSON, ``_STRIDE`` pieces a point: see :meth:`json`.
+    """The points of a body as JSON, a record (and a comma) a point: see :meth:`json`.
     ``times[i]`` is the i-th point's client time as written."""
 
-    pieces: list[bytes]
+    records: list[bytes]
     times: list[bytes]
 
     def __len__(self) -> int:
@@ -196,7 +197,7 @@ class JsonRecords:
 
     def items(self, start: int, stop: int) -> list[bytes]:
         """:meth:`json` as pieces, to join with what goes around them."""
-        items = self.pieces[start * _STRIDE : stop * _STRIDE]
+        items = self.records[start:stop]
         if items:
             items[-1] = items[-1][:-1]  # the comma after the last record
         return items
@@ -206,19 +207,35 @@ def json_records(body: bytes) -> JsonRecords | None:
     """The records of ``body`` (lines of AT or POINT, each with its newline), or None if some
     line is one a template does not take, or its JSON is not orjson's (an integer past 64
     bits in its attributes): the caller then reads the body the per-line way."""
-    rewritten = _rewrite(_JSON_LINE, _RECORD, body, {"json": _json})
-    if rewritten is None:
+    if not body.endswith(b"\n") or not _utf8(body):
         return None
-    pieces = rewritten[0]
-    times = pieces[_TIME::_STRIDE]
+    rows = _JSON_LINE.findall(body)
+    if len(rows) != body.count(b"\n"):
+        return None
+    groups = list(zip(*rows, strict=True))
+    columns = list(_COLUMNS(groups))
+    if not (_exact(_SAFE_SERVER, groups, "server") and _exact(_SAFE_CLIENT, groups, "client")):
+        return None
+    attributes = _lookup(groups[_JSON_LINE.groupindex["attributes"] - 1], _json)
+    if attributes is None:
+        return None
+    times = list(columns[_TIME])
     # Every time has at most 11 digits of seconds: none is past the herd's latest (null).
-    pieces[_FLOAT::_STRIDE] = orjson.dumps(list(map(float, times)))[1:-1].split(b",")
-    return JsonRecords(pieces, times)
+    columns[_TIME + 1] = orjson.dumps(list(map(float, times)))[1:-1].split(b",")
+    records = list(map(_RECORD.__mod__, zip(*columns, attributes, strict=True)))
+    return JsonRecords(records, times)
+
+
+def _exact(pattern: re.Pattern[bytes], groups: list[tuple[bytes, ...]], name: str) -> bool:
+    """Whether every distinct value of a group is of ``pattern``'s form."""
+    return all(map(pattern.fullmatch, set(groups[_JSON_LINE.groupindex[name] - 1])))
 
 
 def _json(raw: bytes) -> bytes | None:
-    """Attributes as ``point_json`` shows them, in orjson's JSON; None for any orjson does not
-    read, or reads to what it cannot write."""
+    """Attributes as ``point_json`` shows them, in orjson's JSON; None for any not of the
+    line's exact form, any orjson does not read, or reads to what it cannot write."""
+    if raw and not _ATTRIBUTES_TEXT.fullmatch(raw):
+        return None
     shown = _shown(raw)
     try:
         return None if shown is None else orjson.dumps(shown)
@@ -232,9 +249,11 @@ def _json(raw: bytes) -> bytes | None:
 # one of the first nine (the nanoseconds ``export.point_time`` writes), or nothing; of up to
 # 52 decimals in all.
 _GPX_LINE = _line(
-    _F,
+    _SERVER,
+    _CLIENT,
     rb"(?P<seconds>[0-9]{1,11})"
     rb"(?:(?=\.[0-9]{1,52}[ \n])(?P<fraction>\.[0-9]{0,8}[1-9])?\.?[0-9]*)?",
+    _ATTRIBUTES,
 )
 # ``GpxWriter.add_points``' ``<trkpt>``: what goes before the time (made of the attributes,
 # with ``<time>``), the time's minute and second (made of its seconds), its fraction, and
