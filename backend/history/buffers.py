@@ -152,15 +152,10 @@ class Buffer:
 
     def committed(self) -> None:
         """The oldest chunk with the writer is in the database."""
-        keys = self.keys
-        if keys is not None:
-            # As many keys as points: no copies, and none of the chunk's is still open.
-            copies = len(keys) < len(self.items) + sum(len(c.items) for c in self.sent)
         chunk = self.sent.popleft()
-        if keys is not None:
-            keys.difference_update(key_of(p) for p in chunk.items)
-            if copies:
-                keys.update(key_of(p) for p in self.items)  # copies of those, still open
+        if self.keys is not None:
+            self.keys.difference_update(key_of(p) for p in chunk.items)
+            self.keys.update(key_of(p) for p in self.items)  # copies of those, still open
 
     def empty(self) -> bool:
         return not self.items and not self.sent
