@@ -31,8 +31,6 @@ TAIL = 8
 _LOCK = threading.Lock()
 
 Hours = dict[int, tuple[int, int]]  # hour (since 1970) -> (count, XOR of identity hashes)
-# A buffer as ``digests_of`` reads it: client, slice, (tally, length) of each list, no copies.
-Parts = tuple[str, int, list[tuple["Tally", int]], bool]
 
 
 class Tally:
@@ -132,23 +130,14 @@ class Buffer:
         self.items, self.keys = items, None
         self.tally = Tally(items)
 
-    def parts(self) -> Parts:
+    def parts(self) -> tuple[str, int, list[tuple[Tally, int]]]:
         """What ``digests_of`` needs of the buffer, taken on the loop: each list of points
-        with its tally and its length now (the lists only grow), and whether no point is in
-        two of them."""
+        with its tally and its length now (the lists only grow)."""
         found = [(self.tally, len(self.items))]
         for chunk in self.sent:
             assert chunk.tally is not None
             found.append((chunk.tally, len(chunk.items)))
-        # ``keys`` holds only keys of points here (a commit takes out its chunk's, copies
-        # elsewhere included), so as many keys as points means no copies: the lists' tallies
-        # add up even where their times overlap (late points among a chunk's). A point
-        # whose time has more than nine decimals may share its nanosecond with another key
-        # of the same place: that one is then counted twice until committed, which costs one
-        # needless listing of its leaf, never a point.
-        keys = self.keys
-        distinct = keys is not None and len(keys) == sum(upto for _, upto in found)
-        return self.client_id, self.piece, found, distinct
+        return self.client_id, self.piece, found
 
     def committed(self) -> None:
         """The oldest chunk with the writer is in the database."""
@@ -168,13 +157,15 @@ class Buffer:
         return found
 
 
-def digests_of(buffers: Iterable[Parts], low: int, high: int) -> dict[int, tuple[int, int]]:
+def digests_of(
+    buffers: Iterable[tuple[str, int, list[tuple[Tally, int]]]], low: int, high: int
+) -> dict[int, tuple[int, int]]:
     """The hour buckets from ``low`` to ``high`` (excluded) of uncommitted points, each point
     once, given as ``Buffer.parts`` (in a worker thread)."""
     digests: dict[int, tuple[int, int]] = {}
     with _LOCK:
-        for client_id, piece, parts, distinct in buffers:
-            for hour, (count, xor) in _hours_of(client_id, parts, distinct).items():
+        for client_id, piece, parts in buffers:
+            for hour, (count, xor) in _hours_of(client_id, parts).items():
                 bucket = hour * SPREAD + piece
                 if low <= bucket < high:
                     held, held_xor = digests.get(bucket, (0, 0))
@@ -182,17 +173,17 @@ def digests_of(buffers: Iterable[Parts], low: int, high: int) -> dict[int, tuple
     return digests
 
 
-def _hours_of(client_id: str, parts: list[tuple[Tally, int]], distinct: bool) -> Hours:
+def _hours_of(client_id: str, parts: list[tuple[Tally, int]]) -> Hours:
     """A client's uncommitted points' hours, each point once: the sum of its lists' tallies
-    when no point is in two lists (``distinct``, or their times do not overlap: a point in
-    two lists is the same time in both), else counted afresh."""
+    when their times do not overlap (a point in two lists is the same time in both), else
+    counted afresh."""
     for tally, upto in parts:
         tally.extend(client_id, upto)
     counted = [t for t, upto in parts if upto]
     if len(counted) == 1:
         return counted[0].hours
     spans = sorted((t.first, t.last) for t in counted)
-    if distinct or all(a[1] < b[0] for a, b in itertools.pairwise(spans)):
+    if all(a[1] < b[0] for a, b in itertools.pairwise(spans)):
         hours: Hours = {}
         for tally in counted:
             for hour, (count, xor) in tally.hours.items():
