@@ -91,8 +91,10 @@ end = st.sampled_from([b"\n", b"\r\n", b"", b" \n", b"\n\n"])
 
 @given(
     st.sampled_from(
-        [b"IAMAT", b"AT", b"IAMAT ", b" IAMAT", b"IAMATX", b"AT  "]
-        + [b"PUT", b"PUT point", b"PUT point AT", b"PUT Point", b"PUT  forget", b"PUTX"]
+        [
+            *(b"IAMAT", b"AT", b"IAMAT ", b" IAMAT", b"IAMATX", b"AT  "),
+            *(b"PUT", b"PUT point", b"PUT point AT", b"PUT Point", b"PUT  forget", b"PUTX"),
+        ]
     ),
     st.lists(
         st.one_of(

@@ -20,6 +20,7 @@ from backend.history.points import (
     decode_chunk,
     encode_chunk,
     identity_hash,
+    key_of,
 )
 from backend.history.schema import connect, create
 from backend.history.writer import Chunk, Writer
@@ -113,6 +114,8 @@ def test_tallies_count_what_a_fresh_count_does(rng: random.Random) -> None:
         if step % 7 == 0:
             parts = [b.parts() for b in buffers]
             assert digests_of(parts, 0, 2**62) == fresh_digests(buffers), f"step {step}"
+            # Every uncommitted point is known held (a late copy of it is not new).
+            assert all(b.holds(key_of(p)) for b in buffers for p in b.every()), f"step {step}"
     low = (T0 // HOUR_NS + 1) * SPREAD
     found = digests_of([b.parts() for b in buffers], low, low + SPREAD)
     assert found == {b: d for b, d in fresh_digests(buffers).items() if low <= b < low + SPREAD}

@@ -144,7 +144,9 @@ class Buffer:
         chunk = self.sent.popleft()
         if self.keys is not None:
             self.keys.difference_update(key_of(p) for p in chunk.items)
-            self.keys.update(key_of(p) for p in self.items)  # copies of those, still open
+            # Copies of those still here (open, or in a later chunk with the writer) stay held.
+            for rest in (self.items, *(c.items for c in self.sent)):
+                self.keys.update(key_of(p) for p in rest)
 
     def empty(self) -> bool:
         return not self.items and not self.sent
