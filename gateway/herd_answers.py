@@ -16,12 +16,18 @@ from backend.protocol import (
     MAX_POINT_LINE,
     At,
     In,
-    ProtocolError,
     Record,
-    parse_line,
 )
 
-from .history.lines import BadAnswer, LinePoints, Point, answer_body, answer_lines, read_body
+from .history.lines import (
+    BadAnswer,
+    LinePoints,
+    Point,
+    answer_body,
+    answer_lines,
+    read_body,
+    reply_as,
+)
 from .history.reading import Window, next_window, window_after
 from .history.templates import JsonRecords, json_records
 from .rules import Box
@@ -216,21 +222,16 @@ def _seconds(ns: int) -> str:
 
 def in_line(line: bytes) -> In:
     """An IN line of AREA ... CLIENTS; raises HerdUnavailable for any other line."""
-    try:
-        command = parse_line(line)
-    except ProtocolError:
-        command = None
-    if not isinstance(command, In):
-        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
-    return command
+    return _reply(line, In)
 
 
 def record_of(line: bytes) -> Record:
     """The record of an AT (or POINT) line; raises HerdUnavailable for any other line."""
+    return _reply(line, At).record
+
+
+def _reply(line: bytes, kind: type[T]) -> T:
     try:
-        command = parse_line(line)
-    except ProtocolError:
-        command = None
-    if not isinstance(command, At):
-        raise HerdUnavailable(f"unexpected reply from the herd: {line[:100]!r}")
-    return command.record
+        return reply_as(line, kind)
+    except BadAnswer as exc:
+        raise HerdUnavailable(str(exc)) from None

@@ -21,7 +21,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 import orjson
 
@@ -35,6 +35,8 @@ from backend.protocol import (
     parse_line,
 )
 
+Reply = TypeVar("Reply")
+
 __all__ = [
     "BadAnswer",
     "LinePoints",
@@ -46,6 +48,7 @@ __all__ = [
     "point_of",
     "read_body",
     "read_points",
+    "reply_as",
 ]
 
 # A field's characters: anything but the protocol's six white-space characters (those
@@ -195,13 +198,19 @@ def point_of(line: bytes) -> Point:
 
 
 def _record(line: bytes) -> Record:
+    return reply_as(line, At).record
+
+
+def reply_as(line: bytes, kind: type[Reply]) -> Reply:
+    """``line`` read by ``parse_line`` as a ``kind`` (At, In); raises BadAnswer for any other
+    line."""
     try:
         command = parse_line(line)
     except ProtocolError:
         command = None
-    if not isinstance(command, At):
+    if not isinstance(command, kind):
         raise BadAnswer(f"unexpected reply from the herd: {line[:100]!r}")
-    return command.record
+    return command
 
 
 def from_record(record: Record) -> Point:
