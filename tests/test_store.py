@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.protocol import IAmAt, Record, make_record
-from backend.store import BUCKETS, Store, bucket_of
+from backend.store import BUCKETS, PENDING_MAX, Store, bucket_of
 
 
 def rec(client: str, when: int, server: str = "Riley") -> Record:
@@ -60,3 +61,25 @@ def test_removing_and_expiring_restore_the_digests() -> None:
     store.offer(rec("old", 6))
     assert store.expire(oldest_second=50) == 1
     assert store.digests == before and store.get("old") is None and len(store) == 1
+
+
+def test_digests_count_every_record_once_however_often_and_however_many_change() -> None:
+    """Digests are brought up to date when asked for, or when more than PENDING_MAX clients
+    changed since: either way each range's digest is the XOR of its records' line hashes."""
+    store = Store()
+    clients = [f"c{i}" for i in range(PENDING_MAX + 500)]
+    for when in (1, 2):
+        for client in clients:
+            store.offer(rec(client, when))
+    early = list(store.digests)
+    for client in clients[:10]:
+        store.offer(rec(client, 3))
+        store.offer(rec(client, 4))
+    store.remove(clients[10])
+    store.remove("never-held")
+    expected = [0] * BUCKETS
+    for record in store:
+        h = int.from_bytes(hashlib.blake2b(record.line, digest_size=8).digest(), "big")
+        expected[bucket_of(record.client_id)] ^= h
+    assert store.digests == expected != early
+    assert len(store) == len(clients) - 1

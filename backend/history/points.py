@@ -117,9 +117,11 @@ def _seconds(client_time: str) -> tuple[int, str]:
 
 
 def ns_of(point: Point) -> int:
-    if isinstance(point, Row):
-        return point.ns
-    return key_to_ns((point.key[0], point.key[1]))
+    ns = point.ns  # a row's; a record's where its maker had it, else -1
+    if ns >= 0 or isinstance(point, Row):
+        return ns
+    key = point.key
+    return key_to_ns((key[0], key[1]))
 
 
 def as_row(point: Point) -> Row:

@@ -76,6 +76,7 @@ class History(Asking):
         self.durable = durable
         self.clock = clock
         self.first_day = 0  # points of earlier UTC days are past retention
+        self._first_s = 0  # its first second
         self.floors: dict[str, int] = {}  # client -> no point at or before this ns is kept
         self.queued = 0  # items handed to the writer
         self.saved = 0  # items the writer has committed
@@ -135,11 +136,30 @@ class History(Asking):
 
     # -- writes (on the loop) --------------------------------------------------------------
 
-    def add(self, point: Point) -> None:
-        """Keep ``point`` with no lookup: a record that just became its client's newest,
-        which no held point can equal (a copy is dropped by the writer all the same)."""
-        if self.wanted(point):
-            self._append(self._open.get(point.client_id), point)
+    def add(self, record: Point) -> None:
+        """Keep ``record`` with no lookup: a record that just became its client's newest,
+        which no held point can equal (a copy is dropped by the writer all the same).
+
+        Every record a server takes comes here, so the common case (a client with no floor,
+        a time well within retention, an open chunk to join) is a few steps inline."""
+        if isinstance(record, Row):  # a tool's or a test's point
+            if self.wanted(record):
+                self._append(self._open.get(record.client_id), record)
+            return
+        seconds = record.key[0]
+        client_id = record.client_id
+        rare = not self._first_s <= seconds < _LAST_S or client_id in self.floors
+        if rare and not self.wanted(record):
+            return
+        buffer = self._open.get(client_id)
+        if buffer is None or not buffer.items or buffer.keys is not None:
+            self._append(buffer, record)
+            return
+        items = buffer.items
+        items.append(record)
+        self._open_points += 1
+        if len(items) >= CHUNK_POINTS or self._open_points > MAX_OPEN_POINTS:
+            self._full(buffer)
 
     def offer(self, point: Point, *, unheld: bool = False) -> bool:
         """Keep ``point`` if this server does not hold it; True if it was new. ``unheld``:
@@ -222,6 +242,7 @@ class History(Asking):
         first = day_of(self.now_ns()) - self.keep_days
         if first > self.first_day:
             self.first_day = first
+            self._first_s = first * _DAY_S
             if self._held is not None:
                 self._held.drop()
             self._put(Expire(first), None)
@@ -255,6 +276,12 @@ class History(Asking):
             self._ageing[client_id] = time.monotonic()
         buffer.append(point)
         self._open_points += 1
+        if len(buffer.items) >= CHUNK_POINTS or self._open_points > MAX_OPEN_POINTS:
+            self._full(buffer)
+
+    def _full(self, buffer: Buffer) -> None:
+        """A point was just appended to ``buffer``: send it if its chunk is full, else the
+        oldest quarter of the open chunks if they hold too many points in all."""
         if len(buffer.items) >= CHUNK_POINTS:
             self._send(buffer)
         elif self._open_points > MAX_OPEN_POINTS:

@@ -32,6 +32,10 @@ class Record:
     # white space (``format_attributes``), or empty. They travel with the record (POINT lines)
     # but are no part of its AT line, which every client sees byte-exact.
     attributes: bytes = b""
+    # The client time in POSIX nanoseconds where the maker had it at hand (a server's own
+    # record: its time difference needs it), else -1 (times are never negative): history's
+    # writer would otherwise compute it again for every point.
+    ns: int = field(default=-1, compare=False, repr=False)
 
     def wire(self) -> bytes:
         """The line that carries this record between servers and into the journal (without

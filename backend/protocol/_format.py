@@ -14,12 +14,12 @@ from ._fields import _key_ns, _time_key
 def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
     """The AT record a server makes for an IAMAT it received at ``received_ns`` (POSIX ns)."""
     sec, frac = cmd.time_key or _time_key(cmd.client_time.encode())
-    ns = cmd.time_ns
-    if ns is None:
-        ns = _key_ns(sec, frac)
+    client_ns = cmd.time_ns
+    if client_ns is None:
+        client_ns = _key_ns(sec, frac)
     # format_time_diff, inline (it runs for every IAMAT): sign, seconds, nine decimals, with
     # %-formatting (an f-string's format spec took a fifth longer, measured).
-    ns = received_ns - ns
+    ns = received_ns - client_ns
     sign = "+" if ns >= 0 else "-"
     diff = sign + "%d.%09d" % divmod(abs(ns), 1_000_000_000)  # noqa: UP031
     client_id, location, client_time = cmd.client_id, cmd.location, cmd.client_time
@@ -33,6 +33,7 @@ def make_record(server_id: str, received_ns: int, cmd: IAmAt) -> Record:
         line,
         (sec, frac, server_id, line),
         cmd.attributes,
+        client_ns,
     )
 
 
