@@ -197,8 +197,9 @@ async def _workloads(
                 unsettled = await ctx.herd.settle()
             except Exception as exc:
                 unsettled = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() - t > 1:
-                print(f"  (the herd took {time.monotonic() - t:.1f} s to settle)", file=sys.stderr)
+            settled_in = time.monotonic() - t
+            if settled_in > 1:
+                print(f"  (the herd took {settled_in:.1f} s to settle)", file=sys.stderr)
             try:
                 result = await run(ctx)
             except Exception as exc:
@@ -206,6 +207,12 @@ async def _workloads(
                 result = _failed(name, title, f"{type(exc).__name__}: {exc}")
             if unsettled:
                 result.notes.append(f"started before the herd settled: {unsettled}")
+            elif settled_in > 1:
+                # What the last workload left behind (queues, repairs) took this long to clear.
+                result.notes.append(
+                    f"started once the herd had settled, {settled_in:.0f} s after the previous "
+                    "workload"
+                )
             result.seconds = time.monotonic() - t
             print(f"  {name} done in {result.seconds:.1f} s", file=sys.stderr)
             results.append(result)

@@ -31,7 +31,7 @@ from backend.protocol import IAmAt, Status, WhatsAt, WhereIs, parse_status
 from .load import ask as ask_line
 from .load import time_text
 from .net import ask, converse, free_ports, listening, listening_async, poll, poll_async
-from .procs import Proc, Procs
+from .procs import Proc, Procs, cpu_seconds
 
 # The checkout this launcher belongs to: its servers and gateway run from another directory,
 # where a relative PYTHONPATH (or none, with an editable install of another checkout) would
@@ -65,10 +65,16 @@ LISTEN_TIMEOUT = 20.0
 # servers load it at once on two cores).
 PLACES_TIMEOUT = 120.0
 # Seconds for the herd to finish flooding what a workload left queued before the next starts
-# (Riley answers faster than its fellows can take records in, so their queues fill), and the
-# pause between two looks at the record counts.
-SETTLE_TIMEOUT = 120.0
+# (Riley answers faster than its fellows can take records in, so their queues fill; with
+# history on, the points dropped from those queues come back by anti-entropy, which took
+# 70-120 s after the IAMAT workload's 750,000 points), and the pause between two looks.
+SETTLE_TIMEOUT = 300.0
 SETTLE_POLL = 0.25
+# Cores a server may use and still count as quiet: equal counts are not enough, since the
+# repair's last exchanges, the writers' backlog and the journals' compactions go on for tens
+# of seconds after them (0.2-0.45 cores a fellow, measured), and a workload started then
+# measures them. Idle, a server takes ~0.01 (heartbeats).
+QUIET_CORES = 0.1
 # Seconds one STATUS may take while settling: a server still taking a workload's floods in
 # answers late, which means "not settled yet", not a failure.
 SETTLE_ASK = 2.0
@@ -388,18 +394,38 @@ class Herd:
 
     async def settle(self, timeout: float = SETTLE_TIMEOUT) -> str | None:
         """Wait until every server holds the same number of records and of history points,
-        twice in a row: the floods of the last workload (and the repairs after them) are
-        over. Returns None, or what was still unsettled."""
+        twice in a row, and no server used more than QUIET_CORES in between: the floods of
+        the last workload (and the repairs after them) are over. Returns None, or what was
+        still unsettled."""
         deadline = time.monotonic() + timeout
         last: dict[str, tuple[int, int] | None] = {}
+        cpu = self._cpu()
         while True:
             counts = {n: await self._settling(n) for n in self.alive()}
-            if counts == last and len(set(counts.values())) == 1 and None not in last.values():
+            cpu, before = self._cpu(), cpu
+            busy = {n: round(cores, 2) for n, cores in self._cores(before, cpu).items()}
+            agree = counts == last and len(set(counts.values())) == 1
+            if agree and None not in last.values() and max(busy.values()) <= QUIET_CORES:
                 return None
             if time.monotonic() > deadline:
-                return f"records (and history points) per server after {timeout:g} s: {counts}"
+                return (
+                    f"records (and history points) per server after {timeout:g} s: {counts}; "
+                    f"cores: {busy}"
+                )
             last = counts
             await asyncio.sleep(SETTLE_POLL)
+
+    def _cpu(self) -> tuple[float, dict[str, float]]:
+        """The time now and each running server's CPU seconds so far."""
+        return time.monotonic(), {n: cpu_seconds(self.servers[n].pid) for n in self.alive()}
+
+    @staticmethod
+    def _cores(
+        before: tuple[float, dict[str, float]], after: tuple[float, dict[str, float]]
+    ) -> dict[str, float]:
+        """Each server's cores used between two ``_cpu`` looks."""
+        seconds = max(after[0] - before[0], 1e-3)
+        return {n: (c - before[1].get(n, c)) / seconds for n, c in after[1].items()}
 
     async def _settling(self, name: str) -> tuple[int, int] | None:
         """A server's records and history points, or None while it is too busy to answer
