@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from bench import writer as writer_tool
+
 REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = ("map", "iamat", "flood", "whatsat", "gateway", "history", "convergence")
 
@@ -188,3 +190,10 @@ def test_open_loop_sender_keeps_its_rate_and_sleeps_between_lines() -> None:
     assert seconds >= (n - 1) / 1000
     # A spinning sender burns as much CPU as wall time; a sleeping one a small part of it.
     assert cpu < seconds / 2, f"{cpu:.3f} s of CPU in {seconds:.3f} s: the sender spins"
+
+
+def test_writer_tool_measures_every_point_written() -> None:
+    """``python -m bench.writer``'s figure is of points the writer really stored (it checks
+    the count), for a server's own records and for a neighbour's."""
+    for peer in (False, True):
+        assert 0 < writer_tool.per_point(clients=30, points=12, peer=peer) < 10_000
