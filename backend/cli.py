@@ -139,6 +139,7 @@ def cmd_up(args: argparse.Namespace, config: HerdConfig) -> int:
 
     os.umask(PRIVATE_UMASK)  # the servers and the gateway it starts inherit it
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
     async def up() -> int:
         return await supervise(config, args.config, stop_on_signals())
 

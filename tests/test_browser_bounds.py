@@ -48,8 +48,6 @@ def entry(client_id: str) -> str:
     return f"#clients li[data-client-id={json.dumps(client_id, ensure_ascii=False)}]"
 
 
-
-
 def strict_json(text: str) -> object:
     def refuse(constant: str) -> object:
         raise ValueError(f"{constant} is not JSON")

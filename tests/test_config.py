@@ -28,7 +28,13 @@ def config(tmp_path: Path, text: str) -> Path:
 
 def test_the_sections_are_the_dataclass_fields_of_herd_config() -> None:
     assert set(SECTIONS) == {
-        "places", "limits", "peers", "gateway", "durability", "history", "log_rotation"
+        "places",
+        "limits",
+        "peers",
+        "gateway",
+        "durability",
+        "history",
+        "log_rotation",
     }
 
 

@@ -23,8 +23,16 @@ async def test_a_clients_history_pages_oldest_first_with_late_points(
     # Newest first, then older ones (a phone's queue arriving late): all are kept.
     times = [NOW - i for i in range(7)]
     for t in times:
-        await post(client, {"client_id": "kiwi", "lat": 34.0, "lon": -118.0, "time": t,
-                            "attributes": {"battery": 50}})
+        await post(
+            client,
+            {
+                "client_id": "kiwi",
+                "lat": 34.0,
+                "lon": -118.0,
+                "time": t,
+                "attributes": {"battery": 50},
+            },
+        )
     pages, cursor = [], None
     while True:
         query = {"since": f"{NOW - 3600:.3f}", "limit": "3"}

@@ -176,4 +176,3 @@ async def test_a_silent_link_is_dropped_unless_a_line_was_waiting(
             up.conn.data_received(b"PING\n")
         await asyncio.sleep(0.45)
         assert link.up is late_line
-

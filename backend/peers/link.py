@@ -69,7 +69,6 @@ HANDSHAKES_PER_LINK = 2
 RecordHandler = Callable[[Record, str], object]
 
 
-
 class PeerLink:
     """The link to one neighbour and its queue of records waiting to be sent."""
 
