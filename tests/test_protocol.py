@@ -6,6 +6,8 @@ import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.protocol import (
     At,
@@ -19,6 +21,7 @@ from backend.protocol import (
     derive_peer_key,
     format_time_diff,
     invalid_reply,
+    key_to_ns,
     make_record,
     parse_line,
     peer_proof,
@@ -358,3 +361,26 @@ def test_points_variants_of_subscribe_and_whereis() -> None:
     for line in (b"SUBSCRIBE points", b"SUBSCRIBE POINTS x", b"WHEREIS kiwi x"):
         with pytest.raises(ProtocolError):
             parse_line(line)
+
+
+@given(
+    st.integers(0, 253_402_300_799),
+    st.text("0123456789", max_size=40),
+    # A location strictly inside the bounds takes the parser's fast path; one on a bound
+    # (latitude 90) the general one.
+    st.sampled_from(["+34.068930-118.445127", "+90-118.445127"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_records_nanoseconds_are_its_time_keys_on_every_server(
+    seconds: int, digits: str, location: str
+) -> None:
+    """The nanoseconds a server's own record carries (history's identity of the point) are
+    what every other server computes from the same time in the AT line it receives: else the
+    same point would be two points, and the herd's digests would never agree."""
+    stamp = f"{seconds}.{digits}" if digits else str(seconds)
+    record = make_record(
+        "Riley", 1_700_000_000 * 10**9, iamat(f"IAMAT kiwi {location} {stamp}".encode())
+    )
+    relayed = parse_line(record.line)
+    assert isinstance(relayed, At) and relayed.record.ns == -1
+    assert record.ns == time_to_ns(stamp) == key_to_ns(relayed.record.key[:2])
