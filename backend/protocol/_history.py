@@ -244,8 +244,7 @@ class Have:
     def parse(cls, f: list[bytes]) -> Have:
         if len(f) < 5 or len(f) > 5 + MAX_HAVE_ENTRIES:
             raise ProtocolError(f"HAVE takes kind, scope, range, <= {MAX_HAVE_ENTRIES} digests")
-        if _WORD.fullmatch(f[1]) is None or not (f[2] == b"*" or _COUNT.fullmatch(f[2])):
-            raise ProtocolError("malformed HAVE kind or scope")
+        kind, scope = _kind_scope(f, "HAVE")
         if _COUNT.fullmatch(f[3]) is None or _COUNT.fullmatch(f[4]) is None:
             raise ProtocolError("malformed HAVE range")
         first, last = int(f[3]), int(f[4])
@@ -258,11 +257,19 @@ class Have:
             if not first <= index <= last:
                 raise ProtocolError("HAVE digest outside its range")
             digests[index] = (int(m[2]), int(m[3], 16))
-        return cls(f[1].decode(), f[2].decode(), first, last, digests)
+        return cls(kind, scope, first, last, digests)
 
     def encode(self) -> bytes:
         entries = "".join(f" {i}:{c}:{x:x}" for i, (c, x) in sorted(self.digests.items()))
         return f"HAVE {self.kind} {self.scope} {self.first} {self.last}{entries}\n".encode()
+
+
+def _kind_scope(f: list[bytes], word: str) -> tuple[str, str]:
+    """The kind and scope of a HAVE or IDS line (fields 1 and 2): a word, and ``*`` or a
+    count."""
+    if _WORD.fullmatch(f[1]) is None or not (f[2] == b"*" or _COUNT.fullmatch(f[2])):
+        raise ProtocolError(f"malformed {word} kind or scope")
+    return f[1].decode(), f[2].decode()
 
 
 def _seconds(ns: int) -> str:
@@ -295,8 +302,7 @@ class Ids:
     def parse(cls, f: list[bytes]) -> Ids:
         if len(f) < 6 or len(f) > 6 + MAX_IDS:
             raise ProtocolError(f"IDS takes kind, scope, child, range, <= {MAX_IDS} identities")
-        if _WORD.fullmatch(f[1]) is None or not (f[2] == b"*" or _COUNT.fullmatch(f[2])):
-            raise ProtocolError("malformed IDS kind or scope")
+        kind, scope = _kind_scope(f, "IDS")
         if _COUNT.fullmatch(f[3]) is None:
             raise ProtocolError("malformed IDS child")
         if _HASH.fullmatch(f[4]) is None or _HASH.fullmatch(f[5]) is None:
@@ -310,7 +316,7 @@ class Ids:
             if not low <= value <= high:
                 raise ProtocolError("IDS identity outside its range")
             ids.append(value)
-        return cls(f[1].decode(), f[2].decode(), int(f[3]), low, high, frozenset(ids))
+        return cls(kind, scope, int(f[3]), low, high, frozenset(ids))
 
     def encode(self) -> bytes:
         ids = "".join(f" {i:016x}" for i in sorted(self.ids))

@@ -101,15 +101,12 @@ def _rewrite(
     """The pieces of ``template`` for each line of ``body``, in order (a piece no maker
     makes is left empty), and the pattern's groups, each a column; None if the pattern does
     not take every line, or a maker says None."""
-    if not body.endswith(b"\n") or not _utf8(body):
+    columns = _columns(pattern, body)
+    if columns is None:
         return None
-    rows = pattern.findall(body)
-    if len(rows) != body.count(b"\n"):
-        return None
-    columns = list(zip(*rows, strict=True))
     groups = {name: columns[number - 1] for name, number in pattern.groupindex.items()}
     pieces: list[bytes] = [piece if isinstance(piece, bytes) else b"" for piece in template]
-    pieces *= len(rows)
+    pieces *= len(columns[0])
     for i, piece in enumerate(template):
         if isinstance(piece, str):
             pieces[i :: len(template)] = groups[piece]
@@ -119,6 +116,17 @@ def _rewrite(
                 return None
             pieces[i :: len(template)] = made
     return pieces, groups
+
+
+def _columns(pattern: re.Pattern[bytes], body: bytes) -> list[tuple[bytes, ...]] | None:
+    """The pattern's groups over every line of ``body``, each a column; None unless the body
+    is UTF-8 lines, each ending in LF, and the pattern takes every one."""
+    if not body.endswith(b"\n") or not _utf8(body):
+        return None
+    rows = pattern.findall(body)
+    if len(rows) != body.count(b"\n"):
+        return None
+    return list(zip(*rows, strict=True))
 
 
 def _lookup(keys: Sequence[K], make: Callable[[K], V | None]) -> list[V] | None:
@@ -207,12 +215,9 @@ def json_records(body: bytes) -> JsonRecords | None:
     """The records of ``body`` (lines of AT or POINT, each with its newline), or None if some
     line is one a template does not take, or its JSON is not orjson's (an integer past 64
     bits in its attributes): the caller then reads the body the per-line way."""
-    if not body.endswith(b"\n") or not _utf8(body):
+    groups = _columns(_JSON_LINE, body)
+    if groups is None:
         return None
-    rows = _JSON_LINE.findall(body)
-    if len(rows) != body.count(b"\n"):
-        return None
-    groups = list(zip(*rows, strict=True))
     columns = list(_COLUMNS(groups))
     if not (_exact(_SAFE_SERVER, groups, "server") and _exact(_SAFE_CLIENT, groups, "client")):
         return None
