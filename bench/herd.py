@@ -404,8 +404,8 @@ class Herd:
             counts = {n: await self._settling(n) for n in self.alive()}
             cpu, before = self._cpu(), cpu
             busy = {n: round(cores, 2) for n, cores in self._cores(before, cpu).items()}
-            agree = counts == last and len(set(counts.values())) == 1
-            if agree and None not in last.values() and max(busy.values()) <= QUIET_CORES:
+            agree = counts == last and len(set(counts.values())) == 1 and None not in last.values()
+            if agree and max(busy.values(), default=0.0) <= QUIET_CORES:
                 return None
             if time.monotonic() > deadline:
                 return (
